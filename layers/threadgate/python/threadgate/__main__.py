@@ -1,0 +1,3 @@
+from threadgate.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""One `Settings`, read from the environment once (THREADGATE_* plus provider keys)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="THREADGATE_", extra="ignore", frozen=True)
+
+    mode: Literal["local", "aws", "test"] = "local"
+    data_dir: Path = Path("./.threadgate")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    master_key: str | None = None
+    markup: Decimal = Decimal("1.07")
+    models_file: Path | None = None
+    allow_private_webhooks: bool | None = None  # None: mode default (local allows loopback)
+    key_prefix: str = "qlk_live_"
+    max_body_bytes: int = 8 * 1024 * 1024
+    # How long a reservation may stay open before the sweeper settles it at its estimate.
+    reservation_ttl_ms: int = 20 * 60 * 1000
+    sweep_interval_s: float = 30.0
+    ping_interval_s: float = 15.0
+    # Upstream retry policy (before the first byte of an answer).
+    upstream_attempts: int = 3
+    upstream_timeout_s: float = 600.0
+    upstream_connect_timeout_s: float = 10.0
+    # The offline model streams one word per delay; 0 in tests and benchmarks.
+    local_model_word_delay_ms: int = 15
+
+    anthropic_api_key: str | None = Field(default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY"))
+    anthropic_base_url: str = Field(
+        default="https://api.anthropic.com", validation_alias=AliasChoices("ANTHROPIC_BASE_URL")
+    )
+    openai_api_key: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"))
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1", validation_alias=AliasChoices("OPENAI_BASE_URL")
+    )
+
+    # AWS mode: resource names injected by CDK.
+    keys_table: str | None = None
+    threads_table: str | None = None
+    usage_table: str | None = None
+    tools_table: str | None = None
+    jobs_table: str | None = None
+    run_events_table: str | None = None
+    idempotency_table: str | None = None
+    aws_endpoint_url: str | None = None  # tests and local emulators only
+    provider_secrets_prefix: str | None = None  # Secrets Manager name prefix for provider keys
+    webhook_kms_key_id: str | None = None
+    opensearch_endpoint: str | None = None
+    opensearch_service: Literal["es", "aoss"] = "es"
+    opensearch_index: str = "threadgate-messages"
+    embedding_model_id: str = "amazon.titan-embed-text-v2:0"
+    embedding_dimensions: int = 256
+
+    @property
+    def private_webhooks_allowed(self) -> bool:
+        if self.allow_private_webhooks is not None:
+            return self.allow_private_webhooks
+        return self.mode == "local"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,217 @@
+"""Records the ports exchange. Money is integer micro-dollars; times are epoch milliseconds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Scope = Literal["admin", "standard"]
+
+
+class _Unset:
+    """Marks a PATCH field that was not sent (distinct from an explicit null)."""
+
+    _instance: "_Unset | None" = None
+
+    def __new__(cls) -> "_Unset":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass
+class Account:
+    id: str
+    name: str
+    cap_micros: int | None  # None = unlimited
+    spent_micros: int = 0
+    reserved_micros: int = 0
+    created_at: int = 0
+
+
+@dataclass
+class ApiKey:
+    id: str
+    account_id: str
+    name: str
+    prefix: str
+    scope: Scope
+    cap_micros: int | None  # lifetime cap; None = unlimited
+    end_user_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    spent_micros: int = 0
+    reserved_micros: int = 0
+    created_at: int = 0
+    last_used_at: int | None = None
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: resolved from the key on every request."""
+
+    key_id: str
+    account_id: str
+    scope: Scope
+    end_user_id: str | None  # set for end-user-bound keys
+
+    @property
+    def is_admin(self) -> bool:
+        return self.scope == "admin"
+
+
+@dataclass
+class Thread:
+    id: str
+    account_id: str
+    end_user_id: str | None
+    metadata: dict[str, Any] | None
+    title: str | None
+    created_at: int
+    last_active_at: int
+    message_count: int = 0
+
+
+# Message kinds decide what history/search treat specially; the wire shows only role/content.
+MessageKind = Literal["user", "assistant", "tool_use", "tool_result"]
+
+
+@dataclass
+class NewMessage:
+    role: Literal["user", "assistant"]
+    content: str | list[dict[str, Any]]
+    kind: MessageKind
+    model: str | None = None
+    request_id: str | None = None
+
+
+@dataclass
+class Message:
+    thread_id: str
+    seq: int
+    role: Literal["user", "assistant"]
+    content: str | list[dict[str, Any]]
+    kind: MessageKind
+    model: str | None
+    request_id: str | None
+    created_at: int
+    account_id: str = ""
+    end_user_id: str | None = None
+
+
+@dataclass
+class Reservation:
+    id: str
+    key_id: str
+    account_id: str
+    estimate_micros: int
+    created_at: int
+    expires_at: int
+    request_id: str
+    model: str
+    provider: str
+    thread_id: str | None = None
+
+
+@dataclass
+class UsageEvent:
+    id: str
+    request_id: str
+    key_id: str
+    account_id: str
+    thread_id: str | None
+    model: str
+    provider: str
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+    upstream_cost_micros: int
+    cost_micros: int
+    latency_ms: int
+    status: str  # "ok" | "incomplete" | "error" | "expired"
+    created_at: int
+
+
+@dataclass
+class IdempotencyRecord:
+    scope: str
+    body_hash: str
+    state: Literal["in_progress", "done"]
+    status_code: int | None = None
+    response: Any = None
+    created_at: int = 0
+
+
+@dataclass
+class Tool:
+    id: str
+    account_id: str
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    webhook_url: str
+    timeout_ms: int
+    secret: str  # plaintext only in memory; adapters store it encrypted (AWS) and never list it
+    created_at: int
+    deleted: bool = False
+
+
+@dataclass
+class Usage:
+    """Token counts of one or more model calls."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_creation_input_tokens + other.cache_creation_input_tokens,
+            self.cache_read_input_tokens + other.cache_read_input_tokens,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_creation_input_tokens": self.cache_creation_input_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+        }
+
+    @classmethod
+    def from_anthropic(cls, raw: dict[str, Any] | None) -> "Usage":
+        raw = raw or {}
+        return cls(
+            int(raw.get("input_tokens") or 0),
+            int(raw.get("output_tokens") or 0),
+            int(raw.get("cache_creation_input_tokens") or 0),
+            int(raw.get("cache_read_input_tokens") or 0),
+        )
+
+
+@dataclass
+class ModelInfo:
+    id: str
+    provider: str  # "anthropic" | "openai" | "bedrock" | "local"
+    upstream_id: str
+    context_window: int
+    max_output_tokens: int
+    # Prices in micro-dollars per million tokens (= USD per Mtok × 1e6), integers.
+    input_price: int
+    output_price: int
+    cache_read_price: int
+    cache_write_price: int
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,182 @@
+"""The small interfaces the domain needs. Adapters live in stores/, search/ and providers/.
+
+Store ports are synchronous: SQLite answers in microseconds and each Lambda instance serves one
+request at a time, so an async facade would add cost without buying concurrency. Every query that
+reads tenant data takes `account_id` (and `end_user_id` where a bound key asks) and applies it
+INSIDE the adapter's query (invariant 4), never as a filter over a wider result.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Protocol, Sequence
+
+from threadgate.domain.models import (
+    Account,
+    ApiKey,
+    IdempotencyRecord,
+    Message,
+    NewMessage,
+    Reservation,
+    Thread,
+    Tool,
+    UsageEvent,
+)
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int: ...
+
+
+class KeyStore(Protocol):
+    def create_account(self, account: Account) -> None: ...
+    def get_account(self, account_id: str) -> Account | None: ...
+    def update_account(self, account_id: str, *, name: Any = ..., cap_micros: Any = ...) -> Account | None:
+        """Fields left at UNSET are unchanged. Returns the updated account or None if absent."""
+
+    def first_account(self) -> Account | None:
+        """Any existing account (local bootstrap: is this a first start?)."""
+
+    def create_key(self, key: ApiKey, secret_hash: str) -> None: ...
+    def find_by_hash(self, secret_hash: str) -> ApiKey | None:
+        """The auth lookup (one point read). Returns revoked keys too; the caller refuses them."""
+
+    def get_key(self, account_id: str, key_id: str) -> ApiKey | None: ...
+    def list_keys(self, account_id: str) -> list[ApiKey]:
+        """Newest first, revoked keys included."""
+
+    def update_key(
+        self, account_id: str, key_id: str, *, name: Any = ..., cap_micros: Any = ..., metadata: Any = ...
+    ) -> ApiKey | None: ...
+    def revoke_key(self, account_id: str, key_id: str, now_ms: int) -> bool:
+        """False if the key is unknown, foreign or already revoked."""
+
+    def touch_key(self, key_id: str, now_ms: int) -> None:
+        """Record last use (best effort)."""
+
+
+class Ledger(Protocol):
+    """Reservations, settlements and usage events. Balances live on key and account records."""
+
+    def reserve(self, reservation: Reservation) -> None:
+        """Atomically add the estimate to the key's and the account's `reserved_micros`, on the
+        condition that `spent + reserved + estimate <= cap` for both (a null cap is unlimited),
+        and record the reservation. Raises KeyCapExceeded / AccountBudgetExceeded otherwise and
+        changes nothing."""
+
+    def settle(self, reservation_id: str, event: UsageEvent) -> bool:
+        """Exactly once per reservation: delete it, `reserved -= estimate`, `spent += event.cost`
+        on key and account, and store the usage event, in one atomic write. Returns False (and
+        changes nothing) when the reservation is already settled or released."""
+
+    def release(self, reservation_id: str) -> bool:
+        """Drop a reservation whose call produced no usage (nothing billed)."""
+
+    def expired_reservations(self, now_ms: int, limit: int = 100) -> list[Reservation]: ...
+
+    def usage_events(
+        self, account_id: str, from_ms: int, to_ms: int, key_id: str | None = None
+    ) -> list[UsageEvent]:
+        """Events with from_ms <= created_at < to_ms, newest first."""
+
+
+class ThreadStore(Protocol):
+    def create_thread(self, thread: Thread) -> None: ...
+    def get_thread(self, account_id: str, thread_id: str, end_user_id: str | None = None) -> Thread | None:
+        """`end_user_id` given: the thread must belong to that end user."""
+
+    def list_threads(
+        self,
+        account_id: str,
+        end_user_id: str | None,
+        limit: int,
+        before: tuple[int, str] | None = None,
+    ) -> list[Thread]:
+        """Newest `last_active_at` first (ties by id descending), strictly after the cursor
+        `(last_active_at, id)`; at most `limit` items."""
+
+    def update_thread(
+        self, account_id: str, thread_id: str, *, metadata: Any = ..., title: Any = ...
+    ) -> Thread | None: ...
+    def delete_thread(self, account_id: str, thread_id: str) -> bool:
+        """Removes the thread and all its messages at once."""
+
+    def append_messages(
+        self, account_id: str, thread_id: str, messages: Sequence[NewMessage], now_ms: int
+    ) -> list[Message]:
+        """Assign the next dense `seq` values atomically, store, bump `last_active_at` and
+        `message_count`. Raises NotFound if the thread is gone."""
+
+    def list_messages(
+        self,
+        account_id: str,
+        thread_id: str,
+        *,
+        after_seq: int | None = None,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        descending: bool = False,
+    ) -> list[Message]: ...
+
+    def acquire_turn_lock(self, thread_id: str, holder: str, now_ms: int, ttl_ms: int) -> bool:
+        """Serializes turns on a thread. True if acquired (or the previous holder's lease expired)."""
+
+    def release_turn_lock(self, thread_id: str, holder: str) -> None: ...
+
+
+class IdempotencyStore(Protocol):
+    def claim(self, scope: str, body_hash: str, now_ms: int, ttl_ms: int) -> IdempotencyRecord | None:
+        """None: the caller now owns `scope` and must complete() or abandon() it. Otherwise the
+        existing live record (in progress or done) is returned unchanged."""
+
+    def complete(self, scope: str, status_code: int, response: Any) -> None: ...
+    def abandon(self, scope: str) -> None: ...
+
+
+class ToolStore(Protocol):
+    def create_tool(self, tool: Tool) -> None:
+        """Raises Conflict when a live tool of the account has the same name."""
+
+    def get_tool(self, account_id: str, tool_id: str, *, with_secret: bool = False) -> Tool | None:
+        """Live tools only. `secret` is "" unless `with_secret` (only webhook delivery asks)."""
+
+    def list_tools(self, account_id: str) -> list[Tool]: ...
+    def delete_tool(self, account_id: str, tool_id: str) -> bool: ...
+
+
+class ModelProvider(Protocol):
+    """One upstream. Requests and answers are in the Anthropic Messages shape (our canonical
+    form); providers of other shapes translate at their edge."""
+
+    name: str
+
+    async def create(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Non-streaming call. Returns an Anthropic `message` object (with `usage`)."""
+
+    def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Streaming call. Yields Anthropic stream events as dicts (`message_start` … `message_stop`).
+        Retries happen only before the first event; a break after it raises UpstreamError."""
+
+
+class Embedder(Protocol):
+    dimensions: int
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+class VectorIndex(Protocol):
+    def upsert(self, docs: Sequence[dict[str, Any]]) -> None:
+        """Each doc: id `<thread>#<seq>`, account_id, end_user_id, thread_id, seq, role, text,
+        created_at, vector."""
+
+    def delete_thread(self, account_id: str, thread_id: str) -> None: ...
+    def delete_account(self, account_id: str) -> None: ...
+    def search(
+        self,
+        vector: Sequence[float],
+        *,
+        account_id: str,
+        end_user_id: str | None = None,
+        thread_id: str | None = None,
+        limit: int = 10,
+    ) -> list[tuple[dict[str, Any], float]]:
+        """(doc without vector, cosine score), best first; filters applied inside the query."""

@@ -1,0 +1,18 @@
+"""Store adapters, one per port: `sqlite/` (embedded default) and `dynamodb/` (AWS)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from threadgate.ports import IdempotencyStore, KeyStore, Ledger, ThreadStore, ToolStore
+
+
+@dataclass
+class Stores:
+    keys: KeyStore
+    threads: ThreadStore
+    ledger: Ledger
+    idempotency: IdempotencyStore
+    tools: ToolStore
+    close: Callable[[], Any] = lambda: None

@@ -1,0 +1,82 @@
+"""DynamoDB table shapes: the single source of truth for the adapter, the CDK data construct and
+the moto test fixtures (see DESIGN.md "DynamoDB shape"). Plain data, no boto3 import."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    pk: str
+    sk: str | None = None
+    sk_type: str = "S"  # "S" | "N"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    logical: str  # construct id / settings field stem
+    pk: str = "pk"
+    sk: str | None = None
+    gsis: tuple[Index, ...] = field(default_factory=tuple)
+    ttl_attribute: str | None = None
+    stream: bool = False  # NEW_IMAGE stream (feeds the search indexer)
+    settings_field: str = ""  # the Settings attribute (env THREADGATE_<FIELD upper>) naming it
+
+
+TABLES: dict[str, TableSpec] = {
+    # pk = KEY#<sha256>  -> {key_id, account_id}   (the auth lookup: one GetItem)
+    # pk = KEYID#<id>    -> the key record with cap/spent/reserved; gsi1 lists an account's keys
+    # pk = ACCOUNT#<id>  -> the account record with its budget
+    "keys": TableSpec(
+        logical="keys",
+        gsis=(Index("gsi1", "gsi1pk", "gsi1sk"),),
+        settings_field="keys_table",
+    ),
+    # pk = THREAD#<id>, sk = META | MSG#<seq:012d> | LOCK
+    # gsi1: "<account>#<end_user>" x "<last_active_at:015d>#<id>"; gsi2: "<account>" x same
+    "threads": TableSpec(
+        logical="threads",
+        sk="sk",
+        gsis=(Index("gsi1", "gsi1pk", "gsi1sk"), Index("gsi2", "gsi2pk", "gsi2sk")),
+        ttl_attribute="ttl",
+        stream=True,
+        settings_field="threads_table",
+    ),
+    # events: pk = KEY#<key>#<yyyy-mm>, sk = <ts:015d>#<request id>; gsi1 by account month
+    # reservations: pk = RES#<id>, sk = RES, ttl; gsi1pk = RESERVATIONS, gsi1sk = <expires:015d>#<id>
+    "usage": TableSpec(
+        logical="usage",
+        sk="sk",
+        gsis=(Index("gsi1", "gsi1pk", "gsi1sk"),),
+        ttl_attribute="ttl",
+        settings_field="usage_table",
+    ),
+    # pk = TOOL#<id>; gsi1: ACCOUNT#<account> x <name> (live tools only carry gsi1 attributes)
+    "tools": TableSpec(
+        logical="tools",
+        gsis=(Index("gsi1", "gsi1pk", "gsi1sk"),),
+        settings_field="tools_table",
+    ),
+    # pk = JOB#<id>; gsi1: KEY#<key> x <created:015d>#<id>
+    "jobs": TableSpec(
+        logical="jobs",
+        gsis=(Index("gsi1", "gsi1pk", "gsi1sk"),),
+        ttl_attribute="ttl",
+        settings_field="jobs_table",
+    ),
+    # pk = RUN#<id>, sk = <n> (number); TTL
+    "run_events": TableSpec(
+        logical="run_events",
+        sk="sk",
+        ttl_attribute="ttl",
+        settings_field="run_events_table",
+    ),
+    # pk = IDEM#<scope>; TTL 24 h
+    "idempotency": TableSpec(
+        logical="idempotency",
+        ttl_attribute="ttl",
+        settings_field="idempotency_table",
+    ),
+}
