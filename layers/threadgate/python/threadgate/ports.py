@@ -38,7 +38,9 @@ class KeyStore(Protocol):
 
     def create_key(self, key: ApiKey, secret_hash: str) -> None: ...
     def find_by_hash(self, secret_hash: str) -> ApiKey | None:
-        """The auth lookup (one point read). Returns revoked keys too; the caller refuses them."""
+        """The auth lookup (ONE point read on DynamoDB). Returns revoked keys too; the caller
+        refuses them. Only identity fields (id, account_id, name, prefix, scope, end_user_id,
+        revoked) must be current; balances may be stale or zero (use get_key for those)."""
 
     def get_key(self, account_id: str, key_id: str) -> ApiKey | None: ...
     def list_keys(self, account_id: str) -> list[ApiKey]:
