@@ -1,0 +1,122 @@
+"""Connection, schema and transactions.
+
+One connection per process, guarded by a lock: SQLite serializes writers anyway, and the gateway's
+store calls are short. `BEGIN IMMEDIATE` takes the write lock up front so a check-then-write
+(the cap reservation) is atomic across processes sharing the file, not only across threads.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, cap_micros INTEGER,
+  spent_micros INTEGER NOT NULL DEFAULT 0, reserved_micros INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS keys (
+  id TEXT PRIMARY KEY, account_id TEXT NOT NULL, secret_hash TEXT NOT NULL UNIQUE,
+  name TEXT NOT NULL, prefix TEXT NOT NULL, scope TEXT NOT NULL, cap_micros INTEGER,
+  end_user_id TEXT, metadata TEXT, spent_micros INTEGER NOT NULL DEFAULT 0,
+  reserved_micros INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL,
+  last_used_at INTEGER, revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS keys_by_account ON keys(account_id, created_at DESC);
+CREATE TABLE IF NOT EXISTS threads (
+  id TEXT PRIMARY KEY, account_id TEXT NOT NULL, end_user_id TEXT, metadata TEXT, title TEXT,
+  created_at INTEGER NOT NULL, last_active_at INTEGER NOT NULL,
+  message_count INTEGER NOT NULL DEFAULT 0, next_seq INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS threads_by_account ON threads(account_id, last_active_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS threads_by_end_user
+  ON threads(account_id, end_user_id, last_active_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS messages (
+  thread_id TEXT NOT NULL, seq INTEGER NOT NULL, account_id TEXT NOT NULL, end_user_id TEXT,
+  role TEXT NOT NULL, kind TEXT NOT NULL, content TEXT NOT NULL, model TEXT, request_id TEXT,
+  created_at INTEGER NOT NULL, PRIMARY KEY (thread_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS thread_locks (
+  thread_id TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reservations (
+  id TEXT PRIMARY KEY, key_id TEXT NOT NULL, account_id TEXT NOT NULL,
+  estimate_micros INTEGER NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+  request_id TEXT NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL, thread_id TEXT
+);
+CREATE INDEX IF NOT EXISTS reservations_by_expiry ON reservations(expires_at);
+CREATE TABLE IF NOT EXISTS usage_events (
+  id TEXT PRIMARY KEY, request_id TEXT NOT NULL, key_id TEXT NOT NULL, account_id TEXT NOT NULL,
+  thread_id TEXT, model TEXT NOT NULL, provider TEXT NOT NULL,
+  input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+  cache_creation_input_tokens INTEGER NOT NULL, cache_read_input_tokens INTEGER NOT NULL,
+  upstream_cost_micros INTEGER NOT NULL, cost_micros INTEGER NOT NULL,
+  latency_ms INTEGER NOT NULL, status TEXT NOT NULL, created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_by_account ON usage_events(account_id, created_at DESC);
+CREATE INDEX IF NOT EXISTS usage_by_key ON usage_events(key_id, created_at DESC);
+CREATE TABLE IF NOT EXISTS idempotency (
+  scope TEXT PRIMARY KEY, body_hash TEXT NOT NULL, state TEXT NOT NULL, status_code INTEGER,
+  response TEXT, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tools (
+  id TEXT PRIMARY KEY, account_id TEXT NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL,
+  input_schema TEXT NOT NULL, webhook_url TEXT NOT NULL, timeout_ms INTEGER NOT NULL,
+  secret TEXT NOT NULL, created_at INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tools_live_name ON tools(account_id, name) WHERE deleted = 0;
+"""
+
+
+def dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(raw: str | None) -> Any:
+    return None if raw is None else json.loads(raw)
+
+
+class Database:
+    def __init__(self, path: str):
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves (autocommit otherwise).
+        self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self.conn.row_factory = sqlite3.Row
+        self.lock = threading.RLock()
+        with self.lock:
+            if path != ":memory:":
+                self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn.executescript(SCHEMA)
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding the database write lock from its first statement."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
+        with self.lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def one(self, sql: str, params: tuple | list = ()) -> sqlite3.Row | None:
+        with self.lock:
+            return self.conn.execute(sql, params).fetchone()
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()

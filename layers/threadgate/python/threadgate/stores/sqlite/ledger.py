@@ -1,0 +1,101 @@
+"""Ledger on SQLite: reserve / settle / release in single transactions (DESIGN invariant 1, 2)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from threadgate.domain.errors import AccountBudgetExceeded, KeyCapExceeded
+from threadgate.domain.models import Reservation, UsageEvent
+from threadgate.stores.sqlite.db import Database
+
+_NO_BUDGET = "the remaining budget cannot cover this request"
+
+
+def _reservation(row: sqlite3.Row) -> Reservation:
+    return Reservation(**{k: row[k] for k in row.keys()})
+
+
+def _event(row: sqlite3.Row) -> UsageEvent:
+    return UsageEvent(**{k: row[k] for k in row.keys()})
+
+
+class SqliteLedger:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def reserve(self, r: Reservation) -> None:
+        with self.db.tx() as c:
+            # The conditional UPDATE is the check: it matches only while the estimate still fits.
+            key = c.execute(
+                "UPDATE keys SET reserved_micros = reserved_micros + ?"
+                " WHERE id = ? AND account_id = ? AND revoked = 0"
+                " AND (cap_micros IS NULL OR spent_micros + reserved_micros + ? <= cap_micros)",
+                (r.estimate_micros, r.key_id, r.account_id, r.estimate_micros),
+            )
+            if key.rowcount != 1:
+                raise KeyCapExceeded(f"key {_NO_BUDGET}")
+            account = c.execute(
+                "UPDATE accounts SET reserved_micros = reserved_micros + ?"
+                " WHERE id = ? AND (cap_micros IS NULL OR spent_micros + reserved_micros + ? <= cap_micros)",
+                (r.estimate_micros, r.account_id, r.estimate_micros),
+            )
+            if account.rowcount != 1:
+                raise AccountBudgetExceeded(f"account {_NO_BUDGET}")  # rolls back the key update
+            c.execute(
+                "INSERT INTO reservations (id, key_id, account_id, estimate_micros, created_at,"
+                " expires_at, request_id, model, provider, thread_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (r.id, r.key_id, r.account_id, r.estimate_micros, r.created_at, r.expires_at,
+                 r.request_id, r.model, r.provider, r.thread_id),
+            )
+
+    def _take(self, c: sqlite3.Connection, reservation_id: str) -> Reservation | None:
+        row = c.execute("SELECT * FROM reservations WHERE id = ?", (reservation_id,)).fetchone()
+        if row is None:
+            return None
+        c.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+        return _reservation(row)
+
+    def settle(self, reservation_id: str, event: UsageEvent) -> bool:
+        with self.db.tx() as c:
+            r = self._take(c, reservation_id)
+            if r is None:
+                return False
+            for table, id_ in (("keys", r.key_id), ("accounts", r.account_id)):
+                c.execute(
+                    f"UPDATE {table} SET reserved_micros = reserved_micros - ?,"
+                    " spent_micros = spent_micros + ? WHERE id = ?",
+                    (r.estimate_micros, event.cost_micros, id_),
+                )
+            fields = list(vars(event))
+            c.execute(
+                f"INSERT INTO usage_events ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})",
+                [getattr(event, f) for f in fields],
+            )
+            return True
+
+    def release(self, reservation_id: str) -> bool:
+        with self.db.tx() as c:
+            r = self._take(c, reservation_id)
+            if r is None:
+                return False
+            for table, id_ in (("keys", r.key_id), ("accounts", r.account_id)):
+                c.execute(
+                    f"UPDATE {table} SET reserved_micros = reserved_micros - ? WHERE id = ?",
+                    (r.estimate_micros, id_),
+                )
+            return True
+
+    def expired_reservations(self, now_ms: int, limit: int = 100) -> list[Reservation]:
+        rows = self.db.query(
+            "SELECT * FROM reservations WHERE expires_at <= ? ORDER BY expires_at LIMIT ?", (now_ms, limit)
+        )
+        return [_reservation(r) for r in rows]
+
+    def usage_events(self, account_id: str, from_ms: int, to_ms: int, key_id: str | None = None) -> list[UsageEvent]:
+        sql = "SELECT * FROM usage_events WHERE account_id = ? AND created_at >= ? AND created_at < ?"
+        params: list = [account_id, from_ms, to_ms]
+        if key_id is not None:
+            sql += " AND key_id = ?"
+            params.append(key_id)
+        rows = self.db.query(sql + " ORDER BY created_at DESC, id DESC", params)
+        return [_event(r) for r in rows]
