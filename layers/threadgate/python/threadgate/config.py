@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     opensearch_index: str = "threadgate-messages"
     embedding_model_id: str = "amazon.titan-embed-text-v2:0"
     embedding_dimensions: int = 256
-    admin_secret_name: str | None = None  # Secrets Manager secret the deploy-time bootstrap fills with the first admin key
+    admin_secret_name: str | None = None  # Secrets Manager secret holding the first admin key
 
     @property
     def private_webhooks_allowed(self) -> bool:
