@@ -1,0 +1,259 @@
+"""Deliver one tool call to its webhook: sign, post, retry, read a bounded answer.
+
+The tool loop calls `deliver()` once per `tool_use` block and gives `result.output_text` (with
+`result.is_error`) to the model as the `tool_result`. `deliver()` never raises for anything the
+receiver or the network does; every failure becomes a short `reason` the model can read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.cookiejar
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
+
+from threadgate import __version__
+from threadgate.domain.errors import InvalidRequest
+from threadgate.domain.models import Tool
+from threadgate.webhooks.address_guard import (
+    AddressNotAllowed,
+    Resolver,
+    UnresolvableHost,
+    WebhookTarget,
+    parse_webhook_url,
+    resolve_safe,
+)
+from threadgate.webhooks.signing import ATTEMPT_HEADER, DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+
+MAX_RESPONSE_BYTES = 1024 * 1024
+DEFAULT_MAX_ATTEMPTS = 4
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    output: Any  # the receiver's `output` (any JSON), its raw text, or the failure reason
+    output_text: str  # what the model sees: strings as they are, other JSON serialized
+    is_error: bool
+    attempts: int  # HTTP attempts made (0 when the URL was refused before any)
+    status: int | None  # HTTP status of the last answer, None when there was none
+    reason: str | None  # short failure reason, None on success
+    duration_ms: int
+
+
+def new_webhook_client(**kwargs: Any) -> httpx.AsyncClient:
+    """An AsyncClient fit for `deliver()`: environment proxies off (a proxy would resolve the
+    host itself, behind the address guard's back), no redirects, and a cookie jar that keeps
+    nothing (one receiver's cookies must never reach another tenant's receiver)."""
+    no_cookies = http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return httpx.AsyncClient(trust_env=False, follow_redirects=False, cookies=no_cookies, **kwargs)
+
+
+def encode_body(
+    tool: Tool, *, tool_use_id: str, input: Any, thread_id: str | None, end_user_id: str | None, request_id: str
+) -> bytes:
+    """The delivery body, serialized once: these exact bytes are signed and sent on every attempt."""
+    payload = {
+        "tool_id": tool.id,
+        "tool_use_id": tool_use_id,
+        "name": tool.name,
+        "input": input,
+        "thread_id": thread_id,
+        "end_user_id": end_user_id,
+        "request_id": request_id,
+    }
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+async def deliver(
+    tool: Tool,
+    *,
+    tool_use_id: str,
+    input: Any,
+    thread_id: str | None,
+    end_user_id: str | None,
+    request_id: str,
+    client: httpx.AsyncClient,
+    allow_private: bool,
+    resolver: Resolver | None = None,
+    backoff_base_s: float = 0.5,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> DeliveryResult:
+    """POST one tool call to ``tool.webhook_url`` and return what the model should see.
+
+    Each attempt has ``tool.timeout_ms`` in all (DNS, connect, send, read). A timeout, a connection
+    error, a 5xx or a 429 is retried up to ``max_attempts`` attempts in all, waiting about
+    ``backoff_base_s`` × 1, 2, 4… plus up to half of ``backoff_base_s`` of random jitter between
+    them; any other answer is final. ``resolver`` (socket.getaddrinfo's shape) is for tests.
+    """
+    started = time.monotonic()
+
+    def finish(output: Any, *, is_error: bool, attempts: int, status: int | None, reason: str | None):
+        return DeliveryResult(
+            output=output,
+            output_text=output if isinstance(output, str) else json.dumps(output, ensure_ascii=False),
+            is_error=is_error,
+            attempts=attempts,
+            status=status,
+            reason=reason,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+
+    try:
+        target = parse_webhook_url(tool.webhook_url, allow_private=allow_private)
+    except InvalidRequest:  # registered under another deployment policy, or edited in the store
+        reason = "webhook refused: URL not allowed"
+        return finish(reason, is_error=True, attempts=0, status=None, reason=reason)
+
+    body = encode_body(
+        tool, tool_use_id=tool_use_id, input=input, thread_id=thread_id, end_user_id=end_user_id, request_id=request_id
+    )
+    post = _Poster(tool, target, body, tool_use_id, client, allow_private, resolver)
+    # tenacity instead of a hand loop: the stop/wait/retry policy reads as one declaration.
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(max_attempts),
+        wait=wait_exponential(multiplier=backoff_base_s, exp_base=2) + wait_random(0, backoff_base_s / 2),
+        retry=retry_if_exception_type(_Retryable),
+        sleep=sleep,
+        reraise=True,
+    )
+    attempt_number = 0
+    try:
+        async for attempt in retrying:
+            with attempt:
+                attempt_number = attempt.retry_state.attempt_number
+                outcome = await post(attempt_number)
+    except _Retryable as last:
+        reason = f"webhook failed: {last.reason} after {attempt_number} attempts"
+        return finish(reason, is_error=True, attempts=attempt_number, status=last.status, reason=reason)
+    return finish(
+        outcome.output,
+        is_error=outcome.is_error,
+        attempts=attempt_number if outcome.attempted else 0,
+        status=outcome.status,
+        reason=outcome.reason,
+    )
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    output: Any
+    is_error: bool
+    status: int | None
+    reason: str | None
+    attempted: bool = True
+
+    @classmethod
+    def failure(cls, reason: str, status: int | None = None, *, attempted: bool = True) -> "_Outcome":
+        return cls(reason, True, status, reason, attempted)
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, status: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass
+class _Poster:
+    """One attempt: vet the addresses, connect to a vetted one, post, read the answer."""
+
+    tool: Tool
+    target: WebhookTarget
+    body: bytes
+    tool_use_id: str
+    client: httpx.AsyncClient
+    allow_private: bool
+    resolver: Resolver | None
+
+    async def __call__(self, attempt: int) -> _Outcome:
+        timeout_s = self.tool.timeout_ms / 1000
+        try:
+            async with asyncio.timeout(timeout_s):
+                # Re-vetted on every attempt, on the addresses we are about to use (DNS rebinding).
+                addresses = await asyncio.to_thread(
+                    resolve_safe,
+                    self.target.host,
+                    self.target.port,
+                    allow_private=self.allow_private,
+                    resolver=self.resolver,
+                )
+                address = addresses[(attempt - 1) % len(addresses)]  # retries rotate over the addresses
+                response = await self.client.send(
+                    self._request(address, attempt, timeout_s), stream=True, follow_redirects=False, auth=None
+                )
+                try:
+                    return await _read_answer(response)
+                finally:
+                    await response.aclose()
+        except AddressNotAllowed:
+            return _Outcome.failure("webhook refused: address not allowed", attempted=False)
+        except UnresolvableHost:
+            raise _Retryable("DNS lookup failed") from None
+        except (TimeoutError, httpx.TimeoutException):
+            raise _Retryable("timeout") from None
+        except httpx.TransportError:
+            raise _Retryable("connection error") from None
+
+    def _request(self, address: str, attempt: int, timeout_s: float) -> httpx.Request:
+        timestamp = int(time.time())  # re-signed per attempt so a late retry is not stale
+        headers = {
+            "host": self.target.host_header,
+            "content-type": "application/json",
+            "user-agent": f"threadgate/{__version__}",
+            # Compressed answers could expand far past the size limit before we can count them.
+            "accept-encoding": "identity",
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(self.tool.secret, timestamp, self.body),
+            DELIVERY_HEADER: self.tool_use_id,
+            ATTEMPT_HEADER: str(attempt),
+        }
+        extensions: dict[str, Any] = {"timeout": httpx.Timeout(timeout_s).as_dict()}
+        if self.target.scheme == "https":
+            if not self.target.host_is_ip:
+                # We connect to the IP but TLS must name (SNI) and verify the certificate for the host.
+                extensions["sni_hostname"] = self.target.host
+            # The pool keys connections by IP: without this, a TLS session set up for one
+            # hostname could carry the next delivery to another hostname on the same IP.
+            headers["connection"] = "close"
+        # Built directly, not with client.build_request: nothing of the client (cookies, default
+        # headers, base_url) must mix into a tenant's delivery.
+        return httpx.Request("POST", self.target.url_for(address), headers=headers, content=self.body, extensions=extensions)
+
+
+async def _read_answer(response: httpx.Response) -> _Outcome:
+    status = response.status_code
+    if status == 429 or status >= 500:
+        raise _Retryable(f"HTTP {status}", status)
+    if not 200 <= status < 300:
+        return _Outcome.failure(f"webhook failed: HTTP {status}", status)  # redirects included: never followed
+    if response.headers.get("content-encoding", "identity").lower() not in ("identity", ""):
+        return _Outcome.failure("webhook failed: compressed response", status)
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        return _Outcome.failure("webhook failed: response too large", status)
+    raw = bytearray()
+    async for chunk in response.aiter_raw():
+        raw += chunk
+        if len(raw) > MAX_RESPONSE_BYTES:
+            return _Outcome.failure("webhook failed: response too large", status)
+    output, is_error = _tool_output(bytes(raw))
+    return _Outcome(output, is_error, status, "tool reported an error" if is_error else None)
+
+
+def _tool_output(raw: bytes) -> tuple[Any, bool]:
+    """`{"output": <any>, "is_error": bool}` is taken apart; any other 2xx body is text output."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        document = None
+    if isinstance(document, dict) and "output" in document and isinstance(document.get("is_error", False), bool):
+        return document["output"], document.get("is_error", False)
+    return raw.decode("utf-8", errors="replace"), False
