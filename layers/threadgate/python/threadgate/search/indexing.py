@@ -1,0 +1,98 @@
+"""Indexing and searching messages: ties an `Embedder` to a `VectorIndex`.
+
+Indexing never fails the caller (a turn must not fail because search is down): errors are
+logged without message text, retried once, and reported as a smaller count.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+
+from threadgate.domain.errors import InvalidRequest
+from threadgate.domain.models import Message
+from threadgate.domain.search import index_document, search_result, snippet
+from threadgate.ports import Embedder, VectorIndex
+
+log = logging.getLogger(__name__)
+
+EMBED_BATCH = 256
+
+
+class Indexer:
+    def __init__(self, embedder: Embedder, index: VectorIndex, *, semantic_snippets: bool | None = None):
+        self.embedder = embedder
+        self.index = index
+        # Re-embedding snippet windows at query time is only worth it for a cheap local model.
+        self.semantic_snippets = (
+            bool(getattr(embedder, "cheap", False)) if semantic_snippets is None else semantic_snippets
+        )
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def index_messages(self, messages: Sequence[Message]) -> int:
+        """Embed and upsert the indexable messages (user and final assistant turns, text only).
+        Returns how many were indexed; never raises."""
+        docs = [doc for doc in (index_document(m) for m in messages) if doc is not None]
+        indexed = 0
+        for start in range(0, len(docs), EMBED_BATCH):
+            batch = docs[start : start + EMBED_BATCH]
+            if self._index_batch(batch):
+                indexed += len(batch)
+        return indexed
+
+    def _index_batch(self, batch: list[dict[str, Any]]) -> bool:
+        for attempt in (1, 2):
+            try:
+                vectors = self.embedder.embed([doc["text"] for doc in batch])
+                self.index.upsert([{**doc, "vector": vec} for doc, vec in zip(batch, vectors)])
+                return True
+            except Exception as exc:  # noqa: BLE001 - indexing must never fail a turn
+                # Ids and the error class only: message text and provider payloads stay out of logs.
+                log.warning(
+                    "search indexing failed (attempt %d/2) for %d message(s) %s: %s",
+                    attempt,
+                    len(batch),
+                    [doc["id"] for doc in batch[:5]],
+                    type(exc).__name__,
+                )
+        return False
+
+    def delete_thread(self, account_id: str, thread_id: str) -> None:
+        self.index.delete_thread(account_id, thread_id)
+
+    def delete_account(self, account_id: str) -> None:
+        self.index.delete_account(account_id)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def search(
+        self,
+        *,
+        account_id: str,
+        end_user_id: str | None,
+        thread_id: str | None,
+        q: str,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """API.md §9 items, best first. Scoping (account, end user, thread) happens inside the
+        index query. `limit` is validated by the route (1–50)."""
+        query = (q or "").strip()
+        if not query:
+            raise InvalidRequest("q: must be a non-empty search query", param="q")
+        [vector] = self.embedder.embed([query])
+        hits = self.index.search(
+            vector, account_id=account_id, end_user_id=end_user_id, thread_id=thread_id, limit=limit
+        )
+        scorer = self._window_scorer(vector) if self.semantic_snippets else None
+        return [search_result(doc, score, snippet(doc["text"], query, window_scorer=scorer)) for doc, score in hits]
+
+    def _window_scorer(self, query_vector: Sequence[float]):
+        query = np.asarray(query_vector, dtype=np.float32)
+
+        def score(windows: Sequence[str]) -> list[float]:
+            return (np.asarray(self.embedder.embed(list(windows)), dtype=np.float32) @ query).tolist()
+
+        return score

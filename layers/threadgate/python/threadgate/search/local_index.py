@@ -1,0 +1,319 @@
+"""The local vector index: exact cosine search over per-account partitions, persisted in SQLite.
+
+Why exact brute force rather than HNSW (hnswlib/usearch): one account's messages fit in memory
+as a float32 matrix (100k × 256 = 100 MB) and one matrix-vector product over it takes a few
+milliseconds, so exact search meets the latency target with recall 1.0, filters are exact
+(no "k results after filtering" problem), and deletion is immediate without graph tombstones.
+
+Layout: `<path>/index.sqlite3` is the durable truth (one row per message with its vector as a
+float32 blob). Each account's rows are loaded on first use into an in-memory partition; writes
+go to SQLite first, then to the loaded partition. Filters (account → partition; end user and
+thread → row masks) are applied inside the query, before ranking (invariant 4).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+DOC_FIELDS = ("id", "account_id", "end_user_id", "thread_id", "seq", "role", "text", "created_at")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS docs (
+    id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    end_user_id TEXT,
+    thread_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    text TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (account_id, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS docs_thread ON docs (account_id, thread_id);
+"""
+
+_NO_CODE = -1  # end user absent (threads created by unbound keys)
+
+
+@dataclass
+class _Partition:
+    """One account's vectors in memory. Rows are appended; deleted rows are masked out and
+    reclaimed by compaction once they are the majority."""
+
+    dimensions: int
+    vectors: np.ndarray = field(init=False)
+    ids: list[str | None] = field(default_factory=list)
+    user_codes: np.ndarray = field(init=False)
+    thread_codes: np.ndarray = field(init=False)
+    alive: np.ndarray = field(init=False)
+    row_of: dict[str, int] = field(default_factory=dict)
+    user_code: dict[str, int] = field(default_factory=dict)
+    thread_code: dict[str, int] = field(default_factory=dict)
+    size: int = 0  # rows in use (alive or not)
+
+    def __post_init__(self) -> None:
+        self._allocate(256)
+
+    def _allocate(self, capacity: int) -> None:
+        old = self.size
+        vectors = np.zeros((capacity, self.dimensions), dtype=np.float32)
+        users = np.full(capacity, _NO_CODE, dtype=np.int32)
+        threads = np.full(capacity, _NO_CODE, dtype=np.int32)
+        alive = np.zeros(capacity, dtype=bool)
+        if old:
+            vectors[:old] = self.vectors[:old]
+            users[:old] = self.user_codes[:old]
+            threads[:old] = self.thread_codes[:old]
+            alive[:old] = self.alive[:old]
+        self.vectors, self.user_codes, self.thread_codes, self.alive = vectors, users, threads, alive
+
+    @staticmethod
+    def _code(codes: dict[str, int], value: str | None) -> int:
+        if value is None:
+            return _NO_CODE
+        return codes.setdefault(value, len(codes))
+
+    def put(self, doc_id: str, end_user_id: str | None, thread_id: str, vector: np.ndarray) -> None:
+        row = self.row_of.get(doc_id)
+        if row is None:
+            if self.size == len(self.alive):
+                self._allocate(max(256, self.size * 2))
+            row = self.size
+            self.size += 1
+            self.ids.append(doc_id)
+            self.row_of[doc_id] = row
+        self.vectors[row] = vector
+        self.user_codes[row] = self._code(self.user_code, end_user_id)
+        self.thread_codes[row] = self._code(self.thread_code, thread_id)
+        self.alive[row] = True
+
+    def drop_thread(self, thread_id: str) -> None:
+        code = self.thread_code.get(thread_id)
+        if code is None:
+            return
+        rows = np.flatnonzero(self.thread_codes[: self.size] == code)
+        self.alive[rows] = False
+        for row in rows.tolist():
+            doc_id = self.ids[row]
+            if doc_id is not None:
+                self.row_of.pop(doc_id, None)
+                self.ids[row] = None
+        if self.size > 1024 and len(self.row_of) < self.size // 2:
+            self._compact()
+
+    def _compact(self) -> None:
+        keep = np.flatnonzero(self.alive[: self.size])
+        vectors = self.vectors[keep]
+        users, threads = self.user_codes[keep], self.thread_codes[keep]
+        self.ids = [self.ids[i] for i in keep.tolist()]
+        self.row_of = {doc_id: row for row, doc_id in enumerate(self.ids) if doc_id is not None}
+        self.size = 0
+        self._allocate(max(256, len(keep) * 2))
+        n = len(keep)
+        self.vectors[:n], self.user_codes[:n], self.thread_codes[:n] = vectors, users, threads
+        self.alive[:n] = True
+        self.size = n
+
+    def candidate_rows(self, end_user_id: str | None, thread_id: str | None) -> np.ndarray | None:
+        """Rows allowed by the filters; None means every live row (no filter given)."""
+        n = self.size
+        mask = self.alive[:n]
+        if thread_id is not None:
+            code = self.thread_code.get(thread_id)
+            if code is None:
+                return np.empty(0, dtype=np.int64)
+            mask = mask & (self.thread_codes[:n] == code)
+        if end_user_id is not None:
+            code = self.user_code.get(end_user_id)
+            if code is None:
+                return np.empty(0, dtype=np.int64)
+            mask = mask & (self.user_codes[:n] == code)
+        if thread_id is None and end_user_id is None:
+            return None
+        return np.flatnonzero(mask)
+
+    def top(self, query: np.ndarray, rows: np.ndarray | None, limit: int) -> list[tuple[int, float]]:
+        n = self.size
+        if rows is None:
+            scores = self.vectors[:n] @ query
+            scores[~self.alive[:n]] = -np.inf
+            candidates = np.arange(n)
+        elif len(rows) > n // 3:
+            # A wide filter: one contiguous product beats gathering most rows.
+            scores_all = self.vectors[:n] @ query
+            scores, candidates = scores_all[rows], rows
+        else:
+            scores, candidates = self.vectors[rows] @ query, rows
+        if len(scores) == 0:
+            return []
+        k = min(limit, len(scores))
+        best = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return [
+            (int(candidates[i]), float(scores[i])) for i in best.tolist() if np.isfinite(scores[i])
+        ]
+
+
+class LocalVectorIndex:
+    """`VectorIndex` over a directory that survives restarts. Thread-safe within one process;
+    a write from another process (another connection) is noticed through SQLite's
+    `data_version` and reloads the partitions."""
+
+    def __init__(self, path: Path, dimensions: int) -> None:
+        self.path = Path(path)
+        self.dimensions = dimensions
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            self.path / "index.sqlite3", check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._check_dimensions()
+        self._partitions: dict[str, _Partition] = {}
+        self._data_version = self._current_data_version()
+
+    def _check_dimensions(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'dimensions'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('dimensions', ?)", (str(self.dimensions),))
+        elif int(row[0]) != self.dimensions:
+            raise ValueError(
+                f"index at {self.path} holds {row[0]}-d vectors, not {self.dimensions}-d: "
+                "a different embedding model needs a fresh index directory"
+            )
+
+    def _current_data_version(self) -> int:
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def _partition(self, account_id: str) -> _Partition:
+        """The account's in-memory partition, loaded from SQLite on first use."""
+        version = self._current_data_version()
+        if version != self._data_version:  # another process wrote: reload lazily
+            self._partitions.clear()
+            self._data_version = version
+        part = self._partitions.get(account_id)
+        if part is None:
+            part = _Partition(self.dimensions)
+            cursor = self._db.execute(
+                "SELECT id, end_user_id, thread_id, vector FROM docs WHERE account_id = ?",
+                (account_id,),
+            )
+            for doc_id, end_user_id, thread_id, blob in cursor:
+                part.put(doc_id, end_user_id, thread_id, np.frombuffer(blob, dtype=np.float32))
+            self._partitions[account_id] = part
+        return part
+
+    def _as_vector(self, vector: Sequence[float] | np.ndarray) -> np.ndarray:
+        array = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if array.shape[0] != self.dimensions:
+            raise ValueError(f"vector has {array.shape[0]} dimensions, index expects {self.dimensions}")
+        return array
+
+    # --- VectorIndex ----------------------------------------------------------------------
+
+    def upsert(self, docs: Sequence[dict[str, Any]]) -> None:
+        if not docs:
+            return
+        rows = []
+        vectors = []
+        for doc in docs:
+            vector = self._as_vector(doc["vector"])
+            vectors.append(vector)
+            rows.append(
+                (
+                    doc["id"],
+                    doc["account_id"],
+                    doc.get("end_user_id"),
+                    doc["thread_id"],
+                    int(doc["seq"]),
+                    doc["role"],
+                    doc["text"],
+                    int(doc["created_at"]),
+                    vector.tobytes(),
+                )
+            )
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            for doc, vector in zip(docs, vectors):
+                part = self._partitions.get(doc["account_id"])
+                if part is not None:  # unloaded partitions read the new rows when loaded
+                    part.put(doc["id"], doc.get("end_user_id"), doc["thread_id"], vector)
+
+    def delete_thread(self, account_id: str, thread_id: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM docs WHERE account_id = ? AND thread_id = ?", (account_id, thread_id)
+            )
+            part = self._partitions.get(account_id)
+            if part is not None:
+                part.drop_thread(thread_id)
+
+    def delete_account(self, account_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM docs WHERE account_id = ?", (account_id,))
+            self._partitions.pop(account_id, None)
+
+    def search(
+        self,
+        vector: Sequence[float],
+        *,
+        account_id: str,
+        end_user_id: str | None = None,
+        thread_id: str | None = None,
+        limit: int = 10,
+    ) -> list[tuple[dict[str, Any], float]]:
+        query = self._as_vector(vector)
+        if limit <= 0:
+            return []
+        with self._lock:
+            part = self._partition(account_id)
+            rows = part.candidate_rows(end_user_id, thread_id)
+            ranked = part.top(query, rows, limit)
+            ids = [part.ids[row] for row, _ in ranked]
+            docs = self._load_docs(account_id, [i for i in ids if i is not None])
+        return [
+            (docs[doc_id], max(-1.0, min(1.0, score)))
+            for doc_id, (_, score) in zip(ids, ranked)
+            if doc_id in docs
+        ]
+
+    def _load_docs(self, account_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        cursor = self._db.execute(
+            f"SELECT {', '.join(DOC_FIELDS)} FROM docs WHERE account_id = ? AND id IN ({marks})",
+            (account_id, *ids),
+        )
+        return {row[0]: dict(zip(DOC_FIELDS, row)) for row in cursor}
+
+    # --- housekeeping ---------------------------------------------------------------------
+
+    def count(self, account_id: str) -> int:
+        with self._lock:
+            return int(
+                self._db.execute("SELECT COUNT(*) FROM docs WHERE account_id = ?", (account_id,)).fetchone()[0]
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._partitions.clear()
+            self._db.close()
