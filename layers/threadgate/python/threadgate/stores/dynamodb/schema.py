@@ -23,6 +23,7 @@ class TableSpec:
     ttl_attribute: str | None = None
     stream: bool = False  # NEW_IMAGE stream (feeds the search indexer)
     settings_field: str = ""  # the Settings attribute (env THREADGATE_<FIELD upper>) naming it
+    sk_type: str = "S"  # "S" | "N" (the table's own sort key)
 
 
 TABLES: dict[str, TableSpec] = {
@@ -70,6 +71,7 @@ TABLES: dict[str, TableSpec] = {
     "run_events": TableSpec(
         logical="run_events",
         sk="sk",
+        sk_type="N",
         ttl_attribute="ttl",
         settings_field="run_events_table",
     ),
