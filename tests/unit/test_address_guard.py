@@ -6,21 +6,9 @@ import socket
 
 import pytest
 
+from tests.fakes.webhook_receivers import resolver_for
 from threadgate.domain.errors import InvalidRequest
 from threadgate.webhooks import AddressNotAllowed, UnresolvableHost, check_webhook_url, resolve_safe
-
-
-def resolver_for(table: dict[str, list[str]]):
-    """A getaddrinfo stand-in: no network, names map to the given addresses."""
-
-    def resolve(host, port, *args, **kwargs):
-        if host not in table:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [
-            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in table[host]
-        ]
-
-    return resolve
 
 
 PUBLIC = resolver_for({"hooks.example.com": ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"]})
