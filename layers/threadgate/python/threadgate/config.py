@@ -35,13 +35,13 @@ class Settings(BaseSettings):
     # The offline model streams one word per delay; 0 in tests and benchmarks.
     local_model_word_delay_ms: int = 15
 
-    anthropic_api_key: str | None = Field(default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY"))
+    anthropic_api_key: str | None = Field(default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key"))
     anthropic_base_url: str = Field(
-        default="https://api.anthropic.com", validation_alias=AliasChoices("ANTHROPIC_BASE_URL")
+        default="https://api.anthropic.com", validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "anthropic_base_url")
     )
-    openai_api_key: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"))
+    openai_api_key: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key"))
     openai_base_url: str = Field(
-        default="https://api.openai.com/v1", validation_alias=AliasChoices("OPENAI_BASE_URL")
+        default="https://api.openai.com/v1", validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url")
     )
 
     # AWS mode: resource names injected by CDK.

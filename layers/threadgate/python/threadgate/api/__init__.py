@@ -1,0 +1,1 @@
+"""The HTTP layer: FastAPI app, one router per resource, auth, SSE, error envelope."""

@@ -1,0 +1,101 @@
+"""The FastAPI application. `create_app(runtime)` wires routers; the runtime comes from
+`threadgate.runtime` (the composition root) unless a test hands one in."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+
+from threadgate import __version__
+from threadgate.api import errors, sse
+from threadgate.api.middleware import RequestContext
+from threadgate.runtime import Runtime, get_runtime
+
+log = logging.getLogger("threadgate")
+
+
+async def _sweep_forever(rt: Runtime) -> None:
+    """Local mode: settle reservations a crash left open (AWS runs this on a schedule)."""
+    from threadgate.domain.metering import sweep_expired
+
+    while True:
+        try:
+            swept = await asyncio.to_thread(sweep_expired, rt.stores.ledger, rt.clock)
+            if swept:
+                log.warning("settled %d expired reservations at their estimate", swept)
+        except Exception as exc:  # keep sweeping; the next round retries
+            log.error("sweeper failed: %s", type(exc).__name__)
+        await asyncio.sleep(rt.settings.sweep_interval_s)
+
+
+def create_app(runtime: Runtime | None = None) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        rt = app.state.runtime = runtime or get_runtime()
+        sweeper = asyncio.create_task(_sweep_forever(rt)) if rt.settings.mode == "local" else None
+        yield
+        if sweeper is not None:
+            sweeper.cancel()
+        await sse.wait_background()
+        if runtime is None:
+            await rt.aclose()
+
+    app = ThreadgateApp(
+        title="Threadgate",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    if runtime is not None:
+        app.state.runtime = runtime  # also usable without running the lifespan (Mangum "off")
+    errors.install(app)
+    from threadgate.api.routes import keys, messages, threads
+
+    for module in (keys, threads, messages):
+        app.include_router(module.router)
+    for optional in ("search", "tools", "chat"):
+        module: Any = _optional_router(optional)
+        if module is not None:
+            app.include_router(module.router)
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    app.outer = RequestContext(
+        super(ThreadgateApp, app).__call__,
+        max_body_bytes=runtime.settings.max_body_bytes if runtime else _max_body(),
+    )
+    return app
+
+
+class ThreadgateApp(FastAPI):
+    """FastAPI with RequestContext OUTSIDE Starlette's error middleware, so even a 500 carries a
+    request id and no unexpected exception (with its traceback) reaches the server's log."""
+
+    outer: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.outer(scope, receive, send)
+
+
+def _optional_router(name: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(f"threadgate.api.routes.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"threadgate.api.routes.{name}":
+            return None
+        raise
+
+
+def _max_body() -> int:
+    from threadgate.config import get_settings
+
+    return get_settings().max_body_bytes

@@ -1,0 +1,112 @@
+"""Records → wire JSON (API.md field names; money stays integer micros except *_usd)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from threadgate.domain import billing
+from threadgate.domain.catalog import micros_to_usd
+from threadgate.domain.models import Account, ApiKey, Message, ModelInfo, Thread, Tool
+
+
+def key(k: ApiKey) -> dict[str, Any]:
+    return {
+        "id": k.id,
+        "object": "key",
+        "name": k.name,
+        "prefix": k.prefix,
+        "scope": k.scope,
+        "max_spend_usd": micros_to_usd(k.cap_micros),
+        "end_user_id": k.end_user_id,
+        "metadata": k.metadata,
+        "spent_micros": k.spent_micros,
+        "created_at": k.created_at,
+        "last_used_at": k.last_used_at,
+        "revoked": k.revoked,
+    }
+
+
+def self_key(k: ApiKey, account: Account | None) -> dict[str, Any]:
+    left = billing.remaining(k.cap_micros, k.spent_micros, k.reserved_micros)
+    if account is not None:
+        acct_left = billing.remaining(account.cap_micros, account.spent_micros, account.reserved_micros)
+        if acct_left is not None:
+            left = acct_left if left is None else min(left, acct_left)
+    return {
+        "id": k.id,
+        "name": k.name,
+        "prefix": k.prefix,
+        "scope": k.scope,
+        "end_user_id": k.end_user_id,
+        "cap_micros": k.cap_micros,
+        "spent_micros": k.spent_micros,
+        "reserved_micros": k.reserved_micros,
+        "remaining_micros": None if left is None else max(0, left),
+    }
+
+
+def account(a: Account) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "object": "account",
+        "name": a.name,
+        "max_spend_usd": micros_to_usd(a.cap_micros),
+        "spent_micros": a.spent_micros,
+        "reserved_micros": a.reserved_micros,
+        "created_at": a.created_at,
+    }
+
+
+def thread(t: Thread) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "object": "thread",
+        "end_user_id": t.end_user_id,
+        "metadata": t.metadata,
+        "title": t.title,
+        "created_at": t.created_at,
+        "last_active_at": t.last_active_at,
+        "message_count": t.message_count,
+    }
+
+
+def message(m: Message) -> dict[str, Any]:
+    return {
+        "seq": m.seq,
+        "role": m.role,
+        "content": m.content,
+        "model": m.model,
+        "request_id": m.request_id,
+        "created_at": m.created_at,
+    }
+
+
+def model(m: ModelInfo, markup: Any) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "object": "model",
+        "provider": m.provider,
+        "context_window": m.context_window,
+        "max_output_tokens": m.max_output_tokens,
+        "input_usd_per_mtok": micros_to_usd(m.input_price),
+        "output_usd_per_mtok": micros_to_usd(m.output_price),
+        "cache_read_usd_per_mtok": micros_to_usd(m.cache_read_price),
+        "cache_write_usd_per_mtok": micros_to_usd(m.cache_write_price),
+        "markup": float(markup),
+    }
+
+
+def tool(t: Tool, *, secret: str | None = None) -> dict[str, Any]:
+    out = {
+        "id": t.id,
+        "object": "tool",
+        "name": t.name,
+        "description": t.description,
+        "input_schema": t.input_schema,
+        "webhook_url": t.webhook_url,
+        "timeout_ms": t.timeout_ms,
+        "created_at": t.created_at,
+    }
+    if secret is not None:
+        out["secret"] = secret
+    return out

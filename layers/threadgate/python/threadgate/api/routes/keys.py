@@ -1,0 +1,181 @@
+"""/v1/keys (admin), /v1/key (any key, about itself), /v1/account (admin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from threadgate.api import render
+from threadgate.api.deps import get_admin, get_principal, get_runtime
+from threadgate.api.idempotency import idempotent
+from threadgate.api.schemas import AccountPatch, KeyCreate, KeyPatch
+from threadgate.domain import usage as usage_domain
+from threadgate.domain.catalog import usd_to_micros
+from threadgate.domain.errors import InvalidRequest, NotFound
+from threadgate.domain.keys import display_prefix, hash_secret, new_id, new_secret
+from threadgate.domain.models import UNSET, ApiKey, Principal
+from threadgate.runtime import Runtime
+
+router = APIRouter()
+
+
+def _cap(usd: float | None) -> int | None:
+    return None if usd is None else usd_to_micros(usd)
+
+
+def mint_key(rt: Runtime, account_id: str, body: KeyCreate) -> tuple[ApiKey, str]:
+    secret = new_secret(rt.settings.key_prefix)
+    key = ApiKey(
+        id=new_id("key_"),
+        account_id=account_id,
+        name=body.name,
+        prefix=display_prefix(secret),
+        scope=body.scope,
+        cap_micros=_cap(body.max_spend_usd),
+        end_user_id=body.end_user_id,
+        metadata=body.metadata,
+        created_at=rt.clock.now_ms(),
+    )
+    rt.stores.keys.create_key(key, hash_secret(secret))
+    return key, secret
+
+
+@router.post("/v1/keys", status_code=201)
+async def create_key(
+    request: Request, body: KeyCreate, p: Principal = Depends(get_admin), rt: Runtime = Depends(get_runtime)
+) -> Any:
+    async def run() -> tuple[int, dict[str, Any], dict[str, str]]:
+        key, secret = mint_key(rt, p.account_id, body)
+        out = render.key(key)
+        out = {k: out[k] for k in ("id", "object", "name", "prefix", "scope", "max_spend_usd", "end_user_id",
+                                    "metadata", "created_at")}
+        out["secret"] = secret
+        return 201, out, {}
+
+    return await idempotent(request, rt, p, body, run)
+
+
+@router.get("/v1/keys")
+def list_keys(p: Principal = Depends(get_admin), rt: Runtime = Depends(get_runtime)) -> Any:
+    return {"keys": [render.key(k) for k in rt.stores.keys.list_keys(p.account_id)]}
+
+
+def _key_or_404(rt: Runtime, p: Principal, key_id: str) -> ApiKey:
+    key = rt.stores.keys.get_key(p.account_id, key_id)
+    if key is None:
+        raise NotFound("key not found")
+    return key
+
+
+@router.get("/v1/keys/{key_id}")
+def get_key(key_id: str, p: Principal = Depends(get_admin), rt: Runtime = Depends(get_runtime)) -> Any:
+    return render.key(_key_or_404(rt, p, key_id))
+
+
+@router.patch("/v1/keys/{key_id}")
+def patch_key(key_id: str, body: KeyPatch, p: Principal = Depends(get_admin), rt: Runtime = Depends(get_runtime)) -> Any:
+    _key_or_404(rt, p, key_id)
+    if body.given("name") and body.name is None:
+        raise InvalidRequest("name: must be a string", param="name")
+    key = rt.stores.keys.update_key(
+        p.account_id,
+        key_id,
+        name=body.name if body.given("name") else UNSET,
+        cap_micros=_cap(body.max_spend_usd) if body.given("max_spend_usd") else UNSET,
+        metadata=body.metadata if body.given("metadata") else UNSET,
+    )
+    return render.key(key)
+
+
+@router.delete("/v1/keys/{key_id}")
+def revoke_key(key_id: str, p: Principal = Depends(get_admin), rt: Runtime = Depends(get_runtime)) -> Any:
+    if not rt.stores.keys.revoke_key(p.account_id, key_id, rt.clock.now_ms()):
+        raise NotFound("key not found")
+    return {"ok": True}
+
+
+def window(rt: Runtime, from_ms: int | None, to_ms: int | None) -> tuple[int, int]:
+    now = rt.clock.now_ms()
+    start = usage_domain.month_start_ms(now) if from_ms is None else from_ms
+    end = now + 1 if to_ms is None else to_ms
+    if start < 0 or end < 0:
+        raise InvalidRequest("from_ms/to_ms must be non-negative", param="from_ms" if start < 0 else "to_ms")
+    if end < start:
+        raise InvalidRequest("to_ms must not be before from_ms", param="to_ms")
+    return start, end
+
+
+@router.get("/v1/keys/{key_id}/usage")
+def key_usage(
+    key_id: str,
+    from_ms: int | None = Query(default=None),
+    to_ms: int | None = Query(default=None),
+    p: Principal = Depends(get_admin),
+    rt: Runtime = Depends(get_runtime),
+) -> Any:
+    key = _key_or_404(rt, p, key_id)
+    start, end = window(rt, from_ms, to_ms)
+    events = rt.stores.ledger.usage_events(p.account_id, start, end, key_id=key.id)
+    summary = usage_domain.summarize(events, {key.id: key})
+    return {
+        "key_id": key.id,
+        "key_name": key.name,
+        "key_prefix": key.prefix,
+        "from_ms": start,
+        "to_ms": end,
+        "cost_micros": summary["total_cost_micros"],
+        "cap_micros": key.cap_micros,
+        "spent_micros": key.spent_micros,
+        "reserved_micros": key.reserved_micros,
+        "input_tokens": summary["total_input_tokens"],
+        "output_tokens": summary["total_output_tokens"],
+        "request_count": summary["request_count"],
+        "by_model": summary["by_model"],
+        "events": [usage_domain.event_json(e) for e in events[:100]],
+    }
+
+
+@router.get("/v1/key")
+def whoami(p: Principal = Depends(get_principal), rt: Runtime = Depends(get_runtime)) -> Any:
+    key = _key_or_404(rt, p, p.key_id)
+    return render.self_key(key, rt.stores.keys.get_account(p.account_id))
+
+
+@router.get("/v1/account")
+def get_account(p: Principal = Depends(get_admin), rt: Runtime = Depends(get_runtime)) -> Any:
+    account = rt.stores.keys.get_account(p.account_id)
+    if account is None:
+        raise NotFound("account not found")
+    return render.account(account)
+
+
+@router.patch("/v1/account")
+def patch_account(body: AccountPatch, p: Principal = Depends(get_admin), rt: Runtime = Depends(get_runtime)) -> Any:
+    if body.given("name") and body.name is None:
+        raise InvalidRequest("name: must be a string", param="name")
+    account = rt.stores.keys.update_account(
+        p.account_id,
+        name=body.name if body.given("name") else UNSET,
+        cap_micros=_cap(body.max_spend_usd) if body.given("max_spend_usd") else UNSET,
+    )
+    return render.account(account)
+
+
+@router.get("/v1/usage")
+def account_usage(
+    from_ms: int | None = Query(default=None),
+    to_ms: int | None = Query(default=None),
+    p: Principal = Depends(get_admin),
+    rt: Runtime = Depends(get_runtime),
+) -> Any:
+    start, end = window(rt, from_ms, to_ms)
+    events = rt.stores.ledger.usage_events(p.account_id, start, end)
+    keys = {k.id: k for k in rt.stores.keys.list_keys(p.account_id)}
+    return {"object": "usage", "from_ms": start, "to_ms": end, **usage_domain.summarize(events, keys)}
+
+
+@router.get("/v1/models")
+def list_models(p: Principal = Depends(get_principal), rt: Runtime = Depends(get_runtime)) -> Any:
+    return {"object": "list", "data": [render.model(m, rt.markup) for m in rt.available_models()]}

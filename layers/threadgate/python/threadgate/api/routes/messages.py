@@ -1,0 +1,113 @@
+"""POST /v1/threads/{id}/messages (a turn) and POST /v1/messages (Anthropic passthrough)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from threadgate.api import idempotency
+from threadgate.api.deps import get_principal, get_runtime, request_id
+from threadgate.api.routes.threads import visible_thread
+from threadgate.api.schemas import MessagesCreate, TurnCreate
+from threadgate.api.turn_http import run_turn
+from threadgate.domain.errors import InvalidRequest
+from threadgate.domain.models import Principal
+from threadgate.domain.turns import Turn, TurnSpec, user_blocks
+from threadgate.runtime import Runtime
+
+router = APIRouter()
+
+
+def _tools(rt: Runtime, p: Principal, ids: list[str]) -> list:
+    tools = []
+    for i, tool_id in enumerate(ids):
+        tool = rt.stores.tools.get_tool(p.account_id, tool_id)
+        if tool is None:
+            raise InvalidRequest(f"tools[{i}]: unknown tool id {tool_id!r}", param=f"tools[{i}]")
+        tools.append(tool)
+    return tools
+
+
+def _thread_answer(turn: Turn) -> tuple[dict[str, Any], dict[str, str]]:
+    r = turn.result
+    body = turn.final_message()
+    body["hit_max_iterations"] = r.hit_max_iterations
+    headers = {
+        "x-qlaud-thread-id": turn.spec.thread.id,
+        "x-qlaud-assistant-seq": str(r.assistant_seq or ""),
+        "x-qlaud-cost-micros": str(r.cost_micros),
+        "x-qlaud-iterations": str(r.iterations),
+    }
+    return body, headers
+
+
+@router.post("/v1/threads/{thread_id}/messages")
+async def send_turn(
+    thread_id: str,
+    body: TurnCreate,
+    request: Request,
+    p: Principal = Depends(get_principal),
+    rt: Runtime = Depends(get_runtime),
+) -> Any:
+    thread = visible_thread(rt, p, thread_id)
+    model = rt.model(body.model)
+    tools = _tools(rt, p, body.tool_id_list())
+    scope, replay = idempotency.claim_key(request, rt, p, body)
+    if replay is not None:
+        return replay
+    rid = request_id(request)
+    spec = TurnSpec(
+        principal=p,
+        model=model,
+        params=body.forwarded(),
+        request_id=rid,
+        stream=body.stream,
+        thread=thread,
+        new_content=user_blocks(body.content),
+        tools=tools,
+        max_iterations=body.max_iterations,
+    )
+    turn = Turn(rt.turn_deps(), spec)
+    return await run_turn(request, rt, turn, scope=scope, render=_thread_answer, lock=(thread.id, rid))
+
+
+def _plain_answer(turn: Turn) -> tuple[dict[str, Any], dict[str, str]]:
+    return turn.final_message(), {"x-qlaud-cost-micros": str(turn.result.cost_micros)}
+
+
+def _passthrough_events(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """Plain Anthropic streams: qlaud.* bookkeeping is ours, not the SDK's."""
+    kind = event.get("type", "")
+    if kind == "qlaud.error":
+        return [{"type": "error", "error": event["error"]}]
+    if kind.startswith("qlaud.") or kind.startswith("_"):
+        return []
+    return [event]
+
+
+@router.post("/v1/messages")
+async def messages(
+    body: MessagesCreate, request: Request, p: Principal = Depends(get_principal), rt: Runtime = Depends(get_runtime)
+) -> Any:
+    from threadgate.api.sse import encode
+
+    model = rt.model(body.model)
+    scope, replay = idempotency.claim_key(request, rt, p, body)
+    if replay is not None:
+        return replay
+    spec = TurnSpec(
+        principal=p,
+        model=model,
+        params=body.forwarded(),
+        request_id=request_id(request),
+        stream=body.stream,
+        messages=[m.model_dump() for m in body.messages],
+        tool_definitions=body.tools,
+        max_iterations=1,
+    )
+    turn = Turn(rt.turn_deps(), spec)
+    return await run_turn(
+        request, rt, turn, scope=scope, render=_plain_answer,
+        stream_events=lambda e: [encode(x) for x in _passthrough_events(e)],
+    )

@@ -1,0 +1,118 @@
+"""Request bodies. Strict types: a wrong-typed field is a 400 naming it, never a coercion."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from threadgate.domain.errors import InvalidRequest
+
+Metadata = dict[str, Any]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    def given(self, name: str) -> bool:
+        return name in self.model_fields_set
+
+
+class KeyCreate(Body):
+    name: str = Field(min_length=1, max_length=200)
+    scope: Literal["standard", "admin"] = "standard"
+    max_spend_usd: float | None = Field(default=None, ge=0, le=1e9)
+    end_user_id: str | None = Field(default=None, min_length=1, max_length=256)
+    metadata: Metadata | None = None
+
+
+class KeyPatch(Body):
+    name: str = Field(default=None, min_length=1, max_length=200)
+    max_spend_usd: float | None = Field(default=None, ge=0, le=1e9)
+    metadata: Metadata | None = None
+
+
+class AccountPatch(Body):
+    name: str = Field(default=None, min_length=1, max_length=200)
+    max_spend_usd: float | None = Field(default=None, ge=0, le=1e9)
+
+
+class ThreadCreate(Body):
+    end_user_id: str | None = Field(default=None, min_length=1, max_length=256)
+    metadata: Metadata | None = None
+
+
+class ThreadPatch(Body):
+    metadata: Metadata | None = None
+    title: str | None = Field(default=None, max_length=500)
+
+
+Block = dict[str, Any]
+
+
+def _check_blocks(blocks: list[Block], field: str) -> list[Block]:
+    for i, block in enumerate(blocks):
+        if not isinstance(block.get("type"), str):
+            raise ValueError(f"{field}[{i}].type: each content block needs a string type")
+    return blocks
+
+
+class SamplingParams(Body):
+    model: str = Field(min_length=1, max_length=200)
+    max_tokens: int = Field(ge=1, le=1_000_000)
+    system: str | list[Block] | None = None
+    stream: bool = False
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    stop_sequences: list[str] | None = Field(default=None, max_length=16)
+    thinking: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    tool_choice: dict[str, Any] | None = None
+
+    def forwarded(self) -> dict[str, Any]:
+        return self.model_dump(
+            include={"max_tokens", "system", "temperature", "top_p", "top_k", "stop_sequences",
+                     "thinking", "metadata", "tool_choice"},
+            exclude_none=True,
+        )
+
+
+class TurnCreate(SamplingParams):
+    content: str | list[Block]
+    tools: list[str] | None = Field(default=None, max_length=64)
+    tool_ids: list[str] | None = Field(default=None, max_length=64)
+    tools_mode: str = "explicit"
+    max_iterations: int = Field(default=8, ge=1, le=8)
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, v: str | list[Block]) -> str | list[Block]:
+        if isinstance(v, str):
+            if not v.strip():
+                raise ValueError("must not be empty")
+            return v
+        if not v:
+            raise ValueError("must not be empty")
+        return _check_blocks(v, "content")
+
+    @model_validator(mode="after")
+    def _mode(self) -> "TurnCreate":
+        if self.tools_mode != "explicit":
+            raise InvalidRequest(
+                f"tools_mode: {self.tools_mode!r} is unsupported; only 'explicit' is", param="tools_mode"
+            )
+        return self
+
+    def tool_id_list(self) -> list[str]:
+        return list(dict.fromkeys((self.tools or []) + (self.tool_ids or [])))
+
+
+class InputMessage(Body):
+    role: Literal["user", "assistant"]
+    content: str | list[Block]
+
+
+class MessagesCreate(SamplingParams):
+    messages: list[InputMessage] = Field(min_length=1)
+    tools: list[dict[str, Any]] | None = None

@@ -1,0 +1,105 @@
+"""Runs a `Turn` for HTTP: one JSON answer or an SSE stream, with idempotency and the thread lock."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from threadgate.api import idempotency, sse
+from threadgate.api.errors import error_response
+from threadgate.domain.errors import Conflict, GatewayError
+from threadgate.domain.turns import Turn
+from threadgate.runtime import Runtime
+
+LOCK_WAIT_S = 120.0
+LOCK_POLL_S = 0.02
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+async def acquire_thread(rt: Runtime, thread_id: str, holder: str) -> None:
+    """Concurrent turns on one thread run one after another (invariant 3)."""
+    ttl = rt.settings.reservation_ttl_ms
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LOCK_WAIT_S
+    while not rt.stores.threads.acquire_turn_lock(thread_id, holder, rt.clock.now_ms(), ttl):
+        if loop.time() > deadline:
+            raise Conflict("another turn on this thread is still running; retry later")
+        await asyncio.sleep(LOCK_POLL_S)
+
+
+async def run_turn(
+    request: Request,
+    rt: Runtime,
+    turn: Turn,
+    *,
+    scope: str | None,
+    render: Callable[[Turn], tuple[Any, dict[str, str]]],
+    lock: tuple[str, str] | None = None,
+    stream_events: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None,
+) -> Any:
+    """`render` builds the JSON answer and headers from a finished turn; `stream_events` maps each
+    engine event to the wire events of this route (identity for the native routes)."""
+
+    async def finish() -> None:
+        if lock is not None:
+            rt.stores.threads.release_turn_lock(*lock)
+        if turn.result.message is not None and scope is not None:
+            body, headers = render(turn)
+            idempotency.complete(rt, scope, 200, body, headers)
+        elif scope is not None:
+            rt.stores.idempotency.abandon(scope)
+
+    try:
+        if lock is not None:
+            await acquire_thread(rt, *lock)
+    except GatewayError:
+        if scope is not None:
+            rt.stores.idempotency.abandon(scope)
+        raise
+    queue = sse.run_in_background(turn.events(), on_finish=finish)
+    first = await sse.next_item(queue)
+    if isinstance(first, Exception):
+        await sse.drain(queue)
+        raise first
+    if first is not None and first.get("type") == "qlaud.error":
+        # The first model call failed before anything was streamed: a plain error status.
+        await sse.drain(queue)
+        return error_response(request, turn.result.error)
+    if not turn.spec.stream:
+        await sse.drain(queue)
+        body, headers = render(turn)
+        return JSONResponse(body, headers=headers)
+    mapped = stream_events or (lambda e: [e])
+
+    async def wire() -> Any:
+        async for chunk in sse.stream(first, queue, rt.settings.ping_interval_s):
+            yield chunk
+
+    if stream_events is None:
+        body = wire()
+    else:
+        body = _mapped(first, queue, rt.settings.ping_interval_s, mapped)
+    return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _mapped(first: dict[str, Any], queue: asyncio.Queue, ping_s: float, mapped: Callable) -> Any:
+    """Like sse.stream, for routes whose wire events differ from the engine's (e.g. OpenAI)."""
+    pending = [first]
+    while True:
+        for event in pending:
+            for out in mapped(event):
+                yield out
+        try:
+            item = await asyncio.wait_for(queue.get(), timeout=ping_s)
+        except asyncio.TimeoutError:
+            pending = [{"type": "ping"}]
+            continue
+        if item is sse._DONE:
+            for out in mapped({"type": "_end"}):
+                yield out
+            return
+        pending = [item] if isinstance(item, dict) else []

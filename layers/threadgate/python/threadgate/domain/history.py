@@ -1,0 +1,121 @@
+"""Turning a thread's stored messages into upstream history that is always valid (invariant 3).
+
+- Orphan `tool_use` blocks (a crash between a model call and its tool results) get a synthetic
+  error `tool_result`, and stray `tool_result`s without their `tool_use` are dropped.
+- Consecutive messages of the same role are merged (a user turn whose model call failed leaves
+  two user messages in a row).
+- Fitting drops whole exchanges, oldest first. An exchange starts at a plain user message, so a
+  `tool_use` is never separated from its `tool_result`. Size is bounded in bytes of JSON: a token
+  is at least one byte, so the byte count never underestimates the tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from threadgate.domain.errors import InvalidRequest
+from threadgate.domain.models import Message
+
+INTERRUPTED = "not executed: the turn was interrupted"
+
+
+def as_blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+
+
+def text_of(content: str | list[dict[str, Any]]) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(b.get("text", "") for b in content if b.get("type") == "text")
+
+
+def _tool_use_ids(blocks: list[dict[str, Any]]) -> list[str]:
+    return [b["id"] for b in blocks if b.get("type") == "tool_use"]
+
+
+def _repair(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pair every tool_use with a tool_result in the next user message; drop unpaired results."""
+    out: list[dict[str, Any]] = []
+    pending: list[str] = []  # tool_use ids of the previous assistant message awaiting results
+    for m in messages:
+        blocks = as_blocks(m["content"])
+        if m["role"] == "user":
+            answered = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
+            blocks = [b for b in blocks if b.get("type") != "tool_result" or b.get("tool_use_id") in pending]
+            missing = [i for i in pending if i not in answered]
+            blocks = [_interrupted(i) for i in missing] + blocks
+            pending = []
+        else:
+            if pending:  # an assistant message follows unanswered tool_use: answer them first
+                out.append({"role": "user", "content": [_interrupted(i) for i in pending]})
+            pending = _tool_use_ids(blocks)
+        if blocks:
+            out.append({"role": m["role"], "content": blocks})
+    if pending:
+        out.append({"role": "user", "content": [_interrupted(i) for i in pending]})
+    return out
+
+
+def _interrupted(tool_use_id: str) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": tool_use_id, "is_error": True, "content": INTERRUPTED}
+
+
+def _merge_roles(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    merged: list[dict[str, Any]] = []
+    for m in messages:
+        if merged and merged[-1]["role"] == m["role"]:
+            prev = merged[-1]["content"]
+            # tool_results must come first in a user message; keep them ahead of text.
+            combined = prev + m["content"]
+            if m["role"] == "user":
+                combined = [b for b in combined if b.get("type") == "tool_result"] + [
+                    b for b in combined if b.get("type") != "tool_result"
+                ]
+            merged[-1] = {"role": m["role"], "content": combined}
+        else:
+            merged.append(m)
+    return merged
+
+
+def _exchanges(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    groups: list[list[dict[str, Any]]] = []
+    for m in messages:
+        starts = m["role"] == "user" and not any(b.get("type") == "tool_result" for b in m["content"])
+        if starts or not groups:
+            groups.append([m])
+        else:
+            groups[-1].append(m)
+    return groups
+
+
+def _size(messages: list[dict[str, Any]]) -> int:
+    return len(json.dumps(messages, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def build_history(
+    stored: Sequence[Message], new_user: list[dict[str, Any]] | None, budget_tokens: int
+) -> list[dict[str, Any]]:
+    """Valid upstream `messages`: stored history (repaired, fitted) plus the new user turn."""
+    raw = [{"role": m.role, "content": m.content} for m in stored]
+    if new_user is not None:
+        raw.append({"role": "user", "content": new_user})
+    messages = _merge_roles(_repair(raw))
+    # The first message sent upstream must be a user message.
+    while messages and messages[0]["role"] != "user":
+        messages.pop(0)
+    groups = _exchanges(messages)
+    kept: list[list[dict[str, Any]]] = []
+    used = 2  # "[]"
+    for group in reversed(groups):
+        size = _size(group)
+        if used + size > budget_tokens:
+            break
+        kept.append(group)
+        used += size
+    if not kept:
+        raise InvalidRequest(
+            "the new message does not fit the model's context window together with max_tokens",
+            param="content",
+        )
+    return [m for group in reversed(kept) for m in group]

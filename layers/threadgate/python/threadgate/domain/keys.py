@@ -1,0 +1,67 @@
+"""API keys: minting, hashing, display prefix, and resolving a presented secret to a Principal."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+from threadgate.domain.errors import AuthenticationFailed, PermissionDenied
+from threadgate.domain.models import ApiKey, Principal
+from threadgate.ports import KeyStore
+
+_SECRET_RE = re.compile(r"^[\x21-\x7e]{16,256}$")  # printable, sane length: a cheap first filter
+
+
+def new_id(prefix: str, nbytes: int = 12) -> str:
+    return f"{prefix}{secrets.token_hex(nbytes)}"
+
+
+def new_secret(prefix: str) -> str:
+    return prefix + secrets.token_hex(32)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def display_prefix(secret: str) -> str:
+    return f"{secret[:13]}…{secret[-4:]}"
+
+
+def authenticate(keys: KeyStore, presented: str | None) -> ApiKey:
+    """Resolve a presented secret. Unknown, malformed and revoked keys all answer 401.
+
+    The lookup is by SHA-256 of the secret: comparing hashes through an index lookup does not
+    leak the secret's bytes through timing the way a string compare of secrets would.
+    """
+    if not presented:
+        raise AuthenticationFailed("missing API key: send it as x-api-key or Authorization: Bearer")
+    if not _SECRET_RE.match(presented):
+        raise AuthenticationFailed("malformed API key")
+    key = keys.find_by_hash(hash_secret(presented))
+    if key is None or key.revoked:
+        raise AuthenticationFailed("invalid or revoked API key")
+    return key
+
+
+def principal_of(key: ApiKey) -> Principal:
+    return Principal(key_id=key.id, account_id=key.account_id, scope=key.scope, end_user_id=key.end_user_id)
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise PermissionDenied("this route needs an admin key")
+
+
+def scoped_end_user(principal: Principal, requested: str | None) -> tuple[str | None, bool]:
+    """The end user a query may see, and whether the request is allowed at all.
+
+    A bound key sees only its own end user; asking for another one is answered as "nothing
+    there" (404 / empty), never as 403, so existence is not revealed.
+    """
+    if principal.end_user_id is None:
+        return requested, True
+    if requested is not None and requested != principal.end_user_id:
+        return principal.end_user_id, False
+    return principal.end_user_id, True

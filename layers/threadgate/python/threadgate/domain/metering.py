@@ -1,0 +1,120 @@
+"""Reserve before a model call, settle after it, sweep what a crash left open (invariants 1, 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from threadgate.domain import billing
+from threadgate.domain.errors import AccountBudgetExceeded, KeyCapExceeded
+from threadgate.domain.keys import new_id
+from threadgate.domain.models import ModelInfo, Principal, Reservation, Usage, UsageEvent
+from threadgate.ports import Clock, KeyStore, Ledger
+
+
+@dataclass
+class Meter:
+    keys: KeyStore
+    ledger: Ledger
+    clock: Clock
+    markup: Fraction
+    reservation_ttl_ms: int
+
+    def reserve(
+        self,
+        principal: Principal,
+        model: ModelInfo,
+        *,
+        input_bound: int,
+        max_tokens: int,
+        request_id: str,
+        reservation_id: str,
+        thread_id: str | None,
+    ) -> tuple[Reservation, int]:
+        """Reserve the call's upper-bound cost; returns the reservation and the max_tokens it
+        covers (lowered when the remaining budget cannot cover the requested one)."""
+        key = self.keys.get_key(principal.account_id, principal.key_id)
+        account = self.keys.get_account(principal.account_id)
+        key_left = billing.remaining(key.cap_micros, key.spent_micros, key.reserved_micros) if key else 0
+        account_left = (
+            billing.remaining(account.cap_micros, account.spent_micros, account.reserved_micros) if account else 0
+        )
+        budgets = [b for b in (key_left, account_left) if b is not None]
+        budget = min(budgets) if budgets else None
+        covered = billing.affordable_max_tokens(model, input_bound, max_tokens, budget, self.markup)
+        if covered < 1:
+            if key_left is not None and (account_left is None or key_left <= account_left):
+                raise KeyCapExceeded("the key's remaining budget cannot cover this request")
+            raise AccountBudgetExceeded("the account's remaining budget cannot cover this request")
+        now = self.clock.now_ms()
+        reservation = Reservation(
+            id=reservation_id,
+            key_id=principal.key_id,
+            account_id=principal.account_id,
+            estimate_micros=billing.estimate(model, input_bound, covered, self.markup),
+            created_at=now,
+            expires_at=now + self.reservation_ttl_ms,
+            request_id=request_id,
+            model=model.id,
+            provider=model.provider,
+            thread_id=thread_id,
+        )
+        self.ledger.reserve(reservation)  # atomic; raises on a lost race
+        return reservation, covered
+
+    def settle(
+        self, reservation: Reservation, model: ModelInfo, usage: Usage, *, latency_ms: int, status: str
+    ) -> UsageEvent:
+        upstream = billing.upstream_cost(model, usage)
+        event = UsageEvent(
+            id=new_id("use_"),
+            request_id=reservation.request_id,
+            key_id=reservation.key_id,
+            account_id=reservation.account_id,
+            thread_id=reservation.thread_id,
+            model=model.id,
+            provider=model.provider,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_creation_input_tokens=usage.cache_creation_input_tokens,
+            cache_read_input_tokens=usage.cache_read_input_tokens,
+            upstream_cost_micros=upstream,
+            cost_micros=billing.apply_markup(upstream, self.markup),
+            latency_ms=latency_ms,
+            status=status,
+            created_at=self.clock.now_ms(),
+        )
+        self.ledger.settle(reservation.id, event)
+        return event
+
+    def release(self, reservation: Reservation) -> None:
+        self.ledger.release(reservation.id)
+
+
+def sweep_expired(ledger: Ledger, clock: Clock, limit: int = 100) -> int:
+    """Settle reservations a crash left open at their full estimate (recorded as `expired`):
+    the upstream may have served the call, and the estimate is its upper bound."""
+    swept = 0
+    now = clock.now_ms()
+    for r in ledger.expired_reservations(now, limit):
+        event = UsageEvent(
+            id=new_id("use_"),
+            request_id=r.request_id,
+            key_id=r.key_id,
+            account_id=r.account_id,
+            thread_id=r.thread_id,
+            model=r.model,
+            provider=r.provider,
+            input_tokens=0,
+            output_tokens=0,
+            cache_creation_input_tokens=0,
+            cache_read_input_tokens=0,
+            upstream_cost_micros=r.estimate_micros,
+            cost_micros=r.estimate_micros,
+            latency_ms=0,
+            status="expired",
+            created_at=now,
+        )
+        if ledger.settle(r.id, event):
+            swept += 1
+    return swept

@@ -1,0 +1,206 @@
+"""The composition root: `build(settings)` picks the adapters (local | aws | test).
+
+It is the only module that knows which adapters exist. Everything heavy (database files, HTTP
+clients, the embedding model) is created here on first use, never at import time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from threadgate.config import Settings, get_settings
+from threadgate.domain.catalog import Catalog
+from threadgate.domain.errors import NotFound
+from threadgate.domain.metering import Meter
+from threadgate.domain.models import ModelInfo, Tool
+from threadgate.domain.turns import TurnDeps
+from threadgate.ports import ModelProvider
+from threadgate.stores import Stores
+
+CATALOG_FILE = Path(__file__).parent / "catalog" / "models.json"
+
+
+class SystemClock:
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    stores: Stores
+    catalog: Catalog
+    providers: dict[str, ModelProvider]
+    clock: Any = field(default_factory=SystemClock)
+    indexer: Any = None  # threadgate.search.indexing.Indexer, when search is available
+    webhook_client: Any = None
+
+    @cached_property
+    def markup(self) -> Fraction:
+        return Fraction(str(self.settings.markup))
+
+    @cached_property
+    def meter(self) -> Meter:
+        return Meter(self.stores.keys, self.stores.ledger, self.clock, self.markup, self.settings.reservation_ttl_ms)
+
+    def available_models(self) -> list[ModelInfo]:
+        return [m for m in self.catalog if m.provider in self.providers]
+
+    def model(self, model_id: str) -> ModelInfo:
+        model = self.catalog.get(model_id)
+        if model.provider not in self.providers:
+            raise NotFound(f"model {model_id!r} is not available on this gateway (no {model.provider} key)", param="model")
+        return model
+
+    def provider_for(self, model: ModelInfo) -> ModelProvider:
+        return self.providers[model.provider]
+
+    def turn_deps(self) -> TurnDeps:
+        return TurnDeps(
+            threads=self.stores.threads,
+            meter=self.meter,
+            clock=self.clock,
+            provider_for=self.provider_for,
+            dispatch=self.dispatch_tool,
+            # On AWS the DynamoDB stream feeds the index; locally the turn indexes before it ends.
+            indexer=self.indexer if self.settings.mode != "aws" else None,
+        )
+
+    async def dispatch_tool(self, tool: Tool, call: dict[str, Any], context: dict[str, Any]) -> Any:
+        from threadgate.webhooks import deliver, new_webhook_client
+
+        if self.webhook_client is None:
+            self.webhook_client = new_webhook_client()
+        secret_tool = self.stores.tools.get_tool(tool.account_id, tool.id, with_secret=True) or tool
+        return await deliver(
+            secret_tool,
+            tool_use_id=call["id"],
+            input=call.get("input") or {},
+            thread_id=context.get("thread_id"),
+            end_user_id=context.get("end_user_id"),
+            request_id=context.get("request_id"),
+            client=self.webhook_client,
+            allow_private=self.settings.private_webhooks_allowed,
+        )
+
+    async def aclose(self) -> None:
+        for provider in self.providers.values():
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                await close()
+        if self.webhook_client is not None:
+            await self.webhook_client.aclose()
+        self.stores.close()
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    import json
+
+    path = settings.models_file or CATALOG_FILE
+    return Catalog.from_dict(json.loads(Path(path).read_text()))
+
+
+def _secret(settings: Settings, name: str, env_value: str | None) -> str | None:
+    """Provider keys: env locally; Secrets Manager on AWS (cached by Powertools parameters)."""
+    if settings.mode != "aws" or not settings.provider_secrets_prefix or env_value:
+        return env_value
+    from aws_lambda_powertools.utilities import parameters
+
+    try:
+        value = parameters.get_secret(f"{settings.provider_secrets_prefix}{name}", max_age=300)
+    except parameters.exceptions.GetParameterError:
+        return None
+    return str(value).strip() or None
+
+
+def build_providers(settings: Settings) -> dict[str, ModelProvider]:
+    providers: dict[str, ModelProvider] = {}
+    common = dict(
+        timeout_s=settings.upstream_timeout_s,
+        connect_timeout_s=settings.upstream_connect_timeout_s,
+        attempts=settings.upstream_attempts,
+    )
+    anthropic_key = _secret(settings, "anthropic", settings.anthropic_api_key)
+    if anthropic_key:
+        from threadgate.providers.anthropic.client import AnthropicProvider
+
+        providers["anthropic"] = AnthropicProvider(settings.anthropic_base_url, anthropic_key, **common)
+    openai_key = _secret(settings, "openai", settings.openai_api_key)
+    if openai_key:
+        from threadgate.providers.openai.client import OpenAIProvider
+
+        providers["openai"] = OpenAIProvider(settings.openai_base_url, openai_key, **common)
+    from threadgate.providers.local import LocalModelProvider
+
+    providers["local"] = LocalModelProvider(word_delay_ms=settings.local_model_word_delay_ms)
+    return providers
+
+
+def build_stores(settings: Settings) -> Stores:
+    if settings.mode == "aws":
+        from threadgate.stores.dynamodb import open_dynamodb
+
+        return open_dynamodb(settings, endpoint_url=settings.aws_endpoint_url)
+    from threadgate.stores.sqlite import open_sqlite
+
+    if settings.mode == "test":
+        return open_sqlite(":memory:")
+    return open_sqlite(str(Path(settings.data_dir) / "threadgate.db"))
+
+
+def build_indexer(settings: Settings) -> Any:
+    try:
+        from threadgate.search.indexing import Indexer
+    except ImportError:  # search not installed in this bundle
+        return None
+    if settings.mode == "aws":
+        if not settings.opensearch_endpoint:
+            return None
+        import boto3
+
+        from threadgate.search.embedders import BedrockTitanEmbedder
+        from threadgate.search.opensearch import OpenSearchIndex, make_client
+
+        embedder = BedrockTitanEmbedder(
+            boto3.client("bedrock-runtime"), settings.embedding_model_id, settings.embedding_dimensions
+        )
+        index = OpenSearchIndex(make_client(settings), settings.opensearch_index, settings.embedding_dimensions)
+        return Indexer(embedder, index)
+    from threadgate.search.embedders import load_local_embedder
+    from threadgate.search.local_index import LocalVectorIndex
+
+    embedder = load_local_embedder()
+    if settings.mode == "local":
+        base = Path(settings.data_dir) / "vectors"
+    else:  # test mode: a throwaway directory per runtime
+        import tempfile
+
+        base = Path(tempfile.mkdtemp(prefix="threadgate-vectors-"))
+    index = LocalVectorIndex(base, embedder.dimensions)
+    return Indexer(embedder, index)
+
+
+def build(settings: Settings) -> Runtime:
+    return Runtime(
+        settings=settings,
+        stores=build_stores(settings),
+        catalog=load_catalog(settings),
+        providers=build_providers(settings),
+        indexer=build_indexer(settings),
+    )
+
+
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """One runtime per process (a Lambda container, a uvicorn worker), built on first use."""
+    global _runtime
+    if _runtime is None:
+        _runtime = build(get_settings())
+    return _runtime

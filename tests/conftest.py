@@ -1,0 +1,88 @@
+"""Shared fixtures: a gateway over real HTTP (uvicorn on 127.0.0.1) against fake upstreams."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+# Tests never read the developer's provider keys or data directory.
+for _var in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "THREADGATE_MASTER_KEY", "THREADGATE_DATA_DIR"):
+    os.environ.pop(_var, None)
+
+
+@dataclass
+class Gateway:
+    url: str
+    admin_key: str
+    runtime: Any
+    fake: Any
+
+    def client(self, key: str | None = None, **kw: Any) -> httpx.Client:
+        headers = {"x-api-key": key} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)
+
+    def admin(self) -> httpx.Client:
+        return self.client(self.admin_key)
+
+    def mint(self, **body: Any) -> dict[str, Any]:
+        with self.admin() as c:
+            r = c.post("/v1/keys", json={"name": "k", **body})
+            assert r.status_code == 201, r.text
+            return r.json()
+
+
+def make_settings(tmp: Path, **overrides: Any):
+    from threadgate.config import Settings
+
+    base = dict(mode="test", data_dir=tmp, local_model_word_delay_ms=0, sweep_interval_s=3600,
+                upstream_attempts=3, upstream_timeout_s=5, upstream_connect_timeout_s=2)
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.fixture(scope="session")
+def fake_anthropic() -> Iterator[Any]:
+    from tests.fakes.fake_anthropic import running_fake_anthropic
+
+    with running_fake_anthropic() as fake:
+        yield fake
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path, fake_anthropic: Any):
+    """Start a gateway with settings overrides; stops at test end."""
+    from threadgate.api.app import create_app
+    from threadgate.bootstrap import ensure_first_admin
+    from threadgate.runtime import build
+
+    from tests.fakes.servers import serve_asgi
+
+    stack: list[Any] = []
+
+    def start(**overrides: Any) -> Gateway:
+        fake_anthropic.reset()
+        settings = make_settings(
+            tmp_path, anthropic_api_key=fake_anthropic.api_key, anthropic_base_url=fake_anthropic.base_url,
+            **overrides,
+        )
+        rt = build(settings)
+        admin = ensure_first_admin(rt.stores, rt.clock, settings)
+        cm = serve_asgi(create_app(rt))
+        url = cm.__enter__()
+        stack.append(cm)
+        return Gateway(url=url, admin_key=admin, runtime=rt, fake=fake_anthropic)
+
+    yield start
+    for cm in reversed(stack):
+        cm.__exit__(None, None, None)
+
+
+@pytest.fixture
+def gateway(gateway_factory) -> Gateway:
+    return gateway_factory()
