@@ -101,6 +101,7 @@ class FakeAnthropic:
         self._slow_streams: deque[float] = deque()
         self._breaks: deque[int] = deque()
         self._malformed_sse: deque[int] = deque()
+        self._error_events: deque[tuple[int, str]] = deque()
         self._malformed_json = 0
         self.app = Starlette(routes=[Route("/v1/messages", _AsgiEndpoint(self._messages), methods=["POST"])])
 
@@ -137,6 +138,12 @@ class FakeAnthropic:
         with self._lock:
             self._malformed_sse.extend([after_events] * times)
 
+    def error_event_after(self, n_events: int, error_type: str = "overloaded_error", times: int = 1) -> None:
+        """The next `times` streams send an SSE `error` event after `n_events` events, then end
+        (as upstream does when it gives up mid-answer)."""
+        with self._lock:
+            self._error_events.extend([(n_events, error_type)] * times)
+
     def malformed_json(self, times: int = 1) -> None:
         """The next `times` non-streaming answers are a 200 whose body is not JSON."""
         with self._lock:
@@ -145,7 +152,8 @@ class FakeAnthropic:
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
-            for queue in (self._replies, self._failures, self._header_delays, self._slow_streams, self._breaks, self._malformed_sse):
+            queues = (self._replies, self._failures, self._header_delays, self._slow_streams)
+            for queue in queues + (self._breaks, self._malformed_sse, self._error_events):
                 queue.clear()
             self._malformed_json = 0
 
@@ -204,6 +212,7 @@ class FakeAnthropic:
                 faults["seconds_per_event"] = self._slow_streams.popleft() if self._slow_streams else 0.0
                 faults["break_after"] = self._breaks.popleft() if self._breaks else None
                 faults["malformed_after"] = self._malformed_sse.popleft() if self._malformed_sse else None
+                faults["error_event"] = self._error_events.popleft() if self._error_events else None
             elif self._malformed_json:
                 self._malformed_json -= 1
                 faults["malformed_json"] = True
@@ -332,6 +341,7 @@ async def _send_stream(
     seconds_per_event: float,
     break_after: int | None,
     malformed_after: int | None,
+    error_event: tuple[int, str] | None,
 ) -> None:
     await send(
         {
@@ -343,6 +353,11 @@ async def _send_stream(
     for count, event in enumerate(stream_events(message)):
         if count == break_after:
             return  # returning without the final body message makes uvicorn drop the connection
+        if error_event is not None and count == error_event[0]:
+            error = {"type": "error", "error": {"type": error_event[1], "message": "Overloaded"}}
+            frame = f"event: error\ndata: {json.dumps(error)}\n\n".encode()
+            await send({"type": "http.response.body", "body": frame, "more_body": False})
+            return
         if count == malformed_after:
             await send({"type": "http.response.body", "body": b"event: content_block_delta\ndata: {not json\n\n", "more_body": True})
         if count and seconds_per_event:

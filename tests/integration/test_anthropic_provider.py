@@ -3,6 +3,10 @@ sends, its retry policy (only before the first byte), and how upstream failures 
 
 from __future__ import annotations
 
+import contextlib
+import socket
+
+import httpx
 import pytest
 
 from threadgate.domain.errors import (
@@ -209,8 +213,6 @@ async def test_one_slow_header_is_retried_and_then_answers(fake):
 
 async def test_unreachable_upstream_is_unavailable(fake):
     # A port that was free a moment ago: connection refused on every attempt.
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -267,3 +269,39 @@ async def test_an_unparseable_200_is_an_upstream_error(provider, fake):
         await provider.create(REQUEST)
     assert raised.value.status == 502
     assert len(fake.requests) == 1
+
+
+async def test_an_sse_error_event_midway_breaks_the_stream(provider, fake):
+    fake.error_event_after(4)
+    received = []
+    with pytest.raises(UpstreamStreamBroken) as raised:
+        async for event in provider.stream(REQUEST):
+            received.append(event)
+    assert len(received) == 3 == raised.value.events_received  # ping not counted
+    assert "overloaded_error" in raised.value.message
+    assert len(fake.requests) == 1
+
+
+async def test_an_sse_error_event_before_any_content_is_an_upstream_error(provider, fake):
+    fake.error_event_after(0)
+    with pytest.raises(UpstreamError) as raised:
+        await collect(provider)
+    assert not isinstance(raised.value, UpstreamStreamBroken)
+
+
+async def test_a_consumer_that_stops_early_leaves_the_provider_usable(provider, fake):
+    async with contextlib.aclosing(provider.stream(REQUEST)) as events:
+        async for event in events:
+            if event["type"] == "content_block_delta":
+                break
+    message = await provider.create(REQUEST)
+    assert message["stop_reason"] == "end_turn"
+
+
+async def test_an_injected_http_client_is_used_and_not_closed(fake):
+    async with httpx.AsyncClient() as shared:
+        provider = AnthropicProvider(fake.base_url, FAKE_API_KEY, client=shared)
+        await provider.create(REQUEST)
+        await provider.aclose()
+        assert not shared.is_closed
+        assert provider._http() is shared

@@ -148,3 +148,14 @@ def test_sdk_reports_a_stream_dropped_midway(client, fake):
         ) as stream:
             received.extend(stream.text_stream)
     assert "".join(received) == "Fake reply to: "
+
+
+def test_sdk_raises_on_a_mid_stream_error_event(client, fake):
+    fake.error_event_after(4, error_type="overloaded_error")
+    with pytest.raises(anthropic.APIStatusError) as raised:
+        with client.messages.stream(
+            model="claude-fake-1", max_tokens=50, messages=[{"role": "user", "content": "a b c"}]
+        ) as stream:
+            for _ in stream.text_stream:
+                pass
+    assert raised.value.body["error"]["type"] == "overloaded_error"
