@@ -164,6 +164,15 @@ class FakeOpenAI:
         with self._lock:
             self._malformed_json += times
 
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            queues = (self._replies, self._failures, self._header_delays, self._slow_streams, self._breaks,
+                      self._stream_errors, self._malformed_sse)
+            for queue in queues:
+                queue.clear()
+            self._missing_done = self._malformed_json = 0
+
     # --- serving ---------------------------------------------------------------------------
     async def _chat_completions(self, scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope, receive)
