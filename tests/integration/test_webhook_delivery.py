@@ -211,6 +211,17 @@ def test_dns_rebinding_after_registration_is_caught_at_delivery(receiver):
     assert receiver.deliveries_for(tool_use_id) == []
 
 
+def test_a_name_that_stops_resolving_is_retried_then_reported(receiver, caplog):
+    nothing = resolver_for({})
+    tool = make_tool("https://gone.example/echo?token=receiver-own-token")
+    result, _ = run_delivery(tool, allow_private=False, resolver=nothing)
+
+    assert (result.output_text, result.attempts) == ("webhook failed: DNS lookup failed after 4 attempts", 4)
+    [record] = [r for r in caplog.records if r.getMessage() == "webhook delivery failed"]
+    assert record.reason == result.reason
+    assert "receiver-own-token" not in repr(record.__dict__)  # the URL stays out of the logs
+
+
 def test_plain_http_registered_elsewhere_is_refused_where_private_webhooks_are_not_allowed(receiver):
     result, tool_use_id = run_delivery(make_tool(receiver.url("/echo")), allow_private=False)
     assert (result.output_text, result.attempts) == ("webhook refused: URL not allowed", 0)

@@ -129,3 +129,8 @@ def test_resolve_safe_returns_the_vetted_addresses_once_each_in_order():
     assert resolve_safe("::1", 80, allow_private=True) == ["::1"]
     with pytest.raises(AddressNotAllowed):
         resolve_safe("evil.example", 443, allow_private=False, resolver=resolver_for({"evil.example": ["10.0.0.1"]}))
+
+
+def test_international_names_are_resolved_in_their_idna_form():
+    idna = resolver_for({"xn--bcher-kva.example": ["93.184.216.34"]})
+    check_webhook_url("https://bücher.example/hook", allow_private=False, resolver=idna)

@@ -111,11 +111,16 @@ def parse_webhook_url(url: str, *, allow_private: bool) -> WebhookTarget:
     if not host:
         raise InvalidRequest("webhook_url has no host", param=PARAM)
     try:
-        port = parts.port or (443 if scheme == "https" else 80)
-    except ValueError:
-        raise InvalidRequest("webhook_url has an invalid port", param=PARAM) from None
+        explicit_port = parts.port
+        # Non-ASCII names go on the wire (Host, SNI) in their IDNA form.
+        host = host if host.isascii() else host.encode("idna").decode("ascii")
+    except ValueError:  # UnicodeError is a ValueError
+        raise InvalidRequest("webhook_url has an invalid host or port", param=PARAM) from None
+    port = explicit_port or (443 if scheme == "https" else 80)
+    literal = f"[{host}]" if ":" in host else host
+    host_header = f"{literal}:{explicit_port}" if explicit_port else literal
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return WebhookTarget(scheme, host, port, parts.netloc, path)  # type: ignore[arg-type]
+    return WebhookTarget(scheme, host, port, host_header, path)  # type: ignore[arg-type]
 
 
 def resolve_safe(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import http.cookiejar
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from threadgate.webhooks.address_guard import (
 )
 from threadgate.webhooks.signing import ATTEMPT_HEADER, DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
+logger = logging.getLogger(__name__)
+
 MAX_RESPONSE_BYTES = 1024 * 1024
 DEFAULT_MAX_ATTEMPTS = 4
 
@@ -40,7 +43,7 @@ class DeliveryResult:
     output: Any  # the receiver's `output` (any JSON), its raw text, or the failure reason
     output_text: str  # what the model sees: strings as they are, other JSON serialized
     is_error: bool
-    attempts: int  # HTTP attempts made (0 when the URL was refused before any)
+    attempts: int  # attempts made (0 when the URL was refused before any request)
     status: int | None  # HTTP status of the last answer, None when there was none
     reason: str | None  # short failure reason, None on success
     duration_ms: int
@@ -93,28 +96,40 @@ async def deliver(
     them; any other answer is final. ``resolver`` (socket.getaddrinfo's shape) is for tests.
     """
     started = time.monotonic()
-
-    def finish(output: Any, *, is_error: bool, attempts: int, status: int | None, reason: str | None):
-        return DeliveryResult(
-            output=output,
-            output_text=output if isinstance(output, str) else json.dumps(output, ensure_ascii=False),
-            is_error=is_error,
-            attempts=attempts,
-            status=status,
-            reason=reason,
-            duration_ms=int((time.monotonic() - started) * 1000),
-        )
-
     try:
         target = parse_webhook_url(tool.webhook_url, allow_private=allow_private)
     except InvalidRequest:  # registered under another deployment policy, or edited in the store
-        reason = "webhook refused: URL not allowed"
-        return finish(reason, is_error=True, attempts=0, status=None, reason=reason)
-
-    body = encode_body(
-        tool, tool_use_id=tool_use_id, input=input, thread_id=thread_id, end_user_id=end_user_id, request_id=request_id
+        outcome, attempts = _Outcome.failure("webhook refused: URL not allowed", attempted=False), 0
+    else:
+        body = encode_body(
+            tool, tool_use_id=tool_use_id, input=input, thread_id=thread_id, end_user_id=end_user_id,
+            request_id=request_id,
+        )
+        post = _Poster(tool, target, body, tool_use_id, client, allow_private, resolver)
+        outcome, attempts = await _with_retries(post, backoff_base_s, max_attempts, sleep)
+    result = DeliveryResult(
+        output=outcome.output,
+        output_text=outcome.output if isinstance(outcome.output, str) else json.dumps(outcome.output, ensure_ascii=False),
+        is_error=outcome.is_error,
+        attempts=attempts,
+        status=outcome.status,
+        reason=outcome.reason,
+        duration_ms=int((time.monotonic() - started) * 1000),
     )
-    post = _Poster(tool, target, body, tool_use_id, client, allow_private, resolver)
+    if outcome.failed:
+        # Ids and the short reason only: the URL may carry the receiver's own token in its query.
+        logger.warning(
+            "webhook delivery failed",
+            extra={"tool_id": tool.id, "tool_use_id": tool_use_id, "reason": result.reason,
+                   "attempts": attempts, "status": result.status, "duration_ms": result.duration_ms},
+        )
+    return result
+
+
+async def _with_retries(
+    post: _Poster, backoff_base_s: float, max_attempts: int, sleep: Callable[[float], Awaitable[None]]
+) -> tuple[_Outcome, int]:
+    """The final outcome and how many HTTP attempts it took."""
     # tenacity instead of a hand loop: the stop/wait/retry policy reads as one declaration.
     retrying = AsyncRetrying(
         stop=stop_after_attempt(max_attempts),
@@ -123,22 +138,16 @@ async def deliver(
         sleep=sleep,
         reraise=True,
     )
-    attempt_number = 0
+    number = 0
     try:
         async for attempt in retrying:
             with attempt:
-                attempt_number = attempt.retry_state.attempt_number
-                outcome = await post(attempt_number)
+                number = attempt.retry_state.attempt_number
+                outcome = await post(number)
     except _Retryable as last:
-        reason = f"webhook failed: {last.reason} after {attempt_number} attempts"
-        return finish(reason, is_error=True, attempts=attempt_number, status=last.status, reason=reason)
-    return finish(
-        outcome.output,
-        is_error=outcome.is_error,
-        attempts=attempt_number if outcome.attempted else 0,
-        status=outcome.status,
-        reason=outcome.reason,
-    )
+        return _Outcome.failure(f"webhook failed: {last.reason} after {number} attempts", last.status), number
+    # A refusal happens before the request of its attempt is sent.
+    return outcome, number if outcome.attempted else number - 1
 
 
 @dataclass(frozen=True)
@@ -147,11 +156,12 @@ class _Outcome:
     is_error: bool
     status: int | None
     reason: str | None
-    attempted: bool = True
+    attempted: bool = True  # False: refused before any request was sent
+    failed: bool = False  # the delivery failed (not: the tool answered is_error)
 
     @classmethod
     def failure(cls, reason: str, status: int | None = None, *, attempted: bool = True) -> "_Outcome":
-        return cls(reason, True, status, reason, attempted)
+        return cls(reason, True, status, reason, attempted, failed=True)
 
 
 class _Retryable(Exception):
