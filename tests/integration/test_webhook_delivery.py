@@ -120,6 +120,15 @@ def test_always_500_gives_up_after_four_deliveries_without_leaking_the_error_pag
         assert base <= wait <= base + 0.25
 
 
+def test_a_queue_worker_makes_one_numbered_attempt_and_learns_whether_to_requeue(receiver):
+    result, tool_use_id = run_delivery(make_tool(receiver.url("/status/503")), max_attempts=1, first_attempt=3)
+    assert (result.output_text, result.attempts, result.retryable) == ("webhook failed: HTTP 503 after 3 attempts", 3, True)
+    assert [d.attempt for d in receiver.deliveries_for(tool_use_id)] == [3]
+
+    final, _ = run_delivery(make_tool(receiver.url("/status/400")), max_attempts=1, first_attempt=2)
+    assert (final.attempts, final.retryable) == (2, False)
+
+
 def test_429_is_retried_like_a_5xx(receiver):
     result, tool_use_id = run_delivery(make_tool(receiver.url("/status/429")))
     assert result.reason == "webhook failed: HTTP 429 after 4 attempts"
@@ -303,7 +312,7 @@ def test_https_delivery_to_a_vetted_ip_verifies_the_certificate_of_the_hostname(
 
     assert (good.is_error, good.output) == (False, {"account_id": "acct_42"})
     assert receiver.deliveries_for(tool_use_id)[0].headers["host"] == f"receiver.test:{port}"
-    assert (wrong.is_error, wrong.output_text) == (True, "webhook failed: connection error after 1 attempts")
+    assert (wrong.is_error, wrong.output_text) == (True, "webhook failed: connection error after 1 attempt")
 
 
 # --- the fake receiver and the example receiver, checked with the real client and helper -----------

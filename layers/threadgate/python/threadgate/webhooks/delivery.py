@@ -43,10 +43,13 @@ class DeliveryResult:
     output: Any  # the receiver's `output` (any JSON), its raw text, or the failure reason
     output_text: str  # what the model sees: strings as they are, other JSON serialized
     is_error: bool
-    attempts: int  # attempts made (0 when the URL was refused before any request)
+    attempts: int  # number of the last attempt made, i.e. its X-Qlaud-Attempt (0: refused before any)
     status: int | None  # HTTP status of the last answer, None when there was none
     reason: str | None  # short failure reason, None on success
     duration_ms: int
+    # The last failure was transient (timeout, connection, DNS, 5xx, 429): a queue worker that
+    # retries by redelivery (max_attempts=1) requeues these and gives up on the others.
+    retryable: bool = False
 
 
 def new_webhook_client(**kwargs: Any) -> httpx.AsyncClient:
@@ -87,6 +90,7 @@ async def deliver(
     backoff_base_s: float = 0.5,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    first_attempt: int = 1,
 ) -> DeliveryResult:
     """POST one tool call to ``tool.webhook_url`` and return what the model should see.
 
@@ -94,6 +98,8 @@ async def deliver(
     error, a 5xx or a 429 is retried up to ``max_attempts`` attempts in all, waiting about
     ``backoff_base_s`` × 1, 2, 4… plus up to half of ``backoff_base_s`` of random jitter between
     them; any other answer is final. ``resolver`` (socket.getaddrinfo's shape) is for tests.
+    ``first_attempt`` numbers the first attempt of this call (X-Qlaud-Attempt), for a worker whose
+    queue redelivers: it passes the receive count and ``max_attempts=1``.
     """
     started = time.monotonic()
     try:
@@ -106,7 +112,7 @@ async def deliver(
             request_id=request_id,
         )
         post = _Poster(tool, target, body, tool_use_id, client, allow_private, resolver)
-        outcome, attempts = await _with_retries(post, backoff_base_s, max_attempts, sleep)
+        outcome, attempts = await _with_retries(post, first_attempt, max_attempts, backoff_base_s, sleep)
     result = DeliveryResult(
         output=outcome.output,
         output_text=outcome.output if isinstance(outcome.output, str) else json.dumps(outcome.output, ensure_ascii=False),
@@ -115,6 +121,7 @@ async def deliver(
         status=outcome.status,
         reason=outcome.reason,
         duration_ms=int((time.monotonic() - started) * 1000),
+        retryable=outcome.retryable,
     )
     if outcome.failed:
         # Ids and the short reason only: the URL may carry the receiver's own token in its query.
@@ -127,9 +134,13 @@ async def deliver(
 
 
 async def _with_retries(
-    post: _Poster, backoff_base_s: float, max_attempts: int, sleep: Callable[[float], Awaitable[None]]
+    post: _Poster,
+    first_attempt: int,
+    max_attempts: int,
+    backoff_base_s: float,
+    sleep: Callable[[float], Awaitable[None]],
 ) -> tuple[_Outcome, int]:
-    """The final outcome and how many HTTP attempts it took."""
+    """The final outcome and the number of the last attempt made."""
     # tenacity instead of a hand loop: the stop/wait/retry policy reads as one declaration.
     retrying = AsyncRetrying(
         stop=stop_after_attempt(max_attempts),
@@ -138,14 +149,16 @@ async def _with_retries(
         sleep=sleep,
         reraise=True,
     )
-    number = 0
+    number = first_attempt - 1
     try:
         async for attempt in retrying:
             with attempt:
-                number = attempt.retry_state.attempt_number
+                number = first_attempt - 1 + attempt.retry_state.attempt_number
                 outcome = await post(number)
     except _Retryable as last:
-        return _Outcome.failure(f"webhook failed: {last.reason} after {number} attempts", last.status), number
+        plural = "" if number == 1 else "s"
+        reason = f"webhook failed: {last.reason} after {number} attempt{plural}"
+        return _Outcome.failure(reason, last.status, retryable=True), number
     # A refusal happens before the request of its attempt is sent.
     return outcome, number if outcome.attempted else number - 1
 
@@ -158,10 +171,13 @@ class _Outcome:
     reason: str | None
     attempted: bool = True  # False: refused before any request was sent
     failed: bool = False  # the delivery failed (not: the tool answered is_error)
+    retryable: bool = False
 
     @classmethod
-    def failure(cls, reason: str, status: int | None = None, *, attempted: bool = True) -> "_Outcome":
-        return cls(reason, True, status, reason, attempted, failed=True)
+    def failure(
+        cls, reason: str, status: int | None = None, *, attempted: bool = True, retryable: bool = False
+    ) -> "_Outcome":
+        return cls(reason, True, status, reason, attempted, failed=True, retryable=retryable)
 
 
 class _Retryable(Exception):
