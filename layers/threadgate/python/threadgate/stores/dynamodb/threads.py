@@ -12,6 +12,7 @@ Items of one thread share `pk = THREAD#<id>`:
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any, Sequence
 
@@ -38,7 +39,7 @@ LOCK = "LOCK"
 MSG_PREFIX = "MSG#"
 # A transaction holds at most 100 actions: the META update plus one Put per message.
 MAX_MESSAGES_PER_APPEND = 99
-_APPEND_ATTEMPTS = 10
+_APPEND_ATTEMPTS = 25
 _BATCH = 25
 
 
@@ -270,7 +271,8 @@ class DynamoThreadStore:
                 transact(self._db, [bump, *puts])
             except TransactionCancelled as cancelled:
                 if cancelled.condition_failed(0):
-                    time.sleep(0.005 * attempt)  # another append won the seq (or the thread went)
+                    # Another append took these seqs (or the thread went): read again.
+                    time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                     continue
                 raise
             return stored
