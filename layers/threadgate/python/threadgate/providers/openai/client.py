@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator
 
 import httpx
 from httpx_sse import EventSource, SSEError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from threadgate.domain.errors import UpstreamError, UpstreamTimeout
 from threadgate.providers.openai.errors import (
@@ -71,7 +71,8 @@ class OpenAIProvider:
         self._attempts = max(1, attempts)
         self._client = client
         self._owns_client = client is None
-        self._backoff = wait_exponential_jitter(initial=backoff_initial_s, max=backoff_max_s, jitter=backoff_initial_s)
+        # Exponential backoff plus jitter, spelled with waits every supported tenacity has.
+        self._backoff = wait_exponential(multiplier=backoff_initial_s, max=backoff_max_s) + wait_random(0, backoff_initial_s)
         self._max_retry_after_s = max_retry_after_s
 
     async def create(self, request: dict[str, Any]) -> dict[str, Any]:
