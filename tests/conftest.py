@@ -65,13 +65,17 @@ def gateway_factory(tmp_path: Path, fake_anthropic: Any):
 
     stack: list[Any] = []
 
-    def start(**overrides: Any) -> Gateway:
+    def start(stores: Any = None, **overrides: Any) -> Gateway:
+        """`stores`: run on these adapters (e.g. DynamoDB under moto) instead of SQLite."""
         fake_anthropic.reset()
         settings = make_settings(
             tmp_path, anthropic_api_key=fake_anthropic.api_key, anthropic_base_url=fake_anthropic.base_url,
             **overrides,
         )
         rt = build(settings)
+        if stores is not None:
+            rt.stores.close()
+            rt.stores = stores
         admin = ensure_first_admin(rt.stores, rt.clock, settings)
         cm = serve_asgi(create_app(rt))
         url = cm.__enter__()
