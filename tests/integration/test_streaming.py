@@ -1,0 +1,117 @@
+"""Streaming turns: event order, heartbeats, and a client that disconnects mid-stream."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+from tests.integration.test_smoke_turns import sse_events
+
+TURN = {"model": "claude-haiku-4-5", "max_tokens": 100, "content": "tell me a story", "stream": True}
+
+
+def test_stream_order_and_done_event(gateway):
+    key = gateway.mint()
+    with gateway.client(key["secret"]) as c:
+        t = c.post("/v1/threads", json={}).json()
+        r = c.post(f"/v1/threads/{t['id']}/messages", json=TURN)
+    assert r.headers["content-type"].startswith("text/event-stream")
+    names = [n for n, _ in sse_events(r.text)]
+    assert names[0] == "message_start" and names[-2] == "message_stop" and names[-1] == "qlaud.done"
+    done = sse_events(r.text)[-1][1]
+    assert done["thread_id"] == t["id"] and done["seq"] == 2 and done["iterations"] == 1
+    assert done["incomplete"] is False and done["cost_micros"] > 0
+    assert done["usage"]["output_tokens"] > 0
+    start = sse_events(r.text)[0][1]
+    assert start["message"]["model"] == "claude-haiku-4-5"
+
+
+def test_disconnect_after_first_delta_still_persists_and_bills_everything(gateway):
+    gateway.fake.default_reply = " ".join(f"w{i}" for i in range(40))
+    gateway.fake.slow_stream(0.05)  # ~2.5 s of streaming: the client leaves long before the end
+    key = gateway.mint()
+    with gateway.client(key["secret"]) as c:
+        t = c.post("/v1/threads", json={}).json()
+        with c.stream("POST", f"/v1/threads/{t['id']}/messages", json=TURN) as r:
+            for line in r.iter_lines():
+                if line.startswith("event: content_block_delta"):
+                    break  # drop the connection after the first delta
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            msgs = c.get(f"/v1/threads/{t['id']}/messages").json()["data"]
+            if len(msgs) == 2:
+                break
+            time.sleep(0.1)
+    assert [m["role"] for m in msgs] == ["user", "assistant"]
+    text = msgs[1]["content"][0]["text"]
+    assert text.split() == [f"w{i}" for i in range(40)]  # the FULL reply, not what the client saw
+    with gateway.admin() as admin:
+        usage = admin.get(f"/v1/keys/{key['id']}/usage").json()
+    assert usage["request_count"] == 1
+    (event,) = usage["events"]
+    assert event["output_tokens"] == 40 and event["status"] == "ok"
+    assert usage["spent_micros"] == event["cost_micros"] > 0
+
+
+def test_broken_upstream_stream_keeps_thread_valid_and_bills_what_was_used(gateway):
+    gateway.fake.default_reply = " ".join(f"w{i}" for i in range(30))
+    gateway.fake.break_stream_after(6)
+    key = gateway.mint()
+    with gateway.client(key["secret"]) as c:
+        t = c.post("/v1/threads", json={}).json()
+        r = c.post(f"/v1/threads/{t['id']}/messages", json=TURN)
+        events = sse_events(r.text)
+        names = [n for n, _ in events]
+        assert "qlaud.error" in names and names[-1] == "qlaud.done"
+        assert events[-1][1]["incomplete"] is True
+        # The next turn works: history stays valid for the provider.
+        gateway.fake.default_reply = None
+        r2 = c.post(f"/v1/threads/{t['id']}/messages", json={**TURN, "stream": False})
+        assert r2.status_code == 200, r2.text
+    sent = gateway.fake.requests[-1].body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    with gateway.admin() as admin:
+        usage = admin.get(f"/v1/keys/{key['id']}/usage").json()
+    statuses = sorted(e["status"] for e in usage["events"])
+    assert statuses == ["incomplete", "ok"]
+    assert usage["spent_micros"] == sum(e["cost_micros"] for e in usage["events"])
+
+
+def test_upstream_overloaded_before_first_byte_is_a_plain_503(gateway):
+    gateway.fake.fail_next(status=529, times=10)
+    key = gateway.mint()
+    with gateway.client(key["secret"]) as c:
+        t = c.post("/v1/threads", json={}).json()
+        r = c.post(f"/v1/threads/{t['id']}/messages", json=TURN)
+    assert r.status_code == 503
+    assert r.json()["error"]["type"] == "overloaded_error"
+    with gateway.admin() as admin:
+        usage = admin.get(f"/v1/keys/{key['id']}/usage").json()
+    assert usage["request_count"] == 0 and usage["reserved_micros"] == 0 and usage["spent_micros"] == 0
+
+
+def test_heartbeat_pings_while_upstream_is_silent(gateway_factory):
+    gateway = gateway_factory(ping_interval_s=0.2)
+    gateway.fake.slow_stream(0.5)
+    key = gateway.mint()
+    with gateway.client(key["secret"]) as c:
+        t = c.post("/v1/threads", json={}).json()
+        r = c.post(f"/v1/threads/{t['id']}/messages", json={**TURN, "max_tokens": 3})
+    assert "ping" in [n for n, _ in sse_events(r.text)]
+
+
+def test_official_anthropic_sdk_reads_a_turn_stream_and_passthrough(gateway):
+    import anthropic
+
+    key = gateway.mint()
+    client = anthropic.Anthropic(api_key=key["secret"], base_url=gateway.url, max_retries=0)
+    with client.messages.stream(model="claude-haiku-4-5", max_tokens=50,
+                                messages=[{"role": "user", "content": "hi sdk"}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text and final.usage.output_tokens > 0 and final.model == "claude-haiku-4-5"
+    msg = client.messages.create(model="threadgate-local", max_tokens=20,
+                                 messages=[{"role": "user", "content": "hello"}])
+    assert msg.content[0].text.startswith("Echo: hello")
