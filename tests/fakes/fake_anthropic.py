@@ -27,8 +27,9 @@ import json
 import math
 import threading
 from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -111,7 +112,12 @@ class FakeAnthropic:
             self._replies.extend(replies)
 
     def fail_next(
-        self, status: int = 529, times: int = 1, *, retry_after: float | None = None, message: str | None = None
+        self,
+        status: int = 529,
+        times: int = 1,
+        *,
+        retry_after: float | None = None,
+        message: str | None = None,
     ) -> None:
         """The next `times` requests get `status` with an Anthropic error body."""
         failure = _Failure(status, retry_after, message or f"fake upstream error {status}")
@@ -166,17 +172,20 @@ class FakeAnthropic:
         except ValueError:
             body = None
         headers = {name.lower(): value for name, value in request.headers.items()}
+        # Everything this request will do is decided at once, on arrival: a handler still
+        # sleeping after its client gave up must not consume faults scripted for later requests.
         with self._lock:
             self.requests.append(RecordedRequest(scope["path"], headers, body))
             number = len(self.requests)
             delay = self._header_delays.popleft() if self._header_delays else 0.0
+            refusal = self._refusal(headers, body, number)
+            if refusal is None:
+                reply, faults = self._take_reply(streaming=bool(body.get("stream")))
         if delay:
             await asyncio.sleep(delay)
-        response = self._refusal(headers, body, number)
-        if response is not None:
-            await response(scope, receive, send)
+        if refusal is not None:
+            await refusal(scope, receive, send)
             return
-        reply, faults = self._take_reply(streaming=bool(body.get("stream")))
         message = _build_message(body, reply, self.default_reply, number)
         request_id = f"req_fake_{number:06d}"
         if not body.get("stream"):
@@ -188,10 +197,13 @@ class FakeAnthropic:
         await _send_stream(send, message, request_id, **faults)
 
     def _refusal(self, headers: dict[str, str], body: Any, number: int) -> Response | None:
-        if headers.get("x-api-key") != self.api_key and headers.get("authorization") != f"Bearer {self.api_key}":
+        """An error answer (auth, injected failure, invalid body), or None. Holds the lock."""
+        if (
+            headers.get("x-api-key") != self.api_key
+            and headers.get("authorization") != f"Bearer {self.api_key}"
+        ):
             return _error(401, "invalid x-api-key", number)
-        with self._lock:
-            failure = self._failures.popleft() if self._failures else None
+        failure = self._failures.popleft() if self._failures else None
         if failure is not None:
             extra = {} if failure.retry_after is None else {"retry-after": f"{failure.retry_after:g}"}
             return _error(failure.status, failure.message, number, extra)
@@ -205,17 +217,17 @@ class FakeAnthropic:
         return None
 
     def _take_reply(self, streaming: bool) -> tuple[FakeReply | None, dict[str, Any]]:
-        with self._lock:
-            reply = self._replies.popleft() if self._replies else None
-            faults: dict[str, Any] = {}
-            if streaming:
-                faults["seconds_per_event"] = self._slow_streams.popleft() if self._slow_streams else 0.0
-                faults["break_after"] = self._breaks.popleft() if self._breaks else None
-                faults["malformed_after"] = self._malformed_sse.popleft() if self._malformed_sse else None
-                faults["error_event"] = self._error_events.popleft() if self._error_events else None
-            elif self._malformed_json:
-                self._malformed_json -= 1
-                faults["malformed_json"] = True
+        """The next scripted reply and this request's stream faults. Holds the lock."""
+        reply = self._replies.popleft() if self._replies else None
+        faults: dict[str, Any] = {}
+        if streaming:
+            faults["seconds_per_event"] = self._slow_streams.popleft() if self._slow_streams else 0.0
+            faults["break_after"] = self._breaks.popleft() if self._breaks else None
+            faults["malformed_after"] = self._malformed_sse.popleft() if self._malformed_sse else None
+            faults["error_event"] = self._error_events.popleft() if self._error_events else None
+        elif self._malformed_json:
+            self._malformed_json -= 1
+            faults["malformed_json"] = True
         return reply, faults
 
 
@@ -257,12 +269,16 @@ def last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
-def _build_message(body: dict[str, Any], reply: FakeReply | None, default_reply: str | None, number: int) -> dict[str, Any]:
+def _build_message(
+    body: dict[str, Any], reply: FakeReply | None, default_reply: str | None, number: int
+) -> dict[str, Any]:
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode() + str(number).encode()).hexdigest()
     if reply is None:
         words = (default_reply or f"Fake reply to: {last_user_text(body)}").split()
         cut = len(words) > body["max_tokens"]
-        reply = FakeReply(text=" ".join(words[: body["max_tokens"]]), stop_reason="max_tokens" if cut else "end_turn")
+        reply = FakeReply(
+            text=" ".join(words[: body["max_tokens"]]), stop_reason="max_tokens" if cut else "end_turn"
+        )
     content: list[dict[str, Any]] = []
     if reply.thinking is not None:
         content.append({"type": "thinking", "thinking": reply.thinking, "signature": "sig_" + digest[:32]})
@@ -273,7 +289,9 @@ def _build_message(body: dict[str, Any], reply: FakeReply | None, default_reply:
         content.append({"type": "tool_use", "id": tool_id, "name": tool.name, "input": tool.input})
     output_tokens = reply.output_tokens
     if output_tokens is None:
-        output_tokens = max(1, len((reply.text or "").split()) + len(reply.tool_uses) + (reply.thinking is not None))
+        output_tokens = max(
+            1, len((reply.text or "").split()) + len(reply.tool_uses) + (reply.thinking is not None)
+        )
     return {
         "id": f"msg_fake_{digest[:24]}",
         "type": "message",
@@ -296,23 +314,66 @@ def stream_events(message: dict[str, Any]) -> list[dict[str, Any]]:
     usage = message["usage"]
     start_usage = {**usage, "output_tokens": 1}
     events: list[dict[str, Any]] = [
-        {"type": "message_start", "message": {**message, "content": [], "stop_reason": None, "stop_sequence": None, "usage": start_usage}}
+        {
+            "type": "message_start",
+            "message": {
+                **message,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": start_usage,
+            },
+        }
     ]
     for index, block in enumerate(message["content"]):
         if block["type"] == "text":
-            events.append({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
+            events.append(
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
+            )
             for piece in _pieces(block["text"]):
-                events.append({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}})
+                events.append(
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "text_delta", "text": piece},
+                    }
+                )
         elif block["type"] == "thinking":
-            events.append({"type": "content_block_start", "index": index, "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
+            events.append(
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                }
+            )
             for piece in _pieces(block["thinking"]):
-                events.append({"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": piece}})
-            events.append({"type": "content_block_delta", "index": index, "delta": {"type": "signature_delta", "signature": block["signature"]}})
+                events.append(
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "thinking_delta", "thinking": piece},
+                    }
+                )
+            events.append(
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "signature_delta", "signature": block["signature"]},
+                }
+            )
         else:  # tool_use: the input arrives as JSON fragments, the first one empty (as upstream)
-            events.append({"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}})
+            events.append(
+                {"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}}
+            )
             raw = json.dumps(block["input"])
             for fragment in [""] + [raw[i : i + 10] for i in range(0, len(raw), 10)]:
-                events.append({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": fragment}})
+                events.append(
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": fragment},
+                    }
+                )
         events.append({"type": "content_block_stop", "index": index})
     events.append(
         {
@@ -347,7 +408,11 @@ async def _send_stream(
         {
             "type": "http.response.start",
             "status": 200,
-            "headers": [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"), (b"request-id", request_id.encode())],
+            "headers": [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+                (b"request-id", request_id.encode()),
+            ],
         }
     )
     for count, event in enumerate(stream_events(message)):
@@ -359,7 +424,13 @@ async def _send_stream(
             await send({"type": "http.response.body", "body": frame, "more_body": False})
             return
         if count == malformed_after:
-            await send({"type": "http.response.body", "body": b"event: content_block_delta\ndata: {not json\n\n", "more_body": True})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"event: content_block_delta\ndata: {not json\n\n",
+                    "more_body": True,
+                }
+            )
         if count and seconds_per_event:
             await asyncio.sleep(seconds_per_event)
         frame = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()

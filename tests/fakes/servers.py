@@ -13,7 +13,8 @@ import contextlib
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -44,7 +45,9 @@ def serve_asgi(
     )
     server = uvicorn.Server(config)
     # uvicorn installs signal handlers only on the main thread, so a worker thread is safe.
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn:{port}", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn:{port}", daemon=True
+    )
     thread.start()
     try:
         deadline = time.monotonic() + startup_timeout_s

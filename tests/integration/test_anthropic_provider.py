@@ -9,6 +9,7 @@ import socket
 import httpx
 import pytest
 
+from tests.fakes.fake_anthropic import FAKE_API_KEY, FakeReply, FakeToolUse, running_fake_anthropic
 from threadgate.domain.errors import (
     InvalidRequest,
     RateLimited,
@@ -20,11 +21,13 @@ from threadgate.providers import UpstreamStreamBroken
 from threadgate.providers.anthropic.client import AnthropicProvider
 from threadgate.providers.anthropic.stream_accumulator import accumulate
 
-from tests.fakes.fake_anthropic import FAKE_API_KEY, FakeReply, FakeToolUse, running_fake_anthropic
-
 pytestmark = pytest.mark.anyio
 
-REQUEST = {"model": "claude-fake-1", "max_tokens": 100, "messages": [{"role": "user", "content": "hello gateway"}]}
+REQUEST = {
+    "model": "claude-fake-1",
+    "max_tokens": 100,
+    "messages": [{"role": "user", "content": "hello gateway"}],
+}
 
 
 @pytest.fixture
@@ -48,7 +51,13 @@ def fake(served_fake):
 async def provider(fake):
     # Tiny backoff keeps retry tests fast; the policy (which failures retry) is what is tested.
     provider = AnthropicProvider(
-        fake.base_url, FAKE_API_KEY, timeout_s=5, connect_timeout_s=2, attempts=3, backoff_initial_s=0.01, backoff_max_s=0.05
+        fake.base_url,
+        FAKE_API_KEY,
+        timeout_s=5,
+        connect_timeout_s=2,
+        attempts=3,
+        backoff_initial_s=0.01,
+        backoff_max_s=0.05,
     )
     yield provider
     await provider.aclose()
@@ -96,10 +105,19 @@ async def test_streamed_tool_use_accumulates_to_the_upstream_message(provider, f
     fake.enqueue(reply, reply)
     streamed = accumulate(await collect(provider))
     created = await provider.create(REQUEST)
-    assert streamed["content"] == created["content"] == [
-        {"type": "text", "text": "Checking."},
-        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris", "days": [1, 2]}},
-    ]
+    assert (
+        streamed["content"]
+        == created["content"]
+        == [
+            {"type": "text", "text": "Checking."},
+            {
+                "type": "tool_use",
+                "id": "toolu_1",
+                "name": "get_weather",
+                "input": {"city": "Paris", "days": [1, 2]},
+            },
+        ]
+    )
     assert streamed["stop_reason"] == "tool_use"
     assert streamed["usage"]["input_tokens"] == 30 and streamed["usage"]["output_tokens"] == 12
 
@@ -190,7 +208,9 @@ async def test_keys_in_upstream_error_messages_are_redacted(provider, fake):
 
 
 async def test_headers_arriving_too_late_time_out_after_retries(fake):
-    provider = AnthropicProvider(fake.base_url, FAKE_API_KEY, timeout_s=0.2, attempts=2, backoff_initial_s=0.01)
+    provider = AnthropicProvider(
+        fake.base_url, FAKE_API_KEY, timeout_s=0.2, attempts=2, backoff_initial_s=0.01
+    )
     fake.delay_headers(1.0, times=2)
     try:
         with pytest.raises(UpstreamTimeout) as raised:
@@ -202,7 +222,9 @@ async def test_headers_arriving_too_late_time_out_after_retries(fake):
 
 
 async def test_one_slow_header_is_retried_and_then_answers(fake):
-    provider = AnthropicProvider(fake.base_url, FAKE_API_KEY, timeout_s=0.3, attempts=2, backoff_initial_s=0.01)
+    provider = AnthropicProvider(
+        fake.base_url, FAKE_API_KEY, timeout_s=0.3, attempts=2, backoff_initial_s=0.01
+    )
     fake.delay_headers(1.0, times=1)
     try:
         events = await collect(provider)
@@ -228,14 +250,21 @@ async def test_a_stream_broken_midway_raises_after_yielding_the_first_events(pro
     with pytest.raises(UpstreamStreamBroken) as raised:
         async for event in provider.stream(REQUEST):
             received.append(event)
-    assert [e["type"] for e in received] == ["message_start", "content_block_start", "content_block_delta", "content_block_delta"]
+    assert [e["type"] for e in received] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+    ]
     assert raised.value.events_received == 4
     assert raised.value.status == 502
     assert len(fake.requests) == 1  # never retried once an event was yielded
 
 
 async def test_a_stream_stalling_midway_is_broken_not_retried(fake):
-    provider = AnthropicProvider(fake.base_url, FAKE_API_KEY, timeout_s=0.2, attempts=3, backoff_initial_s=0.01)
+    provider = AnthropicProvider(
+        fake.base_url, FAKE_API_KEY, timeout_s=0.2, attempts=3, backoff_initial_s=0.01
+    )
     fake.slow_stream(1.0)
     received = []
     try:

@@ -83,7 +83,11 @@ def test_sdk_parses_streamed_tool_use_with_thinking(client, fake):
     assert final.content[0].thinking == "The user wants weather."
     assert final.content[1].text == "Let me look."
     tool = final.content[2]
-    assert (tool.id, tool.name, tool.input) == ("toolu_fixed", "get_weather", {"city": "Paris", "units": ["c", "f"]})
+    assert (tool.id, tool.name, tool.input) == (
+        "toolu_fixed",
+        "get_weather",
+        {"city": "Paris", "units": ["c", "f"]},
+    )
     assert final.stop_reason == "tool_use"
     assert (final.usage.input_tokens, final.usage.output_tokens) == (42, 17)
 
@@ -91,7 +95,10 @@ def test_sdk_parses_streamed_tool_use_with_thinking(client, fake):
 def test_sdk_parses_non_streaming_tool_use_then_the_scripted_answer(client, fake):
     fake.enqueue(FakeReply(tool_uses=[FakeToolUse("get_weather", {"city": "Oslo"})]), FakeReply(text="Cold."))
     first = client.messages.create(
-        model="claude-fake-1", max_tokens=50, tools=[WEATHER_TOOL], messages=[{"role": "user", "content": "Oslo?"}]
+        model="claude-fake-1",
+        max_tokens=50,
+        tools=[WEATHER_TOOL],
+        messages=[{"role": "user", "content": "Oslo?"}],
     )
     assert first.stop_reason == "tool_use"
     tool = first.content[0]
@@ -121,20 +128,26 @@ def test_default_reply_stops_at_max_tokens(client):
 def test_sdk_sees_injected_errors_as_the_real_api_error_types(client, fake):
     fake.fail_next(status=529)
     with pytest.raises(anthropic.InternalServerError) as overloaded:
-        client.messages.create(model="claude-fake-1", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+        client.messages.create(
+            model="claude-fake-1", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
     assert overloaded.value.status_code == 529
     assert overloaded.value.body["error"]["type"] == "overloaded_error"
 
     fake.fail_next(status=429, retry_after=3)
     with pytest.raises(anthropic.RateLimitError) as limited:
-        client.messages.create(model="claude-fake-1", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+        client.messages.create(
+            model="claude-fake-1", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
     assert limited.value.response.headers["retry-after"] == "3"
 
 
 def test_wrong_key_is_refused_like_the_real_api(fake):
     with anthropic.Anthropic(base_url=fake.base_url, api_key="sk-ant-wrong-key", max_retries=0) as sdk:
         with pytest.raises(anthropic.AuthenticationError):
-            sdk.messages.create(model="claude-fake-1", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+            sdk.messages.create(
+                model="claude-fake-1", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+            )
     assert fake.requests[0].headers["authorization"] == "Bearer sk-ant-wrong-key"
 
 

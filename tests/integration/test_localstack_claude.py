@@ -18,7 +18,11 @@ from threadgate.providers.anthropic.stream_accumulator import accumulate
 
 pytestmark = pytest.mark.anyio
 
-REQUEST = {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "Say hello."}]}
+REQUEST = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 64,
+    "messages": [{"role": "user", "content": "Say hello."}],
+}
 
 
 @pytest.fixture

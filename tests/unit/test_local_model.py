@@ -15,7 +15,12 @@ CLOCK = {"name": "get-time", "description": "time", "input_schema": {"type": "ob
 
 
 def request(content, **extra):
-    return {"model": "threadgate-local", "max_tokens": 100, "messages": [{"role": "user", "content": content}], **extra}
+    return {
+        "model": "threadgate-local",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": content}],
+        **extra,
+    }
 
 
 def run(coroutine):
@@ -45,7 +50,10 @@ def test_echoes_the_last_user_text():
         "messages": [
             {"role": "user", "content": "first question"},
             {"role": "assistant", "content": "Echo: first question"},
-            {"role": "user", "content": [{"type": "text", "text": "second"}, {"type": "text", "text": "question  here"}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "second"}, {"type": "text", "text": "question  here"}],
+            },
         ],
     }
     message = create(req)
@@ -53,7 +61,9 @@ def test_echoes_the_last_user_text():
     assert message["stop_reason"] == "end_turn" and message["stop_sequence"] is None
     assert message["id"].startswith("msg_local_") and message["role"] == "assistant"
     assert message["usage"]["output_tokens"] == 4
-    body = json.dumps({"messages": req["messages"], "system": None, "tools": None}, separators=(",", ":"), sort_keys=True)
+    body = json.dumps(
+        {"messages": req["messages"], "system": None, "tools": None}, separators=(",", ":"), sort_keys=True
+    )
     assert message["usage"]["input_tokens"] == math.ceil(len(body.encode()) / 4)
 
 
@@ -70,7 +80,12 @@ def test_streams_one_delta_per_word_in_order():
         "message_delta",
         "message_stop",
     ]
-    assert [e["delta"]["text"] for e in events if e["type"] == "content_block_delta"] == ["Echo: ", "one ", "two ", "three"]
+    assert [e["delta"]["text"] for e in events if e["type"] == "content_block_delta"] == [
+        "Echo: ",
+        "one ",
+        "two ",
+        "three",
+    ]
     assert events[-2]["delta"]["stop_reason"] == "end_turn"
     assert events[-2]["usage"]["output_tokens"] == 4
 
@@ -82,7 +97,13 @@ def test_accumulated_stream_equals_create_for_every_rule():
         request("stop HERE please", stop_sequences=["HERE"]),
         request('what is the get_weather for {"city": "Paris"}?', tools=[WEATHER]),
         request(
-            [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "sunny"}]}],
+            [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": [{"type": "text", "text": "sunny"}],
+                }
+            ],
             tools=[WEATHER],
         ),
     ]
@@ -104,7 +125,9 @@ def test_stop_sequence_cuts_before_its_first_occurrence():
 
 
 def test_mentioned_tool_is_called_with_the_first_json_object_of_the_text():
-    message = create(request('Use get_weather with {"city": "Paris", "days": 2} then {"x": 1}', tools=[WEATHER, CLOCK]))
+    message = create(
+        request('Use get_weather with {"city": "Paris", "days": 2} then {"x": 1}', tools=[WEATHER, CLOCK])
+    )
     assert message["stop_reason"] == "tool_use"
     text, call = message["content"]
     assert text == {"type": "text", "text": "Calling get_weather."}
@@ -138,7 +161,12 @@ def test_tool_results_are_reported_and_not_called_again():
     req = request(
         [
             {"type": "tool_result", "tool_use_id": "toolu_a", "content": "sunny, 21C"},
-            {"type": "tool_result", "tool_use_id": "toolu_b", "content": [{"type": "text", "text": "12:00"}], "is_error": False},
+            {
+                "type": "tool_result",
+                "tool_use_id": "toolu_b",
+                "content": [{"type": "text", "text": "12:00"}],
+                "is_error": False,
+            },
             {"type": "text", "text": "get_weather again?"},
         ],
         tools=[WEATHER],
@@ -150,7 +178,11 @@ def test_tool_results_are_reported_and_not_called_again():
 
 def test_tool_input_streams_as_json_fragments():
     events = stream(request('get_weather {"city": "Reykjavik", "units": "metric"}', tools=[WEATHER]))
-    fragments = [e["delta"]["partial_json"] for e in events if e["type"] == "content_block_delta" and e["delta"]["type"] == "input_json_delta"]
+    fragments = [
+        e["delta"]["partial_json"]
+        for e in events
+        if e["type"] == "content_block_delta" and e["delta"]["type"] == "input_json_delta"
+    ]
     assert len(fragments) > 1
     assert json.loads("".join(fragments)) == {"city": "Reykjavik", "units": "metric"}
 
@@ -176,7 +208,11 @@ def test_word_delay_paces_the_stream():
 
 def test_accumulator_returns_a_partial_message_from_a_broken_stream():
     events = stream(request('get_weather {"city": "Paris"}', tools=[WEATHER]))
-    cut = next(i for i, e in enumerate(events) if e["type"] == "content_block_delta" and e["delta"]["type"] == "input_json_delta")
+    cut = next(
+        i
+        for i, e in enumerate(events)
+        if e["type"] == "content_block_delta" and e["delta"]["type"] == "input_json_delta"
+    )
     accumulator = MessageAccumulator()
     for event in events[:4]:  # start, text start, two words
         accumulator.feed(event)
@@ -192,4 +228,7 @@ def test_accumulator_returns_a_partial_message_from_a_broken_stream():
 def test_provider_name_and_default_model():
     provider = LocalModelProvider(word_delay_ms=0)
     assert provider.name == "local"
-    assert run(provider.create({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}))["model"] == "threadgate-local"
+    assert (
+        run(provider.create({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}))["model"]
+        == "threadgate-local"
+    )

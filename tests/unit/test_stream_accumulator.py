@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from threadgate.providers.anthropic.stream_accumulator import MessageAccumulator, accumulate
-
 from tests.fakes.fake_anthropic import stream_events
+from threadgate.providers.anthropic.stream_accumulator import MessageAccumulator, accumulate
 
 MESSAGE = {
     "id": "msg_1",
@@ -15,11 +14,21 @@ MESSAGE = {
     "content": [
         {"type": "thinking", "thinking": "Need the weather tool.", "signature": "sig_abc"},
         {"type": "text", "text": "Let me check that."},
-        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris", "days": [1, 2]}},
+        {
+            "type": "tool_use",
+            "id": "toolu_1",
+            "name": "get_weather",
+            "input": {"city": "Paris", "days": [1, 2]},
+        },
     ],
     "stop_reason": "tool_use",
     "stop_sequence": None,
-    "usage": {"input_tokens": 40, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 8, "output_tokens": 25},
+    "usage": {
+        "input_tokens": 40,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 8,
+        "output_tokens": 25,
+    },
 }
 
 
@@ -33,7 +42,12 @@ def test_message_delta_usage_overrides_message_start_usage():
     accumulator = MessageAccumulator()
     for event in events:
         accumulator.feed(event)
-    assert accumulator.usage == {"input_tokens": 41, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 8, "output_tokens": 30}
+    assert accumulator.usage == {
+        "input_tokens": 41,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 8,
+        "output_tokens": 30,
+    }
     assert accumulator.finished and accumulator.stop_reason == "tool_use"
 
 
@@ -62,5 +76,13 @@ def test_nothing_received_gives_an_empty_message():
 
 def test_pings_errors_and_unknown_events_are_ignored():
     events = stream_events(MESSAGE)
-    noisy = events[:2] + [{"type": "ping"}, {"type": "future_event", "x": 1}, {"type": "error", "error": {"type": "overloaded_error"}}] + events[2:]
+    noisy = (
+        events[:2]
+        + [
+            {"type": "ping"},
+            {"type": "future_event", "x": 1},
+            {"type": "error", "error": {"type": "overloaded_error"}},
+        ]
+        + events[2:]
+    )
     assert accumulate(noisy) == MESSAGE

@@ -36,8 +36,9 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 MODEL_ID = "threadgate-local"
 _JSON_FRAGMENT_CHARS = 16
@@ -161,17 +162,33 @@ def stream_events(answer: _Answer) -> list[dict[str, Any]]:
     ]
     for index, block in enumerate(answer.blocks):
         if block["type"] == "text":
-            events.append({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
+            events.append(
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
+            )
             words = block["text"].split(" ")
             for position, word in enumerate(words):
                 piece = word if position == len(words) - 1 else word + " "
-                events.append({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}})
+                events.append(
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "text_delta", "text": piece},
+                    }
+                )
         else:
-            events.append({"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}})
+            events.append(
+                {"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}}
+            )
             raw = json.dumps(block["input"], ensure_ascii=False, separators=(",", ":"))
             for start in range(0, len(raw), _JSON_FRAGMENT_CHARS):
                 fragment = raw[start : start + _JSON_FRAGMENT_CHARS]
-                events.append({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": fragment}})
+                events.append(
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": fragment},
+                    }
+                )
         events.append({"type": "content_block_stop", "index": index})
     events.append(
         {
@@ -206,7 +223,11 @@ def _result_text(block: dict[str, Any]) -> str:
     content = block.get("content")
     if isinstance(content, str):
         return content
-    return " ".join(part.get("text", "") for part in content or [] if isinstance(part, dict) and part.get("type") == "text")
+    return " ".join(
+        part.get("text", "")
+        for part in content or []
+        if isinstance(part, dict) and part.get("type") == "text"
+    )
 
 
 def _mentioned_tools(request: dict[str, Any], text: str) -> list[str]:

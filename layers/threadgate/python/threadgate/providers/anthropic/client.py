@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 from httpx_sse import EventSource, SSEError
@@ -87,7 +88,11 @@ class AnthropicProvider:
             message = json.loads(raw)
         except ValueError:
             raise UpstreamError("upstream returned an unreadable answer") from None
-        if not (isinstance(message, dict) and message.get("type") == "message" and isinstance(message.get("content"), list)):
+        if not (
+            isinstance(message, dict)
+            and message.get("type") == "message"
+            and isinstance(message.get("content"), list)
+        ):
             raise UpstreamError("upstream returned an answer that is not a message")
         return message
 
@@ -157,7 +162,9 @@ class AnthropicProvider:
 
     async def _send_once(self, payload: bytes) -> httpx.Response:
         http = self._http()
-        request = http.build_request("POST", self._url, content=payload, headers=self._headers, timeout=self._timeout)
+        request = http.build_request(
+            "POST", self._url, content=payload, headers=self._headers, timeout=self._timeout
+        )
         response = await http.send(request, stream=True)
         if 200 <= response.status_code < 300:
             return response

@@ -11,9 +11,7 @@ from typing import Any, Literal, TypedDict
 API_VERSION = "2023-06-01"
 MESSAGES_PATH = "/v1/messages"
 
-STOP_REASONS = frozenset(
-    {"end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal"}
-)
+STOP_REASONS = frozenset({"end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal"})
 STREAM_EVENT_TYPES = frozenset(
     {
         "message_start",
