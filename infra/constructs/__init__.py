@@ -1,0 +1,1 @@
+"""The stack's building blocks: data, search, functions, api, observability."""

@@ -1,0 +1,120 @@
+"""One stack per stage, composed of the constructs in infra/constructs/.
+
+Every function gets the same Settings environment (names of resources, never secret values);
+what differs is what its role may do, granted here resource by resource.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from infra.config import StageConfig
+from infra.constructs.api import Api
+from infra.constructs.data import Data
+from infra.constructs.functions import AppFunction, SharedLayers
+from infra.constructs.observability import Observability
+from infra.constructs.search import Search
+from infra.constructs.workers import Bootstrap, Indexing, Sweeping
+from infra.nag import suppress_reviewed_findings
+
+LWA_PORT = "8080"
+
+
+class ThreadgateStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs) -> None:
+        super().__init__(scope, construct_id, description=f"Threadgate LLM gateway ({config.stage})", **kwargs)
+        self.config = config
+        self.data = Data(self, "Data", config=config)
+        self.search = Search(self, "Search", config=config)
+        self.layers = SharedLayers(self, "Layers", config=config)
+        env = self._settings_environment()
+
+        self.api_fn = self._function("api", "api_handler.handler", env, memory_mb=1024,
+                                     timeout=Duration.seconds(29), description="Buffered API routes (Mangum)")
+        lwa = lambda_.LayerVersion.from_layer_version_arn(
+            self, "WebAdapterLayer", config.lwa_layer_arn(self.region, self.partition)
+        )
+        self.stream_fn = self._function(
+            "stream", "run.sh",
+            {**env,
+             "AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap",
+             "AWS_LWA_INVOKE_MODE": "response_stream",
+             "AWS_LWA_PORT": LWA_PORT,
+             # The app has no health route; an open port is enough to know uvicorn is up.
+             "AWS_LWA_READINESS_CHECK_PROTOCOL": "tcp"},
+            memory_mb=1024, timeout=Duration.minutes(15), extra_layers=[lwa],
+            description="Streaming API routes (Lambda Web Adapter + uvicorn)",
+        )
+        self.indexer_fn = self._function("indexer", "indexer_handler.handler", env, memory_mb=512,
+                                         timeout=Duration.minutes(1), description="Threads stream to search index")
+        self.sweeper_fn = self._function("sweeper", "sweeper_handler.handler", env, memory_mb=256,
+                                         timeout=Duration.minutes(1), description="Settle expired reservations")
+        self.bootstrap_fn = self._function(
+            "bootstrap", "bootstrap_handler.handler",
+            {**env, "THREADGATE_ADMIN_SECRET_NAME": self.data.admin_secret.secret_name},
+            memory_mb=256, timeout=Duration.minutes(5), description="Deploy-time index and first admin key",
+        )
+        self._grant()
+
+        self.api = Api(self, "Api", config=config, buffered=self.api_fn.function, streaming=self.stream_fn.function)
+        self.indexing = Indexing(self, "Indexing", indexer=self.indexer_fn.function,
+                                 threads=self.data.tables["threads"])
+        self.sweeping = Sweeping(self, "Sweeping", config=config, sweeper=self.sweeper_fn.function)
+        self.bootstrap = Bootstrap(self, "Bootstrap", function=self.bootstrap_fn.function, properties={
+            "Index": env["THREADGATE_OPENSEARCH_INDEX"],
+            "Dimensions": env["THREADGATE_EMBEDDING_DIMENSIONS"],
+            "AdminSecret": self.data.admin_secret.secret_name,
+        })
+        self.search.finalize()
+        self.bootstrap.node.add_dependency(self.search)
+        self.observability = Observability(
+            self, "Observability", config=config, rest_api=self.api.rest_api,
+            functions={name: fn.function for name, fn in self._functions().items()},
+            indexer_dlq=self.indexing.dlq,
+        )
+
+        CfnOutput(self, "ApiUrl", value=self.api.rest_api.url, description="Base URL (append v1/...)")
+        CfnOutput(self, "AdminKeySecretName", value=self.data.admin_secret.secret_name,
+                  description="Secrets Manager secret holding the first admin key")
+        for name, secret in self.data.provider_secrets.items():
+            CfnOutput(self, f"{name.title()}KeySecretName", value=secret.secret_name,
+                      description=f"Put your {name} API key here (optional)")
+        suppress_reviewed_findings(self)
+
+    def _settings_environment(self) -> dict[str, str]:
+        env = {"THREADGATE_MODE": "aws", "THREADGATE_MARKUP": self.config.markup,
+               **self.data.environment(), **self.search.environment()}
+        if self.layers.catalog:
+            env["THREADGATE_MODELS_FILE"] = self.layers.catalog_path
+        return env
+
+    def _function(self, name: str, handler: str, env: dict[str, str], *, memory_mb: int, timeout: Duration,
+                  description: str, extra_layers: list[lambda_.ILayerVersion] | None = None) -> AppFunction:
+        return AppFunction(
+            self, f"{name.title()}Function", config=self.config, name=name, handler=handler,
+            layers=self.layers.all() + (extra_layers or []), environment=env,
+            memory_mb=memory_mb, timeout=timeout, description=description,
+        )
+
+    def _functions(self) -> dict[str, AppFunction]:
+        return {"api": self.api_fn, "stream": self.stream_fn, "indexer": self.indexer_fn,
+                "sweeper": self.sweeper_fn, "bootstrap": self.bootstrap_fn}
+
+    def _grant(self) -> None:
+        data = self.data
+        for serving in (self.api_fn, self.stream_fn):
+            for logical in data.tables:
+                data.grant_table(serving.role, logical, write=True)
+            data.grant_webhook_secrets(serving.role)
+            for secret in data.provider_secrets.values():
+                secret.grant_read(serving.role)
+            self.search.grant_documents(serving.role)
+        data.grant_table(self.indexer_fn.role, "threads", write=False)  # the stream itself: event source
+        self.search.grant_documents(self.indexer_fn.role)
+        data.grant_table(self.sweeper_fn.role, "usage", write=True)
+        data.grant_table(self.sweeper_fn.role, "keys", write=True)  # settlement moves key/account totals
+        data.grant_table(self.bootstrap_fn.role, "keys", write=True)
+        data.admin_secret.grant_write(self.bootstrap_fn.role)
+        self.search.grant_index_admin(self.bootstrap_fn.role)
