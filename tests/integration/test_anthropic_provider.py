@@ -3,6 +3,7 @@ sends, its retry policy (only before the first byte), and how upstream failures 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 
@@ -334,3 +335,10 @@ async def test_an_injected_http_client_is_used_and_not_closed(fake):
         await provider.aclose()
         assert not shared.is_closed
         assert provider._http() is shared
+
+
+async def test_concurrent_streams_share_one_provider(provider, fake):
+    requests = [{**REQUEST, "messages": [{"role": "user", "content": f"question {n}"}]} for n in range(6)]
+    messages = await asyncio.gather(*(collect(provider, request) for request in requests))
+    texts = [accumulate(events)["content"][0]["text"] for events in messages]
+    assert texts == [f"Fake reply to: question {n}" for n in range(6)]

@@ -92,6 +92,9 @@ class LocalModelProvider:
                 deltas_sent += 1
             yield event
 
+    async def aclose(self) -> None:
+        """Nothing to release; present so every provider can be closed alike."""
+
 
 def answer_for(request: dict[str, Any]) -> _Answer:
     """Apply the module's rule to `request` (pure)."""

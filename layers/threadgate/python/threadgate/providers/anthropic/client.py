@@ -44,6 +44,11 @@ _MAX_ERROR_BODY_BYTES = 64 * 1024
 
 
 class AnthropicProvider:
+    """`base_url` as in ANTHROPIC_BASE_URL (without `/v1`). `timeout_s` bounds every wait for
+    bytes (headers, then each stream chunk), not the whole answer; `attempts` counts the first
+    call. One pooled `httpx.AsyncClient` serves all calls: pass `client` to share one (it is then
+    not closed by `aclose()`)."""
+
     name = "anthropic"
 
     def __init__(
