@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     embedding_model_id: str = "amazon.titan-embed-text-v2:0"
     embedding_dimensions: int = 256
     admin_secret_name: str | None = None  # Secrets Manager secret holding the first admin key
+    # Webhook retry backoff base (waits ≈ base × 1, 2, 4 plus jitter); tests shorten it.
+    webhook_backoff_base_s: float = 0.5
 
     @property
     def private_webhooks_allowed(self) -> bool:

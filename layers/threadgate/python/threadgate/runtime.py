@@ -86,6 +86,7 @@ class Runtime:
             request_id=context.get("request_id"),
             client=self.webhook_client,
             allow_private=self.settings.private_webhooks_allowed,
+            backoff_base_s=self.settings.webhook_backoff_base_s,
         )
 
     async def aclose(self) -> None:
