@@ -8,13 +8,13 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterator
 from unittest import mock
 
 import boto3
 from moto import mock_aws
 from moto.dynamodb.responses import DynamoHandler
-
 from threadgate.config import Settings
 from threadgate.stores import Stores
 from threadgate.stores.dynamodb import create_tables, open_dynamodb
@@ -49,14 +49,18 @@ def one_request_at_a_time() -> Iterator[None]:
         yield
 
 
+@lru_cache(maxsize=1)
+def _session() -> Any:
+    # One session for all tests: it caches the service models a new client would load again.
+    return boto3.session.Session(region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
 @contextmanager
 def dynamodb_stores(*, kms: bool = False, **settings: Any) -> Iterator[DynamoHarness]:
     """Fresh moto tables (as schema.TABLES describes) and the DynamoDB adapters on them.
     `kms=True` also creates a KMS key and sets `webhook_kms_key_id` to it."""
     with mock_aws(), one_request_at_a_time():
-        session = boto3.session.Session(
-            region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
-        )
+        session = _session()
         client = session.client("dynamodb")
         if kms:
             settings["webhook_kms_key_id"] = session.client("kms").create_key()["KeyMetadata"]["KeyId"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Iterator
 
 import pytest
-
 from threadgate.stores import Stores
+
 from tests.conftest_dynamo import DynamoHarness, dynamodb_stores
 
 

@@ -3,8 +3,12 @@ and message items the search indexer can read from the table's stream."""
 
 from __future__ import annotations
 
-from boto3.dynamodb.types import TypeDeserializer
+import base64
+import os
 
+import pytest
+from boto3.dynamodb.types import TypeDeserializer
+from threadgate.domain.errors import RequestTooLarge
 from threadgate.domain.models import NewMessage
 from threadgate.stores.dynamodb import create_tables
 from threadgate.stores.dynamodb.schema import TABLES
@@ -15,7 +19,8 @@ from tests.contract.records import thread, tool, user_says
 
 def test_tables_match_the_schema_and_creating_them_again_is_harmless(dynamo):
     client, settings = dynamo.client, dynamo.settings
-    assert sorted(create_tables(client, settings)) == sorted(getattr(settings, s.settings_field) for s in TABLES.values())
+    names = sorted(getattr(settings, spec.settings_field) for spec in TABLES.values())
+    assert sorted(create_tables(client, settings)) == names
     for spec in TABLES.values():
         name = getattr(settings, spec.settings_field)
         table = client.describe_table(TableName=name)["Table"]
@@ -66,3 +71,13 @@ def test_message_items_as_the_stream_shows_them_become_messages(dynamo):
     messages = [m for m in map(message_from_item, images) if m is not None]
     assert messages == stored
     assert len(images) > len(messages)  # the thread's META item is read too, and ignored
+
+
+def test_a_message_too_large_for_an_item_is_refused_and_not_stored(dynamo):
+    t = thread("acct_a")
+    dynamo.stores.threads.create_thread(t)
+    incompressible = base64.b64encode(os.urandom(800_000)).decode()
+    with pytest.raises(RequestTooLarge):
+        dynamo.stores.threads.append_messages("acct_a", t.id, [user_says(incompressible)], now_ms=1)
+    assert dynamo.stores.threads.list_messages("acct_a", t.id) == []
+    assert dynamo.stores.threads.get_thread("acct_a", t.id).message_count == 0

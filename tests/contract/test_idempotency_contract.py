@@ -43,3 +43,11 @@ def test_an_expired_record_can_be_claimed_again(stores):
     assert idem.claim("s3", "hash-1", now_ms=1_000 + DAY - 1, ttl_ms=DAY).state == "done"
     assert idem.claim("s3", "hash-2", now_ms=1_000 + DAY, ttl_ms=DAY) is None
     assert idem.claim("s3", "hash-3", now_ms=1_000 + DAY + 1, ttl_ms=DAY).body_hash == "hash-2"
+
+
+def test_a_large_answer_is_kept(stores):
+    idem = stores.idempotency
+    idem.claim("s4", "hash-1", now_ms=1_000, ttl_ms=DAY)
+    answer = {"content": [{"type": "text", "text": f"line {i}: the quick brown fox\n"} for i in range(20_000)]}
+    idem.complete("s4", 200, answer)
+    assert idem.claim("s4", "hash-1", now_ms=2_000, ttl_ms=DAY).response == answer

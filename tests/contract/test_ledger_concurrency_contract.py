@@ -10,7 +10,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from threadgate.domain.errors import AccountBudgetExceeded, KeyCapExceeded
 
 from tests.contract.records import account, event, key, reservation

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-
 from threadgate.domain.errors import AccountBudgetExceeded, KeyCapExceeded
 from threadgate.domain.models import ApiKey
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from threadgate.domain.errors import NotFound
 from threadgate.domain.models import NewMessage
 
@@ -116,6 +115,16 @@ def test_append_assigns_dense_seq_and_bumps_the_thread(stores):
     assert ts.list_messages("acct_a", t.id) == first + more
     after = ts.get_thread("acct_a", t.id)
     assert (after.message_count, after.last_active_at) == (3, 3_000)
+
+
+def test_a_large_tool_result_round_trips(stores):
+    ts = stores.threads
+    t = thread("acct_a")
+    ts.create_thread(t)
+    rows = [{"id": i, "city": f"City {i}", "forecast": "sunny, light winds", "temp_c": i % 40} for i in range(8_000)]
+    big = [{"type": "tool_result", "tool_use_id": "toolu_1", "content": str(rows)}]  # ~600 KB
+    ts.append_messages("acct_a", t.id, [NewMessage(role="user", content=big, kind="tool_result")], now_ms=1)
+    assert ts.list_messages("acct_a", t.id)[0].content == big
 
 
 def test_append_to_a_missing_or_foreign_thread_raises_not_found(stores):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import zlib
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Iterator
@@ -49,7 +50,7 @@ def plain(value: Any) -> Any:
     """Decimals (DynamoDB numbers) -> int; binary wrappers -> bytes."""
     if isinstance(value, Decimal):
         return int(value)
-    if hasattr(value, "value") and type(value).__name__ == "Binary":
+    if type(value).__name__ == "Binary":
         return bytes(value.value)
     return value
 
@@ -60,6 +61,31 @@ def dumps(value: Any) -> str:
 
 def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+# An item may hold 400 KB. Big JSON (long tool results, pasted documents, stored answers) is kept
+# zlib-compressed in `<field>_z` instead of `<field>`, which stretches that several times for text.
+_PLAIN_JSON_LIMIT = 256 * 1024
+
+
+def pack_json(field: str, value: Any) -> dict[str, Any]:
+    text = dumps(value)
+    data = text.encode()
+    if len(data) <= _PLAIN_JSON_LIMIT:
+        return {field: text}
+    return {f"{field}_z": zlib.compress(data, 6)}
+
+
+def unpack_json(item: dict[str, Any], field: str) -> Any:
+    packed = item.get(f"{field}_z")
+    if packed is not None:
+        return json.loads(zlib.decompress(plain(packed)))
+    return loads(item.get(field))
+
+
+def is_too_large(err: ClientError) -> bool:
+    error = err.response.get("Error", {})
+    return error.get("Code") == "ValidationException" and "size" in str(error.get("Message", "")).lower()
 
 
 def is_condition_failure(err: ClientError) -> bool:

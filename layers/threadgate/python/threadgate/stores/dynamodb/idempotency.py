@@ -10,7 +10,15 @@ from botocore.exceptions import ClientError
 
 from threadgate.domain.errors import Conflict
 from threadgate.domain.models import IdempotencyRecord
-from threadgate.stores.dynamodb._items import decode, dumps, encode, encode_values, is_condition_failure, loads
+from threadgate.stores.dynamodb._items import (
+    decode,
+    encode,
+    encode_values,
+    is_condition_failure,
+    is_too_large,
+    pack_json,
+    unpack_json,
+)
 
 _CLAIM_ATTEMPTS = 5
 
@@ -55,19 +63,22 @@ class DynamoIdempotencyStore:
         raise Conflict("This idempotency key is changing hands too quickly; try again.")
 
     def complete(self, scope: str, status_code: int, response: Any) -> None:
+        """Stores the answer. One too large for an item even compressed is not kept: the claim is
+        dropped, so a repeat runs again rather than failing forever."""
+        ((field, value),) = pack_json("response", response).items()
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=encode({"pk": _pk(scope)}),
-                UpdateExpression="SET #state = :done, status_code = :status, #response = :response",
+                UpdateExpression="SET #state = :done, status_code = :status, #field = :value",
                 ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames={"#state": "state", "#response": "response"},
-                ExpressionAttributeValues=encode_values(
-                    {":done": "done", ":status": status_code, ":response": dumps(response)}
-                ),
+                ExpressionAttributeNames={"#state": "state", "#field": field},
+                ExpressionAttributeValues=encode_values({":done": "done", ":status": status_code, ":value": value}),
             )
         except ClientError as err:
-            if not is_condition_failure(err):
+            if is_too_large(err):
+                self.abandon(scope)
+            elif not is_condition_failure(err):
                 raise
 
     def abandon(self, scope: str) -> None:
@@ -95,6 +106,6 @@ def _record(item: dict[str, Any]) -> IdempotencyRecord:
         body_hash=item["body_hash"],
         state=item["state"],
         status_code=item.get("status_code"),
-        response=loads(item.get("response")),
+        response=unpack_json(item, "response"),
         created_at=item.get("created_at", 0),
     )

@@ -5,7 +5,8 @@ Items of one thread share `pk = THREAD#<id>`:
   gsi1 = `<account>#<end_user>` x `<last_active_at:015d>#<id>` (only end-user threads carry it),
   gsi2 = `<account>` x the same sort key.
 - `MSG#<seq:012d>`: one message, self-describing (account, end user, thread, seq, role, kind,
-  content as JSON text, model, request id, created_at) because the table's NEW_IMAGE stream feeds
+  content as JSON text, or zlib-compressed JSON in `content_z` when large, model, request id,
+  created_at) because the table's NEW_IMAGE stream feeds
   the search indexer, which sees one item at a time.
 - `LOCK`: the turn lock (holder, lease expiry; `ttl` removes abandoned ones eventually).
 """
@@ -18,7 +19,7 @@ from typing import Any, Sequence
 
 from botocore.exceptions import ClientError
 
-from threadgate.domain.errors import Conflict, InvalidRequest, NotFound
+from threadgate.domain.errors import Conflict, InvalidRequest, NotFound, RequestTooLarge
 from threadgate.domain.models import UNSET, Message, NewMessage, Thread
 from threadgate.stores.dynamodb._items import (
     SEQ_WIDTH,
@@ -28,10 +29,13 @@ from threadgate.stores.dynamodb._items import (
     encode,
     encode_values,
     is_condition_failure,
+    is_too_large,
     loads,
+    pack_json,
     query_all,
     transact,
     ts_key,
+    unpack_json,
 )
 
 META = "META"
@@ -60,7 +64,7 @@ def message_from_item(item: dict[str, Any]) -> Message | None:
         thread_id=item["thread_id"],
         seq=int(item["seq"]),
         role=item["role"],
-        content=loads(item["content"]),
+        content=unpack_json(item, "content"),
         kind=item["kind"],
         model=item.get("model"),
         request_id=item.get("request_id"),
@@ -269,6 +273,10 @@ class DynamoThreadStore:
             puts = [{"Put": {"TableName": self._table, "Item": encode(_message_item(m))}} for m in stored]
             try:
                 transact(self._db, [bump, *puts])
+            except ClientError as err:
+                if is_too_large(err):
+                    raise RequestTooLarge("A message is too large to store in a thread.") from None
+                raise
             except TransactionCancelled as cancelled:
                 if cancelled.condition_failed(0):
                     # Another append took these seqs (or the thread went): read again.
@@ -381,7 +389,7 @@ def _message_item(m: Message) -> dict[str, Any]:
         "seq": m.seq,
         "role": m.role,
         "kind": m.kind,
-        "content": dumps(m.content),
+        **pack_json("content", m.content),
         "model": m.model,
         "request_id": m.request_id,
         "created_at": m.created_at,
