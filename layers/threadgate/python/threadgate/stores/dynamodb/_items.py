@@ -93,7 +93,7 @@ def is_condition_failure(err: ClientError) -> bool:
 
 
 class TransactionCancelled(Exception):
-    """A transaction was refused; `failed[i]` tells whether the i-th action's condition failed."""
+    """A transaction was refused; `condition_failed(i)`: was it the i-th action's condition?"""
 
     def __init__(self, codes: list[str]):
         super().__init__(f"transaction cancelled: {codes}")
@@ -118,11 +118,12 @@ def transact(client: Any, actions: list[dict[str, Any]]) -> None:
             if error.get("Code") != "TransactionCanceledException":
                 raise
             codes = [r.get("Code") or "None" for r in err.response.get("CancellationReasons", [])]
-            if "ConditionalCheckFailed" in codes or not any(c == "TransactionConflict" for c in codes):
-                if not codes or all(c == "None" for c in codes):
-                    raise
-                raise TransactionCancelled(codes) from None
-            _backoff(attempt)
+            if "TransactionConflict" in codes and "ConditionalCheckFailed" not in codes:
+                _backoff(attempt)
+                continue
+            if all(code == "None" for code in codes):
+                raise  # no reason given: not ours to interpret
+            raise TransactionCancelled(codes) from None
     raise TransactionCancelled(["TransactionConflict"])
 
 

@@ -8,7 +8,8 @@ usage items:
 - `RES#<id>` / `RES`: an open reservation; gsi1 = `RESERVATIONS` x `<expires_at:015d>#<id>` (the
   sweeper's queue); `ttl` a day after expiry only cleans up what the sweeper somehow missed.
 - `KEY#<key>#<yyyy-mm>` / `<created_at:015d>#<request_id>#<event id>`: a usage event;
-  gsi1 = `ACCOUNT#<account>#<yyyy-mm>` x the same sort key.
+  gsi1 = `ACCOUNT#<account>#<yyyy-mm>` x the same sort key. Settling also adds the month to
+  the account item's `usage_months` set, so a report queries only months that have events.
 """
 
 from __future__ import annotations
