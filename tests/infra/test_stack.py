@@ -1,0 +1,299 @@
+"""What `cdk deploy` would create, asserted on the synthesized template (one synth per session)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from infra.constructs.api import STREAMING_ROUTES
+from infra.constructs.functions import RUNTIME
+from threadgate.config import Settings
+from threadgate.stores.dynamodb.schema import TABLES
+
+pytestmark = pytest.mark.slow
+
+
+def _methods(synth) -> dict[tuple[str, str], dict[str, Any]]:
+    """(HTTP method, resource path) → the method's properties, paths rebuilt from ParentId refs."""
+    resources = synth.of_type("AWS::ApiGateway::Resource")
+    rest_api = next(iter(synth.of_type("AWS::ApiGateway::RestApi")))
+
+    def path(resource_ref: Any) -> str:
+        if isinstance(resource_ref, dict) and "Fn::GetAtt" in resource_ref:
+            assert resource_ref["Fn::GetAtt"] == [rest_api, "RootResourceId"]
+            return ""
+        logical = resource_ref["Ref"]
+        props = resources[logical]["Properties"]
+        return f"{path(props['ParentId'])}/{props['PathPart']}"
+
+    methods = {}
+    for props in (r["Properties"] for r in synth.of_type("AWS::ApiGateway::Method").values()):
+        methods[(props["HttpMethod"], path(props["ResourceId"]) or "/")] = props
+    return methods
+
+
+def _target(integration: dict[str, Any]) -> tuple[str, str]:
+    """(function logical id, invocation kind) from an AWS_PROXY integration URI."""
+    parts = integration["Uri"]["Fn::Join"][1]
+    function = next(p["Fn::GetAtt"][0] for p in parts if isinstance(p, dict) and "Fn::GetAtt" in p)
+    return function, parts[-1]
+
+
+def _function(synth, name: str) -> dict[str, Any]:
+    return synth.resources[synth.logical_id(synth.stack._functions()[name].function)]["Properties"]
+
+
+def _functions(synth) -> dict[str, dict[str, Any]]:
+    return {name: _function(synth, name) for name in synth.stack._functions()}
+
+
+# --- API Gateway -----------------------------------------------------------------------------
+
+
+def test_streaming_routes_stream_from_the_web_adapter_function_for_up_to_15_minutes(synth):
+    methods = _methods(synth)
+    stream_fn = synth.logical_id(synth.stack.stream_fn.function)
+    for route in STREAMING_ROUTES:
+        integration = methods[route]["Integration"]
+        assert integration["Type"] == "AWS_PROXY"
+        assert integration["ResponseTransferMode"] == "STREAM", route
+        assert integration["TimeoutInMillis"] == 15 * 60 * 1000, route
+        assert _target(integration) == (stream_fn, "/response-streaming-invocations"), route
+        assert "/2021-11-15/functions/" in json.dumps(integration["Uri"])
+
+
+def test_every_other_method_is_a_buffered_proxy_to_the_mangum_function(synth):
+    api_fn = synth.logical_id(synth.stack.api_fn.function)
+    others = {key: m for key, m in _methods(synth).items() if key not in STREAMING_ROUTES}
+    assert ("ANY", "/") in others and ("ANY", "/{proxy+}") in others
+    # GET on a streaming resource (history) must still reach the app.
+    assert ("ANY", "/v1/threads/{id}/messages") in others
+    for key, method in others.items():
+        integration = method["Integration"]
+        assert integration.get("ResponseTransferMode", "BUFFERED") == "BUFFERED", key
+        assert _target(integration) == (api_fn, "/invocations"), key
+
+
+def test_no_path_dead_ends_where_a_streaming_route_branches_off(synth):
+    """API Gateway never falls back to a parent's {proxy+}: each resource created for a streaming
+    route must answer itself and (unless it has a path-variable child) proxy what lies below."""
+    methods = _methods(synth)
+    paths = {path for _, path in methods}
+    for path in paths - {"/"}:
+        assert ("ANY", path) in methods, f"{path} has no ANY method"
+        if not path.endswith("{proxy+}"):
+            children = {p for p in paths if p.rsplit("/", 1)[0] == path}
+            assert any(c.rsplit("/", 1)[1].startswith("{") for c in children), f"nothing below {path}"
+    assert ("ANY", "/v1/models") not in methods  # reached through /v1/{proxy+}
+    assert ("ANY", "/v1/{proxy+}") in methods
+
+
+def test_stage_is_regional_throttled_and_access_logged_without_body_logging(synth):
+    (api,) = synth.of_type("AWS::ApiGateway::RestApi").values()
+    assert api["Properties"]["EndpointConfiguration"]["Types"] == ["REGIONAL"]
+    (stage,) = synth.of_type("AWS::ApiGateway::Stage").values()
+    props = stage["Properties"]
+    assert props["AccessLogSetting"]["DestinationArn"]
+    assert props["TracingEnabled"] is True
+    (settings,) = props["MethodSettings"]
+    assert settings["ThrottlingRateLimit"] > 0 and settings["ThrottlingBurstLimit"] > 0
+    assert settings["DataTraceEnabled"] is False  # request bodies carry key secrets
+
+
+def test_only_one_invoke_permission_per_function(synth):
+    permissions = synth.of_type("AWS::Lambda::Permission").values()
+    api_principals = [p for p in permissions if p["Properties"]["Principal"] == "apigateway.amazonaws.com"]
+    assert len(api_principals) == 2
+
+
+# --- Lambda functions ------------------------------------------------------------------------
+
+
+def test_stream_function_runs_uvicorn_under_the_pinned_lambda_web_adapter(synth):
+    props = _function(synth, "stream")
+    assert props["Handler"] == "run.sh"
+    env = props["Environment"]["Variables"]
+    assert env["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
+    assert env["AWS_LWA_INVOKE_MODE"] == "response_stream"
+    layers = json.dumps(props["Layers"])
+    version = synth.stack.config.lwa_layer_version
+    assert f":753240598075:layer:LambdaAdapterLayerArm64:{version}" in layers
+    assert props["Timeout"] == 900
+    asset = synth.outdir / f"asset.{props['Code']['S3Key'].removesuffix('.zip')}"
+    run_sh = asset / "run.sh"
+    assert run_sh.stat().st_mode & 0o111, "run.sh must be executable"
+    assert "uvicorn threadgate.api.asgi:app" in run_sh.read_text()
+
+
+def test_api_function_is_the_mangum_handler(synth):
+    props = _function(synth, "api")
+    assert props["Handler"] == "api_handler.handler"
+    asset = synth.outdir / f"asset.{props['Code']['S3Key'].removesuffix('.zip')}"
+    assert "Mangum(" in (asset / "api_handler.py").read_text()
+    assert props["Timeout"] <= 29  # API Gateway's buffered integration limit
+
+
+def test_functions_are_python312_arm64_on_both_layers_with_active_tracing(synth):
+    layer_ids = {synth.logical_id(synth.stack.layers.app), synth.logical_id(synth.stack.layers.deps)}
+    for name, props in _functions(synth).items():
+        assert props["Runtime"] == RUNTIME.name == "python3.12", name
+        assert props["Architectures"] == ["arm64"], name
+        assert layer_ids <= {layer.get("Ref") for layer in props["Layers"]}, name
+        assert props["TracingConfig"] == {"Mode": "Active"}, name
+        assert props["LoggingConfig"]["LogGroup"], name
+
+
+def test_function_environment_names_are_settings_fields_and_hold_no_secrets(synth):
+    fields = set(Settings.model_fields)
+    for name, props in _functions(synth).items():
+        env = props["Environment"]["Variables"]
+        for key in env:
+            if key.startswith("THREADGATE_"):
+                assert key.removeprefix("THREADGATE_").lower() in fields, f"{name}: {key}"
+            else:
+                assert key.startswith(("POWERTOOLS_", "AWS_LWA_", "AWS_LAMBDA_EXEC_WRAPPER")), f"{name}: {key}"
+        assert env["THREADGATE_MODE"] == "aws"
+        assert env["POWERTOOLS_SERVICE_NAME"] and env["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"
+        # open_dynamodb needs every table name, whatever the function touches.
+        for spec in TABLES.values():
+            assert f"THREADGATE_{spec.settings_field.upper()}" in env, f"{name}: {spec.settings_field}"
+        assert not {"ANTHROPIC_API_KEY", "OPENAI_API_KEY", "THREADGATE_MASTER_KEY"} & set(env)
+    assert "THREADGATE_ADMIN_SECRET_NAME" in _function(synth, "bootstrap")["Environment"]["Variables"]
+
+
+def test_indexer_reads_the_threads_stream_with_partial_failures_bisect_and_a_dlq(synth):
+    (mapping,) = synth.of_type("AWS::Lambda::EventSourceMapping").values()
+    props = mapping["Properties"]
+    threads = synth.logical_id(synth.stack.data.tables["threads"])
+    assert props["EventSourceArn"] == {"Fn::GetAtt": [threads, "StreamArn"]}
+    assert props["FunctionName"] == {"Ref": synth.logical_id(synth.stack.indexer_fn.function)}
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["BisectBatchOnFunctionError"] is True
+    dlq = synth.logical_id(synth.stack.indexing.dlq)
+    assert props["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": [dlq, "Arn"]}
+
+
+def test_sweeper_runs_on_a_schedule(synth):
+    (rule,) = synth.of_type("AWS::Events::Rule").values()
+    assert rule["Properties"]["ScheduleExpression"].startswith("rate(")
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [synth.logical_id(synth.stack.sweeper_fn.function), "Arn"]}
+
+
+def test_bootstrap_runs_as_a_custom_resource_after_the_search_collection(synth):
+    (custom,) = synth.of_type("Custom::ThreadgateBootstrap").values()
+    depends = set(custom.get("DependsOn", []))
+    collection = next(iter(synth.of_type("AWS::OpenSearchServerless::Collection")))
+    (policy,) = synth.of_type("AWS::OpenSearchServerless::AccessPolicy")
+    assert {collection, policy} <= depends
+    outputs = json.dumps(synth.template["Outputs"])
+    assert "AdminKeySecretName" in outputs and "SecretString" not in outputs
+
+
+# --- Data ------------------------------------------------------------------------------------
+
+
+def test_tables_match_the_adapter_schema(synth):
+    for logical, spec in TABLES.items():
+        props = synth.resources[synth.logical_id(synth.stack.data.tables[logical])]["Properties"]
+        attributes = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
+        keys = {k["KeyType"]: k["AttributeName"] for k in props["KeySchema"]}
+        assert keys == ({"HASH": spec.pk, "RANGE": spec.sk} if spec.sk else {"HASH": spec.pk}), logical
+        assert attributes[spec.pk] == "S"
+        if spec.sk:
+            assert attributes[spec.sk] == spec.sk_type, logical
+        gsis = {g["IndexName"]: g for g in props.get("GlobalSecondaryIndexes", [])}
+        assert set(gsis) == {index.name for index in spec.gsis}, logical
+        for index in spec.gsis:
+            index_keys = {k["KeyType"]: k["AttributeName"] for k in gsis[index.name]["KeySchema"]}
+            assert index_keys == {"HASH": index.pk, "RANGE": index.sk}, (logical, index.name)
+            assert attributes[index.sk] == index.sk_type
+            assert gsis[index.name]["Projection"] == {"ProjectionType": "ALL"}
+        ttl = props.get("TimeToLiveSpecification")
+        assert (ttl == {"AttributeName": spec.ttl_attribute, "Enabled": True}) if spec.ttl_attribute else ttl is None
+        stream = props.get("StreamSpecification")
+        assert (stream == {"StreamViewType": "NEW_IMAGE"}) if spec.stream else stream is None, logical
+        assert props["BillingMode"] == "PAY_PER_REQUEST"
+        assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert props["DeletionProtectionEnabled"] is False  # dev stage; other stages: True
+
+
+def test_no_wildcard_actions_anywhere_and_none_on_tables(synth):
+    table_ids = {synth.logical_id(t) for t in synth.stack.data.tables.values()}
+    for policy_id, policy in synth.of_type("AWS::IAM::Policy").items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            assert "*" not in actions and not any(a.endswith(":*") for a in actions), policy_id
+            if any(t in json.dumps(statement["Resource"]) for t in table_ids):
+                assert not any("*" in a for a in actions), (policy_id, actions)
+                assert "/index/*" not in json.dumps(statement["Resource"]), policy_id
+
+
+def test_each_function_may_write_only_the_tables_it_needs(synth):
+    def writable(name: str) -> set[str]:
+        role = synth.logical_id(synth.stack._functions()[name].role)
+        tables = {synth.logical_id(t): logical for logical, t in synth.stack.data.tables.items()}
+        found = set()
+        for policy in synth.of_type("AWS::IAM::Policy").values():
+            if {"Ref": role} not in policy["Properties"]["Roles"]:
+                continue
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                if "dynamodb:PutItem" in statement["Action"]:
+                    found |= {logical for tid, logical in tables.items() if tid in json.dumps(statement["Resource"])}
+        return found
+
+    assert writable("api") == writable("stream") == set(TABLES)
+    assert writable("sweeper") == {"keys", "usage"}
+    assert writable("bootstrap") == {"keys"}
+    assert writable("indexer") == set()
+
+
+def test_provider_secrets_exist_without_values(synth):
+    secrets = synth.of_type("AWS::SecretsManager::Secret").values()
+    names = json.dumps([s["Properties"]["Name"] for s in secrets])
+    assert "providers/anthropic" in names and "providers/openai" in names and "admin-key" in names
+    assert all("SecretString" not in s["Properties"] and "GenerateSecretString" not in s["Properties"]
+               for s in secrets)
+
+
+# --- Observability ---------------------------------------------------------------------------
+
+
+def test_alarms_cover_5xx_rate_throttles_indexer_errors_and_dlq_depth(synth):
+    alarms = json.dumps(list(synth.of_type("AWS::CloudWatch::Alarm").values()))
+    assert "5XXError" in alarms
+    for name in synth.stack._functions():
+        assert f"{name.title()}Throttles" in json.dumps(list(synth.of_type("AWS::CloudWatch::Alarm")))
+    assert "IteratorAge" in alarms and "ApproximateNumberOfMessagesVisible" in alarms
+    indexer = synth.logical_id(synth.stack.indexer_fn.function)
+    assert any(
+        a["Properties"].get("MetricName") == "Errors" and indexer in json.dumps(a["Properties"]["Dimensions"])
+        for a in synth.of_type("AWS::CloudWatch::Alarm").values()
+    )
+
+
+# --- Linters ---------------------------------------------------------------------------------
+
+
+def test_cdk_nag_aws_solutions_passes_and_every_acknowledgement_says_why(synth):
+    assert synth.failure is None, synth.failure
+    (report,) = synth.report["pluginReports"]
+    assert report["pluginName"] == "AwsSolutions" and report["conclusion"] == "success"
+    assert report["violations"] == []
+    for suppressed in report["suppressedViolations"]:
+        assert len(suppressed["reason"]) >= 40, suppressed["acknowledgedId"]
+
+
+def test_cfn_lint_reports_no_errors(synth):
+    template = synth.outdir / "Threadgate-test.template.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "cfnlint", "--format", "json", str(template)],
+        capture_output=True, text=True, timeout=120,
+    )
+    findings = json.loads(result.stdout or "[]")
+    errors = [f for f in findings if f["Level"] == "Error"]
+    assert errors == [], errors
