@@ -23,7 +23,17 @@ def _account_id(rt) -> str:
     return rt.stores.keys.first_account().id
 
 
+def _configure_logging() -> None:
+    # Before any third-party import: some (wordllama) call basicConfig(level=INFO) on import,
+    # which would log every upstream request line. Ours first makes theirs a no-op.
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def serve(args: argparse.Namespace) -> int:
+    _configure_logging()
     import uvicorn
 
     from threadgate.bootstrap import ensure_first_admin

@@ -12,7 +12,9 @@ from threadgate.runtime import Runtime
 TOUCH_EVERY_MS = 60_000
 
 
-def get_runtime(request: Request) -> Runtime:
+# Async on purpose: FastAPI runs sync dependencies in a threadpool, a hop that costs more than
+# these microsecond lookups.
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
@@ -27,7 +29,7 @@ def presented_key(request: Request) -> str | None:
     return None
 
 
-def get_principal(request: Request, rt: Runtime = Depends(get_runtime)) -> Principal:
+async def get_principal(request: Request, rt: Runtime = Depends(get_runtime)) -> Principal:
     key = authenticate(rt.stores.keys, presented_key(request))
     now = rt.clock.now_ms()
     if key.last_used_at is None or now - key.last_used_at > TOUCH_EVERY_MS:
@@ -37,7 +39,7 @@ def get_principal(request: Request, rt: Runtime = Depends(get_runtime)) -> Princ
     return principal
 
 
-def get_admin(principal: Principal = Depends(get_principal)) -> Principal:
+async def get_admin(principal: Principal = Depends(get_principal)) -> Principal:
     require_admin(principal)
     return principal
 

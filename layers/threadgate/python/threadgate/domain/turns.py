@@ -309,8 +309,9 @@ class Turn:
         if self.deps.indexer is None or not self._to_index:
             return
         batch, self._to_index = self._to_index, []
-        # Local mode indexes before the turn completes (API.md §9); the embedder is CPU work.
-        await asyncio.to_thread(self.deps.indexer.index_messages, batch)
+        # Local mode indexes before the turn completes (API.md §9). Embedding a turn's two
+        # messages is well under a millisecond of CPU: inline beats a thread hop under the GIL.
+        self.deps.indexer.index_messages(batch)
 
     # --- events -----------------------------------------------------------------------------
 

@@ -1,0 +1,106 @@
+"""Shared benchmark plumbing: start the fake upstream and the gateway as separate processes (so
+the load generator never shares a GIL with what it measures), and summarize latencies."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+MASTER = "qlk_live_" + "b" * 64
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextlib.contextmanager
+def fake_upstream() -> Iterator[str]:
+    port = free_port()
+    code = (
+        "import uvicorn; from tests.fakes.fake_anthropic import FakeAnthropic; "
+        f"uvicorn.run(FakeAnthropic().app, host='127.0.0.1', port={port}, log_level='warning', access_log=False)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait(url + "/health")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def gateway(upstream: str, **env: str) -> Iterator[str]:
+    from tests.fakes.fake_anthropic import FAKE_API_KEY
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as data:
+        environ = {
+            **os.environ,
+            "THREADGATE_MODE": "local",
+            "THREADGATE_DATA_DIR": data,
+            "THREADGATE_PORT": str(port),
+            "THREADGATE_MASTER_KEY": MASTER,
+            "ANTHROPIC_API_KEY": FAKE_API_KEY,
+            "ANTHROPIC_BASE_URL": upstream,
+            "THREADGATE_LOCAL_MODEL_WORD_DELAY_MS": "0",
+            "PYTHONPATH": str(ROOT / "layers" / "threadgate" / "python"),
+            **env,
+        }
+        proc = subprocess.Popen([sys.executable, "-m", "threadgate", "serve"], cwd=ROOT, env=environ,
+                                stdout=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait(url + "/health")
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def summary(ms: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(pct(ms, 50), 3), "p99_ms": round(pct(ms, 99), 3),
+            "mean_ms": round(statistics.fmean(ms), 3), "n": len(ms)}
+
+
+def machine() -> dict[str, str | int]:
+    return {"python": platform.python_version(), "cpus": os.cpu_count() or 0, "platform": platform.platform()}
+
+
+def write(name: str, data: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
+    print(json.dumps(data, indent=2))
