@@ -186,8 +186,8 @@ class FakeOpenAI:
             self.requests.append(RecordedRequest(scope["path"], headers, body))
             number = len(self.requests)
             delay = self._header_delays.popleft() if self._header_delays else 0.0
-        if delay:
-            await asyncio.sleep(delay)
+        if delay and await _client_left_during(request, delay):
+            return  # a client that gave up must not consume the faults queued for the next one
         response = self._refusal(headers, body, number)
         if response is not None:
             await response(scope, receive, send)
@@ -201,7 +201,7 @@ class FakeOpenAI:
                 await JSONResponse(completion, headers=_request_id(number))(scope, receive, send)
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        await _send_stream(send, stream_chunks(completion, include_usage), number, **faults)
+        await _send_stream(request, send, stream_chunks(completion, include_usage), number, **faults)
 
     def _refusal(self, headers: dict[str, str], body: Any, number: int) -> Response | None:
         if headers.get("authorization") != f"Bearer {self.api_key}":
@@ -424,7 +424,19 @@ def _pieces(text: str) -> list[str]:
     return [word + " " for word in words[:-1]] + [words[-1]] if text else []
 
 
+async def _client_left_during(request: Request, seconds: float) -> bool:
+    """Wait `seconds`, watching for the client to disconnect meanwhile."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (left := deadline - loop.time()) > 0:
+        await asyncio.sleep(min(0.05, left))
+        if await request.is_disconnected():
+            return True
+    return False
+
+
 async def _send_stream(
+    request: Request,
     send: Any,
     chunks: list[dict[str, Any]],
     number: int,
@@ -453,8 +465,8 @@ async def _send_stream(
             return
         if count == malformed_after:
             await frame("{not json")
-        if count and seconds_per_chunk:
-            await asyncio.sleep(seconds_per_chunk)
+        if count and seconds_per_chunk and await _client_left_during(request, seconds_per_chunk):
+            return
         await frame(json.dumps(chunk))
     if not omit_done:
         await frame("[DONE]")

@@ -174,6 +174,8 @@ async def test_base_url_with_trailing_slash_is_respected(fake):
 async def test_a_bad_request_is_refused_before_any_upstream_call(provider, fake):
     with pytest.raises(InvalidRequest, match=r"^messages\[0\]\.role: "):
         await provider.create({**REQUEST, "messages": [{"role": "tool", "content": "x"}]})
+    with pytest.raises(InvalidRequest, match=r"^model: "):
+        await collect(provider, {**REQUEST, "model": None})
     assert fake.requests == []
 
 

@@ -254,6 +254,8 @@ def test_openai_request_hoists_system_and_merges_tool_messages_into_one_user_tur
         ({"max_tokens": 50}, {"max_tokens": 50}),
         ({"max_tokens": 50, "max_completion_tokens": 70}, {"max_tokens": 70}),
         ({"temperature": 1.7}, {"temperature": 1.0}),
+        ({"temperature": 0.5, "top_p": 1}, {"temperature": 0.5, "top_p": None}),  # no-op top_p not sent
+        ({"top_p": 0.9}, {"top_p": 0.9}),
         ({"stop": "###"}, {"stop_sequences": ["###"]}),
         ({"stream": True, "stream_options": {"include_usage": True}}, {"stream": True}),
         ({"user": "end-user-7"}, {"metadata": {"user_id": "end-user-7"}}),

@@ -20,7 +20,7 @@ import httpx
 from httpx_sse import EventSource, SSEError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
-from threadgate.domain.errors import UpstreamError, UpstreamTimeout
+from threadgate.domain.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from threadgate.providers.openai.errors import (
     UpstreamStatusError,
     error_for_status,
@@ -76,7 +76,7 @@ class OpenAIProvider:
         self._max_retry_after_s = max_retry_after_s
 
     async def create(self, request: dict[str, Any]) -> dict[str, Any]:
-        model = request.get("model")
+        model = _model(request)
         body = anthropic_request_to_openai({**request, "stream": False}, model)
         response = await self._open(body)
         try:
@@ -96,7 +96,7 @@ class OpenAIProvider:
         return openai_response_to_anthropic(answer, model)
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        model = request.get("model")
+        model = _model(request)
         body = anthropic_request_to_openai({**request, "stream": True}, model)
         response = await self._open(body)
         translator = OpenAIStreamTranslator(model)
@@ -107,7 +107,10 @@ class OpenAIProvider:
                 if done:
                     continue  # drain to the end so the connection returns to the pool
                 if sse.data.strip() == SSE_DONE:
-                    done = True
+                    done = True  # the usage chunk came before [DONE]: close the message now
+                    for event in translator.finish():
+                        received += 1
+                        yield event
                     continue
                 chunk = _decode_chunk(sse.data)
                 if chunk is None:
@@ -124,14 +127,18 @@ class OpenAIProvider:
         except SSEError:
             raise UpstreamError("upstream did not answer with an event stream") from None
         except httpx.TimeoutException:
-            raise error_for_transport("timeout", received) from None
+            if not done:
+                raise error_for_transport("timeout", received) from None
         except httpx.HTTPError:
-            raise error_for_transport("connection", received) from None
+            if not done:  # after [DONE] the answer is complete; a failed drain costs nothing
+                raise error_for_transport("connection", received) from None
         finally:
             await response.aclose()
+        if done:
+            return
         # Without [DONE], accept the end only if the finish reason and the usage both arrived:
         # a message without its usage could not be billed.
-        if not (done or (translator.saw_finish_reason and translator.saw_usage)):
+        if not (translator.saw_finish_reason and translator.saw_usage):
             raise stream_broken("upstream stream ended before [DONE]", received)
         for event in translator.finish():
             yield event
@@ -199,6 +206,13 @@ class OpenAIProvider:
         if hint is not None:
             delay = max(delay, min(hint, self._max_retry_after_s))
         return delay
+
+
+def _model(request: dict[str, Any]) -> str:
+    model = request.get("model") if isinstance(request, dict) else None
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("model: must be a non-empty string", param="model")
+    return model
 
 
 def _decode_chunk(data: str) -> dict[str, Any] | None:

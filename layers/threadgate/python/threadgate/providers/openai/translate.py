@@ -406,8 +406,8 @@ def openai_request_to_anthropic(
         raise _invalid("response_format.type", "only 'text' is supported for this model")
     if req.get("temperature") is not None:
         out["temperature"] = min(_number(req["temperature"], "temperature", 0, 2), 1.0)
-    if req.get("top_p") is not None:
-        out["top_p"] = _number(req["top_p"], "top_p", 0, 1)
+    if req.get("top_p") is not None and _number(req["top_p"], "top_p", 0, 1) != 1:
+        out["top_p"] = req["top_p"]  # 1 is a no-op, and some Claude models refuse it beside temperature
     stop = req.get("stop")
     if isinstance(stop, str):
         out["stop_sequences"] = [stop]
