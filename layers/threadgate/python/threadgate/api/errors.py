@@ -43,9 +43,18 @@ def validation_error(exc: RequestValidationError) -> InvalidRequest:
     if first.get("type") == "json_invalid":
         return InvalidRequest("malformed JSON body")
     field = _field(tuple(first.get("loc", ())))
-    if first.get("type") == "missing":
+    kind = first.get("type")
+    if kind == "missing":
         return InvalidRequest(f"{field}: field required", param=field)
-    return InvalidRequest(f"{field}: {first.get('msg', 'invalid value')}", param=field)
+    if field == "body" and kind in ("model_attributes_type", "model_type", "dict_type"):
+        # Also what a non-JSON content-type yields: FastAPI then hands over raw bytes.
+        return InvalidRequest("body: must be a JSON object (content-type: application/json)", param="body")
+    message = first.get("msg", "invalid value")
+    if kind == "value_error":  # our own validators already say what is wrong, often with a path
+        message = str((first.get("ctx") or {}).get("error", message))
+        if message.startswith(field):
+            return InvalidRequest(message, param=field)
+    return InvalidRequest(f"{field}: {message}", param=field)
 
 
 def install(app: Any) -> None:

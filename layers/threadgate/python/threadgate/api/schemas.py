@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -11,8 +12,32 @@ from threadgate.domain.errors import InvalidRequest
 Metadata = dict[str, Any]
 
 
+def _non_finite_path(body: Any) -> str | None:
+    """Where a NaN/Infinity hides (Python's JSON parser accepts them; JSON and our responses
+    do not, so storing one would break every later read of that record). Iterative: a body
+    may nest as deep as the parser allows."""
+    stack: list[tuple[Any, str]] = [(body, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path or "body"
+        if isinstance(value, dict):
+            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
+    return None
+
+
 class Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite_numbers(cls, data: Any) -> Any:
+        where = _non_finite_path(data)
+        if where:
+            raise InvalidRequest(f"{where}: NaN and Infinity are not valid JSON numbers", param=where)
+        return data
 
     def given(self, name: str) -> bool:
         return name in self.model_fields_set
@@ -54,6 +79,9 @@ def _check_blocks(blocks: list[Block], field: str) -> list[Block]:
     for i, block in enumerate(blocks):
         if not isinstance(block.get("type"), str):
             raise ValueError(f"{field}[{i}].type: each content block needs a string type")
+        # Text is what history fitting, search and every provider read: it must be a string.
+        if block["type"] == "text" and not isinstance(block.get("text"), str):
+            raise ValueError(f"{field}[{i}].text: a text block needs a string text")
     return blocks
 
 

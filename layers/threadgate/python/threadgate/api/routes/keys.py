@@ -20,6 +20,9 @@ from threadgate.runtime import Runtime
 
 router = APIRouter()
 
+# Epoch ms bounds: larger integers fit no storage column (SQLite INTEGER is 64-bit).
+MAX_MS = 2**63 - 1
+
 
 def _cap(usd: float | None) -> int | None:
     return None if usd is None else usd_to_micros(usd)
@@ -110,8 +113,8 @@ def window(rt: Runtime, from_ms: int | None, to_ms: int | None) -> tuple[int, in
 @router.get("/v1/keys/{key_id}/usage")
 def key_usage(
     key_id: str,
-    from_ms: int | None = Query(default=None),
-    to_ms: int | None = Query(default=None),
+    from_ms: int | None = Query(default=None, le=MAX_MS),
+    to_ms: int | None = Query(default=None, le=MAX_MS),
     p: Principal = Depends(get_admin),
     rt: Runtime = Depends(get_runtime),
 ) -> Any:
@@ -165,8 +168,8 @@ def patch_account(body: AccountPatch, p: Principal = Depends(get_admin), rt: Run
 
 @router.get("/v1/usage")
 def account_usage(
-    from_ms: int | None = Query(default=None),
-    to_ms: int | None = Query(default=None),
+    from_ms: int | None = Query(default=None, le=MAX_MS),
+    to_ms: int | None = Query(default=None, le=MAX_MS),
     p: Principal = Depends(get_admin),
     rt: Runtime = Depends(get_runtime),
 ) -> Any:

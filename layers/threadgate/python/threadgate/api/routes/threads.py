@@ -17,6 +17,8 @@ from threadgate.runtime import Runtime
 
 router = APIRouter()
 
+MAX_INT = 2**63 - 1  # the largest integer a storage column holds (SQLite INTEGER is 64-bit)
+
 
 def visible_thread(rt: Runtime, p: Principal, thread_id: str) -> Thread:
     """The thread if this key may see it; 404 otherwise (never reveal existence)."""
@@ -44,7 +46,9 @@ def _encode_cursor(t: Thread) -> str:
 def _decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ts, _, thread_id = raw.partition(":")
+        ts, sep, thread_id = raw.partition(":")
+        if not sep or not 0 <= int(ts) <= MAX_INT:
+            raise ValueError(cursor)
         return int(ts), thread_id
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("before: not a cursor returned by this API", param="before") from None
@@ -114,8 +118,8 @@ def list_messages(
     thread_id: str,
     limit: int = Query(default=50, ge=1, le=200),
     order: Literal["asc", "desc"] = Query(default="asc"),
-    after_seq: int | None = Query(default=None, ge=0),
-    before_seq: int | None = Query(default=None, ge=1),
+    after_seq: int | None = Query(default=None, ge=0, le=MAX_INT),
+    before_seq: int | None = Query(default=None, ge=1, le=MAX_INT),
     p: Principal = Depends(get_principal),
     rt: Runtime = Depends(get_runtime),
 ) -> Any:
