@@ -40,13 +40,19 @@ def open_dynamodb(settings: Settings, *, session: Any = None, endpoint_url: str 
     config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=64)
     db = session.client("dynamodb", endpoint_url=endpoint, config=config)
     kms = session.client("kms", endpoint_url=endpoint, config=config) if settings.webhook_kms_key_id else None
+
+    def close() -> None:
+        for client in (db, kms):
+            if client is not None:
+                client.close()
+
     return Stores(
         keys=DynamoKeyStore(db, tables.keys),
         threads=DynamoThreadStore(db, tables.threads),
         ledger=DynamoLedger(db, usage_table=tables.usage, keys_table=tables.keys),
         idempotency=DynamoIdempotencyStore(db, tables.idempotency),
         tools=DynamoToolStore(db, tables.tools, SecretBox(kms, settings.webhook_kms_key_id)),
-        close=db.close,
+        close=close,
     )
 
 
