@@ -33,8 +33,9 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -400,14 +401,16 @@ def stream_chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[
     choice = completion["choices"][0]
     message = choice["message"]
     calls = message.get("tool_calls") or []
-    first: dict[str, Any] = {"role": "assistant", "content": "" if message["content"] is not None or not calls else None, "refusal": None}
+    first_content = "" if message["content"] is not None or not calls else None
+    first: dict[str, Any] = {"role": "assistant", "content": first_content, "refusal": None}
     chunks = [chunk(first)]
     for piece in _pieces(message["content"] or ""):
         chunks.append(chunk({"content": piece}))
     for piece in _pieces(message.get("refusal") or ""):
         chunks.append(chunk({"refusal": piece}))
     for index, call in enumerate(calls):
-        head = {"index": index, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}
+        function = {"name": call["function"]["name"], "arguments": ""}
+        head = {"index": index, "id": call["id"], "type": "function", "function": function}
         chunks.append(chunk({"tool_calls": [head]}))
         raw = call["function"]["arguments"]
         for start in range(0, len(raw), 8):
@@ -460,7 +463,8 @@ async def _send_stream(
         if count == break_after:
             return  # returning without the final body message makes uvicorn drop the connection
         if count == error_after:
-            await frame(json.dumps({"error": {"message": "The server had an error while processing your request.", "type": "server_error", "param": None, "code": None}}))
+            message = "The server had an error while processing your request."
+            await frame(json.dumps({"error": {"message": message, "type": "server_error", "param": None, "code": None}}))
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         if count == malformed_after:

@@ -9,7 +9,6 @@ import socket
 
 import openai
 import pytest
-
 from threadgate.domain.errors import (
     InvalidRequest,
     RateLimited,
@@ -149,7 +148,8 @@ async def test_a_tool_loop_history_is_accepted_upstream_and_usage_splits_the_cac
     request = {**REQUEST, "tools": [WEATHER_TOOL], "tool_choice": {"type": "auto"}}
     first = await provider.create(request)
     assert first["stop_reason"] == "tool_use"
-    assert first["content"][1] == {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris", "days": [1, 2]}}
+    call = {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris", "days": [1, 2]}}
+    assert first["content"][1] == call
     assert first["usage"]["input_tokens"] == 44 and first["usage"]["cache_read_input_tokens"] == 256
     history = request["messages"] + [
         {"role": "assistant", "content": first["content"]},

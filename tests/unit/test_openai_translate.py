@@ -10,7 +10,6 @@ import anthropic
 import httpx2
 import openai
 import pytest
-
 from threadgate.domain.errors import InvalidRequest, UpstreamError
 from threadgate.providers.openai.translate import (
     AnthropicToOpenAIStream,
@@ -220,7 +219,13 @@ def test_openai_request_hoists_system_and_merges_tool_messages_into_one_user_tur
         "model": "claude-x",
         "messages": [
             {"role": "developer", "content": [{"type": "text", "text": "rule one"}]},
-            {"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{PNG}"}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{PNG}"}},
+                ],
+            },
             {"role": "assistant", "content": "calling", "tool_calls": [
                 {"id": "a", "type": "function", "function": {"name": "f", "arguments": ""}},
                 {"id": "b", "type": "function", "function": {"name": "f", "arguments": "{}"}},
@@ -248,6 +253,10 @@ def test_openai_request_hoists_system_and_merges_tool_messages_into_one_user_tur
     }
 
 
+F_TOOL = {"type": "function", "function": {"name": "f"}}  # no parameters: Anthropic needs an empty schema
+EMPTY_SCHEMA = {"type": "object", "properties": {}}
+
+
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
@@ -259,10 +268,12 @@ def test_openai_request_hoists_system_and_merges_tool_messages_into_one_user_tur
         ({"stop": "###"}, {"stop_sequences": ["###"]}),
         ({"stream": True, "stream_options": {"include_usage": True}}, {"stream": True}),
         ({"user": "end-user-7"}, {"metadata": {"user_id": "end-user-7"}}),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}], "parallel_tool_calls": False},
+        ({"tools": [F_TOOL], "parallel_tool_calls": False},
          {"tool_choice": {"type": "auto", "disable_parallel_tool_use": True}}),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "f"}}},
-         {"tool_choice": {"type": "tool", "name": "f"}, "tools": [{"name": "f", "input_schema": {"type": "object", "properties": {}}}]}),
+        (
+            {"tools": [F_TOOL], "tool_choice": {"type": "function", "function": {"name": "f"}}},
+            {"tool_choice": {"type": "tool", "name": "f"}, "tools": [{"name": "f", "input_schema": EMPTY_SCHEMA}]},
+        ),
     ],
 )
 def test_openai_parameters_map_to_anthropic(params, expected):
@@ -281,7 +292,10 @@ def test_usage_chunk_wish_is_read_from_stream_options():
         ({"messages": [{"role": "user", "content": "a"}, {"role": "function", "content": "x"}]},
          "messages[1].role: must be one of system, developer, user, assistant, tool"),
         ({"messages": []}, "messages: must not be empty"),
-        ({"messages": [{"role": "system", "content": "only system"}]}, "messages: must contain at least one non-empty user or assistant message"),
+        (
+            {"messages": [{"role": "system", "content": "only system"}]},
+            "messages: must contain at least one non-empty user or assistant message",
+        ),
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id: must be a string"),
         ({"n": 2}, "n: only 1 is supported"),
         ({"max_completion_tokens": -1}, "max_completion_tokens: must be an integer >= 1"),
@@ -305,7 +319,10 @@ def test_bad_openai_request_names_the_field(change, message):
 def test_openai_answer_becomes_an_anthropic_message_with_split_cache_usage():
     reply = FakeReply(
         text="Checking.",
-        tool_calls=[FakeToolCall("get_weather", {"city": "Paris"}, id="call_1"), FakeToolCall("get_weather", "{oops", id="call_2")],
+        tool_calls=[
+            FakeToolCall("get_weather", {"city": "Paris"}, id="call_1"),
+            FakeToolCall("get_weather", "{oops", id="call_2"),
+        ],
         prompt_tokens=1000,
         cached_tokens=800,
         completion_tokens=40,
@@ -415,7 +432,10 @@ def sse_client(body: bytes, sdk):
 
 TOOL_REPLY = FakeReply(
     text="Let me look that up.",
-    tool_calls=[FakeToolCall("get_weather", {"city": "Paris"}, id="call_a"), FakeToolCall("get_weather", {"city": "Oslo"}, id="call_b")],
+    tool_calls=[
+        FakeToolCall("get_weather", {"city": "Paris"}, id="call_a"),
+        FakeToolCall("get_weather", {"city": "Oslo"}, id="call_b"),
+    ],
     prompt_tokens=120,
     cached_tokens=20,
     completion_tokens=30,
@@ -432,7 +452,8 @@ def test_openai_stream_translates_to_a_well_formed_anthropic_stream():
     starts = [e["content_block"] for e in events if e["type"] == "content_block_start"]
     assert [(b["type"], b.get("id")) for b in starts] == [("text", None), ("tool_use", "call_a"), ("tool_use", "call_b")]
     assert events[-2]["delta"]["stop_reason"] == "tool_use"
-    assert events[-2]["usage"] == {"input_tokens": 100, "output_tokens": 30, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 20}
+    usage = {"input_tokens": 100, "output_tokens": 30, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 20}
+    assert events[-2]["usage"] == usage
 
 
 def test_anthropic_sdk_reads_the_translated_stream():
@@ -464,7 +485,10 @@ def test_openai_stream_of_plain_text_ends_with_end_turn_and_length_with_max_toke
 
 def test_interleaved_tool_call_deltas_are_refused_rather_than_mangled():
     translator = OpenAIStreamTranslator("m")
-    call = lambda index, **fields: {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": index, **fields}]}}]}  # noqa: E731
+
+    def call(index, **fields):
+        return {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": index, **fields}]}}]}
+
     translator.feed(call(0, id="a", function={"name": "f", "arguments": "{"}))
     translator.feed(call(1, id="b", function={"name": "g", "arguments": "{"}))
     with pytest.raises(UpstreamError):
@@ -511,7 +535,10 @@ def test_anthropic_stream_translates_to_openai_chunks():
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert {c["id"] for c in chunks} == {"chatcmpl-msg_abc"}
     heads = [tc for c in chunks if c["choices"] for tc in c["choices"][0]["delta"].get("tool_calls", []) if "id" in tc]
-    assert [(h["index"], h["id"], h["function"]["name"]) for h in heads] == [(0, "toolu_a", "get_weather"), (1, "toolu_b", "get_weather")]
+    assert [(h["index"], h["id"], h["function"]["name"]) for h in heads] == [
+        (0, "toolu_a", "get_weather"),
+        (1, "toolu_b", "get_weather"),
+    ]
     finish, usage = chunks[-2:]
     assert finish["choices"][0]["finish_reason"] == "tool_calls"
     assert usage["choices"] == [] and usage["usage"]["prompt_tokens"] == 80
@@ -551,7 +578,8 @@ def test_both_stream_translators_compose_back_to_the_same_answer():
     events = translate_openai_stream(chunks, model="claude-x")
     assert_well_formed_anthropic_stream(events)
     body = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events).encode()
-    with sse_client(body, anthropic).messages.stream(model="claude-x", max_tokens=9, messages=[{"role": "user", "content": "x"}]) as stream:
+    client = sse_client(body, anthropic)
+    with client.messages.stream(model="claude-x", max_tokens=9, messages=[{"role": "user", "content": "x"}]) as stream:
         final = stream.get_final_message()
     expected = [b for b in ANTHROPIC_TOOL_MESSAGE["content"] if b["type"] != "thinking"]
     assert [b.model_dump(exclude_none=True, exclude={"citations"}) for b in final.content] == expected

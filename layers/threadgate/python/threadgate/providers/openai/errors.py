@@ -11,7 +11,8 @@ Anthropic provider.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from threadgate.domain.errors import (
     GatewayError,

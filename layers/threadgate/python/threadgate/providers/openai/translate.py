@@ -11,7 +11,11 @@ Lossy spots, decided once:
   they are one continuous text);
 - `is_error` on a tool result travels as the TOOL_ERROR_PREFIX on the tool message's text;
 - tool-call arguments that are not a JSON object are kept under RAW_ARGUMENTS_KEY (see wire.py);
-- OpenAI `temperature` above 1 is clamped to Anthropic's maximum of 1.
+- OpenAI `temperature` above 1 is clamped to Anthropic's maximum of 1;
+- fields with no counterpart are not sent: Anthropic `top_k`, `thinking`, `metadata` and
+  `cache_control` marks (OpenAI caches prompts by itself); OpenAI penalties, `seed`,
+  `logit_bias` and `reasoning_effort`. Fields whose absence would change the answer's form
+  (`n` > 1, `logprobs`, a non-text `response_format`, server tools, audio) are refused instead.
 Bad client input raises InvalidRequest naming the field; an unusable upstream answer raises
 UpstreamError.
 """
