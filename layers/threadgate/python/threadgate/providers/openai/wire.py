@@ -27,7 +27,7 @@ RAW_ARGUMENTS_KEY = "_raw_arguments"
 
 # OpenAI finish_reason -> Anthropic stop_reason.
 FINISH_TO_STOP: dict[str, str] = {
-    "stop": "end_turn",
+    "stop": "end_turn",  # also when a stop sequence matched: OpenAI does not say which one
     "length": "max_tokens",
     "tool_calls": "tool_use",
     "function_call": "tool_use",
