@@ -5,14 +5,17 @@ from aws_lambda_powertools.logging import correlation_paths
 from mangum import Mangum
 
 from threadgate.api.app import create_app
+from threadgate.runtime import get_runtime
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
-# Built during init (the app object is cheap); stores are created on the first request.
-asgi = Mangum(create_app(), lifespan="off", api_gateway_base_path="/")
+app = create_app()  # routes only: stores and providers are built on the first request
+asgi = Mangum(app, lifespan="off")  # a Lambda container has no shutdown hook to run
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event, context):
+    if getattr(app.state, "runtime", None) is None:
+        app.state.runtime = get_runtime()
     return asgi(event, context)
