@@ -9,7 +9,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from threadgate.api import idempotency, sse
-from threadgate.api.errors import error_response
+from threadgate.api.errors import envelope, error_response
 from threadgate.domain.errors import Conflict, GatewayError
 from threadgate.domain.turns import Turn
 from threadgate.runtime import Runtime
@@ -44,12 +44,21 @@ async def run_turn(
     """`render` builds the JSON answer and headers from a finished turn; `stream_events` maps each
     engine event to the wire events of this route (identity for the native routes)."""
 
+    def answer() -> tuple[int, Any, dict[str, str]]:
+        """The non-streaming answer. A call after the first that failed (e.g. the cap ran out
+        mid-loop) answers with its error status and envelope, plus the turn's headers: what was
+        done before it is persisted and billed."""
+        body, headers = render(turn)
+        err = turn.result.error
+        if err is not None and not turn.spec.stream:
+            return err.status, envelope(request.url.path, err.type, err.message, err.param), headers
+        return 200, body, headers
+
     async def finish() -> None:
         if lock is not None:
             rt.stores.threads.release_turn_lock(*lock)
         if turn.result.message is not None and scope is not None:
-            body, headers = render(turn)
-            idempotency.complete(rt, scope, 200, body, headers)
+            idempotency.complete(rt, scope, *answer())
         elif scope is not None:
             rt.stores.idempotency.abandon(scope)
 
@@ -71,8 +80,8 @@ async def run_turn(
         return error_response(request, turn.result.error)
     if not turn.spec.stream:
         await sse.drain(queue)
-        body, headers = render(turn)
-        return JSONResponse(body, headers=headers)
+        status, body, headers = answer()
+        return JSONResponse(body, status_code=status, headers=headers)
     mapped = stream_events or (lambda e: [e])
 
     async def wire() -> Any:
