@@ -1,19 +1,22 @@
-"""Buffered API routes: an API Gateway REST proxy event runs through the FastAPI app (Mangum)."""
+"""Buffered API routes: an API Gateway REST proxy event runs through the FastAPI app (Mangum).
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+No Powertools Tracer here: its X-Ray SDK import is the largest part of this handler's cold start
+(bench/coldstart_bench.py); Lambda active tracing and API Gateway tracing still trace each request.
+"""
+
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from mangum import Mangum
 
 from threadgate.api.app import create_app
 from threadgate.runtime import get_runtime
 
-logger, tracer, metrics = Logger(), Tracer(), Metrics()
+logger, metrics = Logger(), Metrics()
 app = create_app()  # routes only: stores and providers are built on the first request
 asgi = Mangum(app, lifespan="off")  # a Lambda container has no shutdown hook to run
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event, context):
     if getattr(app.state, "runtime", None) is None:
