@@ -522,3 +522,103 @@ def test_offline_local_model_runs_the_loop_against_a_local_receiver(gw, receiver
     stored = history(gw, key, thread_id)
     assert [m["role"] for m in stored] == ["user", "assistant", "user", "assistant"]
     assert gw.fake.requests == []  # no provider involved
+
+
+# --- the loop outlives its client, and other edges ----------------------------------------------------
+
+
+def wait_for(predicate, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_client_leaving_mid_loop_does_not_stop_the_turn(gw, receiver):
+    tool = register(gw, receiver, "lookup_account", "/slow/0.5")
+    key = gw.mint()
+    thread_id = new_thread(gw, key)
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse("lookup_account", {"a": 1}, id="toolu_gone")]),
+                    FakeReply(text="finished without you"))
+    payload = {"model": MODEL, "max_tokens": 50, "content": "go", "tools": [tool["id"]], "stream": True}
+    with gw.client(key["secret"]) as c, c.stream("POST", f"/v1/threads/{thread_id}/messages", json=payload) as r:
+        for line in r.iter_lines():
+            if line == "event: qlaud.tool_dispatch_start":
+                break  # hang up while the tool runs
+    wait_for(lambda: len(history(gw, key, thread_id)) == 4)
+    stored = history(gw, key, thread_id)
+    assert stored[3]["content"] == [{"type": "text", "text": "finished without you"}]
+    assert len(receiver.deliveries_for("toolu_gone")) == 1
+    wait_for(lambda: usage_of(gw, key)["request_count"] == 2)
+
+
+def test_model_asking_for_a_tool_not_given_to_the_turn_gets_an_error_result(gw, receiver):
+    tool = register(gw, receiver, "lookup_account", "/echo")
+    key = gw.mint()
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse("delete_everything", {}, id="toolu_nope"),
+                                         FakeToolUse("lookup_account", {"ok": 1}, id="toolu_fine")]),
+                    FakeReply(text="ok"))
+    r = send(gw, key, new_thread(gw, key), [tool])
+    assert r.status_code == 200, r.text
+    nope, fine = tool_results(gw.fake.requests[1].body["messages"][-1])
+    assert nope["tool_use_id"] == "toolu_nope" and nope["is_error"] is True and "delete_everything" in nope["content"]
+    assert fine["tool_use_id"] == "toolu_fine" and not fine.get("is_error")
+    assert [d.delivery_id for d in receiver.deliveries] == ["toolu_fine"]
+
+
+def test_idempotent_retry_replays_without_calling_tools_again(gw, receiver):
+    tool = register(gw, receiver, "lookup_account", "/echo")
+    key = gw.mint()
+    thread_id = new_thread(gw, key)
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse("lookup_account", {}, id="toolu_idem")]), FakeReply(text="once"))
+    payload = {"model": MODEL, "max_tokens": 50, "content": "go", "tools": [tool["id"]]}
+    with gw.client(key["secret"]) as c:
+        first = c.post(f"/v1/threads/{thread_id}/messages", json=payload, headers={"Idempotency-Key": "turn-1"})
+        again = c.post(f"/v1/threads/{thread_id}/messages", json=payload, headers={"Idempotency-Key": "turn-1"})
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json() and again.headers["x-qlaud-iterations"] == "2"
+    assert len(receiver.deliveries_for("toolu_idem")) == 1 and len(gw.fake.requests) == 2
+    assert len(history(gw, key, thread_id)) == 4
+
+
+def test_upstream_failing_on_the_second_call(gw, receiver):
+    """Non-streaming: the failure's status with the turn's headers; streaming: qlaud.error. Either
+    way the first call is billed, the tool ran once, and the thread takes a next turn."""
+    import concurrent.futures
+
+    tool = register(gw, receiver, "lookup_account", "/slow/0.3")
+    key = gw.mint()
+    for stream in (False, True):
+        thread_id = new_thread(gw, key)
+        gw.fake.reset()
+        gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse("lookup_account", {}, id=f"toolu_up{stream}")]))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(send, gw, key, thread_id, [tool], stream=stream)
+            wait_for(lambda: len(gw.fake.requests) == 1)
+            gw.fake.fail_next(status=400, message="messages: bad request")  # for the call after the tool
+            r = pending.result()
+        if stream:
+            events = sse(r.content)
+            assert r.status_code == 200 and events[-1][0] == "qlaud.done" and events[-1][1]["incomplete"] is True
+            error = dict(events)["qlaud.error"]
+            assert error["iteration"] == 2 and error["error"]["type"] == "invalid_request_error"
+        else:
+            assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text
+            assert r.headers["x-qlaud-thread-id"] == thread_id and r.headers["x-qlaud-iterations"] == "2"
+        assert len(receiver.deliveries_for(f"toolu_up{stream}")) == 1
+        assert [m["role"] for m in history(gw, key, thread_id)] == ["user", "assistant", "user"]
+        gw.fake.enqueue(FakeReply(text="recovered"))
+        assert send(gw, key, thread_id, [tool], content="again").status_code == 200
+        assert_valid_anthropic_history(gw.fake.requests[-1].body["messages"])
+    events_by_status = sorted(e["status"] for e in usage_of(gw, key)["events"])
+    assert events_by_status == ["ok"] * 4  # two first calls and two recoveries; the refused calls cost nothing
+
+
+def test_pings_keep_the_stream_alive_while_a_tool_runs(gateway_factory, receiver):
+    gw = gateway_factory(allow_private_webhooks=True, ping_interval_s=0.2)
+    tool = register(gw, receiver, "lookup_account", "/slow/1")
+    key = gw.mint()
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse("lookup_account", {}, id="toolu_ping")]), FakeReply(text="ok"))
+    names = [n for n, _ in sse(send(gw, key, new_thread(gw, key), [tool], stream=True).content)]
+    between = names[names.index("qlaud.tool_dispatch_start") : names.index("qlaud.tool_dispatch_done")]
+    assert "ping" in between
