@@ -34,8 +34,9 @@ def _check_schema(schema: dict[str, Any]) -> None:
         validators.validator_for(schema).check_schema(schema)
     except SchemaError as err:
         raise InvalidRequest(f"input_schema: not a valid JSON Schema ({err.message})", param="input_schema") from None
-    if schema.get("type", "object") != "object":
-        raise InvalidRequest("input_schema: the top-level type must be 'object'", param="input_schema")
+    # Anthropic requires `"type": "object"` at the top: without it every turn using the tool fails upstream.
+    if schema.get("type") != "object":
+        raise InvalidRequest("input_schema: the top-level \"type\" must be \"object\"", param="input_schema")
 
 
 @router.post("/v1/tools", status_code=201)
