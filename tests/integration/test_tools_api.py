@@ -83,6 +83,7 @@ def test_good_names_are_accepted(gateway, name):
         {"type": "object", "properties": {"a": {"type": 5}}},
         {"type": "object", "required": "account_id"},  # required must be an array
         {"type": "string"},  # a tool's input is an object
+        {"properties": {"account_id": {"type": "string"}}},  # Anthropic requires "type": "object"
     ],
 )
 def test_invalid_input_schema_is_refused_naming_it(gateway, schema):
