@@ -58,3 +58,26 @@ def suppress_reviewed_findings(stack: "ThreadgateStack") -> None:
     _ack(provider, f"IAM5[Resource::<{bootstrap_id}.Arn>:*]",
          "The provider framework invokes any version of the bootstrap function.")
     _ack(provider, "L1", "The CDK provider framework picks its own Node.js runtime.")
+
+    if stack.config.opensearch == "domain":
+        _suppress_domain_findings(stack)
+
+
+def _suppress_domain_findings(stack: "ThreadgateStack") -> None:
+    domain = stack.search.node.find_child("Domain")
+    _ack(domain, "OS1",
+         "The functions run outside a VPC (no NAT cost at idle); every request is SigV4-signed and the "
+         "access policy admits only this account's IAM principals.")
+    _ack(domain, "OS3", "Callers are Lambda functions without fixed IPs; access is by IAM identity instead.")
+    _ack(domain, "OS4", "Dedicated masters triple the node count; one index on a small domain does not need them.")
+    _ack(domain, "OS5", "The access policy admits only signed requests from this account (resource policy).")
+    if stack.config.is_dev:
+        _ack(domain, "OS7", "Single node on the dev stage; other stages enable zone awareness.")
+    # CDK's singleton AwsCustomResource sets the domain's access and log resource policies.
+    _ack(stack, "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+         "CDK AwsCustomResource singleton that applies the domain access policy at deploy time.")
+    _ack(domain, "IAM5[Resource::*]", "logs:PutResourcePolicy has no resource-level permissions.")
+    domain_id = stack.resolve(stack.get_logical_id(domain.node.default_child))
+    for app_function in stack._functions().values():
+        _ack(app_function.role, f"IAM5[Resource::<{domain_id}.Arn>/threadgate-messages/*]",
+             "Document paths inside the one messages index.")

@@ -47,13 +47,15 @@ class ThreadgateStack(Stack):
             memory_mb=1024, timeout=Duration.minutes(15), extra_layers=[lwa],
             description="Streaming API routes (Lambda Web Adapter + uvicorn)",
         )
-        self.indexer_fn = self._function("indexer", "indexer_handler.handler", env, memory_mb=512,
+        # Workers serve no model: without the secrets prefix they never ask Secrets Manager.
+        worker_env = {k: v for k, v in env.items() if k != "THREADGATE_PROVIDER_SECRETS_PREFIX"}
+        self.indexer_fn = self._function("indexer", "indexer_handler.handler", worker_env, memory_mb=512,
                                          timeout=Duration.minutes(1), description="Threads stream to search index")
-        self.sweeper_fn = self._function("sweeper", "sweeper_handler.handler", env, memory_mb=256,
+        self.sweeper_fn = self._function("sweeper", "sweeper_handler.handler", worker_env, memory_mb=256,
                                          timeout=Duration.minutes(1), description="Settle expired reservations")
         self.bootstrap_fn = self._function(
             "bootstrap", "bootstrap_handler.handler",
-            {**env, "THREADGATE_ADMIN_SECRET_NAME": self.data.admin_secret.secret_name},
+            {**worker_env, "THREADGATE_ADMIN_SECRET_NAME": self.data.admin_secret.secret_name},
             memory_mb=256, timeout=Duration.minutes(5), description="Deploy-time index and first admin key",
         )
         self._grant()

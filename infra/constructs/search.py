@@ -66,9 +66,7 @@ class Search(Construct):
                 actions=["aoss:APIAccessAll"], resources=[self._collection.attr_arn]
             ))
         else:
-            self._domain.grant_index_read_write(INDEX_NAME, role)
-            if admin:
-                self._domain.grant_path_read_write(INDEX_NAME, role)
+            self._domain.grant_index_read_write(INDEX_NAME, role)  # also covers creating it
 
     def finalize(self) -> None:
         """Write the collection's data access policy once every role has been granted."""
@@ -115,8 +113,17 @@ class Search(Construct):
         slow_logs = logs.LogGroup(self, "SlowLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=removal)
         app_logs = logs.LogGroup(self, "AppLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=removal)
         nodes = 1 if config.is_dev else 2
+        name = f"tg-{config.stage}"[:28].lower()
+        # Only signed requests from this account's IAM principals; their own policies narrow it.
+        account_only = iam.PolicyStatement(
+            principals=[iam.AccountRootPrincipal()],
+            actions=["es:ESHttp*"],
+            resources=[Stack.of(self).format_arn(service="es", resource="domain", resource_name=f"{name}/*")],
+        )
         return opensearch.Domain(
             self, "Domain",
+            domain_name=name,
+            access_policies=[account_only],
             version=opensearch.EngineVersion.OPENSEARCH_2_19,
             capacity=opensearch.CapacityConfig(
                 data_nodes=nodes,
