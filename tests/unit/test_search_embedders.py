@@ -76,3 +76,41 @@ def test_titan_errors_propagate_to_the_indexer() -> None:
 def test_titan_dimensions_are_validated() -> None:
     with pytest.raises(ValueError):
         BedrockTitanEmbedder(object(), dimensions=300)
+
+
+def test_the_aws_search_path_imports_without_local_only_packages() -> None:
+    """The Lambda layer ships neither numpy nor wordllama: the OpenSearch adapter, the indexer,
+    the stream consumer and the Titan embedder must import (and index) without them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys\n"
+        "sys.modules['numpy'] = None; sys.modules['wordllama'] = None\n"
+        "import threadgate.search.embedders, threadgate.search.opensearch\n"
+        "import threadgate.search.indexing, threadgate.search.stream_indexer\n"
+        "from threadgate.search.indexing import Indexer\n"
+        "class E:\n"
+        "    dimensions = 2\n"
+        "    def embed(self, texts): return [[1.0, 0.0] for _ in texts]\n"
+        "class I:\n"
+        "    docs = []\n"
+        "    def upsert(self, docs): self.docs += docs\n"
+        "    def search(self, v, **kw): return [(dict(self.docs[0]), 0.5)]\n"
+        "from threadgate.domain.models import Message\n"
+        "ix = Indexer(E(), I(), semantic_snippets=True)\n"
+        "assert ix.index_messages([Message('t', 1, 'user', 'x' * 600, 'user', None, None, 1, 'a', 'u')]) == 1\n"
+        "assert ix.search(account_id='a', end_user_id=None, thread_id=None, q='y', limit=1)[0]['seq'] == 1\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env={"PYTHONPATH": str(root / "layers" / "threadgate" / "python") + ":" + str(root), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]

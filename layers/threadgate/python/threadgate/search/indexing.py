@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
-import numpy as np
-
 from threadgate.domain.errors import InvalidRequest
 from threadgate.domain.models import Message
 from threadgate.domain.search import index_document, search_result, snippet
@@ -90,9 +88,11 @@ class Indexer:
         return [search_result(doc, score, snippet(doc["text"], query, window_scorer=scorer)) for doc, score in hits]
 
     def _window_scorer(self, query_vector: Sequence[float]):
-        query = np.asarray(query_vector, dtype=np.float32)
+        # Plain Python on purpose: a handful of short dot products, and this module also runs on
+        # Lambda, whose layer ships no numpy.
+        query = [float(x) for x in query_vector]
 
         def score(windows: Sequence[str]) -> list[float]:
-            return (np.asarray(self.embedder.embed(list(windows)), dtype=np.float32) @ query).tolist()
+            return [sum(a * b for a, b in zip(vec, query)) for vec in self.embedder.embed(list(windows))]
 
         return score
