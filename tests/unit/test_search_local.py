@@ -264,3 +264,16 @@ def test_indexing_never_raises_and_logs_no_message_text(tmp_path: Path, caplog: 
     assert index.calls == 2
     assert "t#1" in caplog.text
     assert "private refund story" not in caplog.text and "secret-ish" not in caplog.text
+
+
+def test_a_search_backend_failure_is_a_503_without_details(tmp_path: Path) -> None:
+    from threadgate.domain.errors import UpstreamOverloaded
+
+    class DownIndex(LocalVectorIndex):
+        def search(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise ConnectionError("opensearch at 10.0.0.1 refused")
+
+    ix = Indexer(EMBEDDER, DownIndex(tmp_path, dimensions=EMBEDDER.dimensions))
+    with pytest.raises(UpstreamOverloaded) as err:
+        search(ix, "refund")
+    assert err.value.status == 503 and "10.0.0.1" not in err.value.message

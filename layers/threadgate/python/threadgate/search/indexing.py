@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
-from threadgate.domain.errors import InvalidRequest
+from threadgate.domain.errors import InvalidRequest, UpstreamOverloaded
 from threadgate.domain.models import Message
 from threadgate.domain.search import index_document, search_result, snippet
 from threadgate.ports import Embedder, VectorIndex
@@ -80,10 +80,14 @@ class Indexer:
         query = (q or "").strip()
         if not query:
             raise InvalidRequest("q: must be a non-empty search query", param="q")
-        [vector] = self.embedder.embed([query])
-        hits = self.index.search(
-            vector, account_id=account_id, end_user_id=end_user_id, thread_id=thread_id, limit=limit
-        )
+        try:
+            [vector] = self.embedder.embed([query])
+            hits = self.index.search(
+                vector, account_id=account_id, end_user_id=end_user_id, thread_id=thread_id, limit=limit
+            )
+        except Exception as exc:  # noqa: BLE001 - the embedder or the index is unreachable
+            log.warning("search backend failed: %s", type(exc).__name__)
+            raise UpstreamOverloaded("search is temporarily unavailable, retry shortly") from exc
         scorer = self._window_scorer(vector) if self.semantic_snippets else None
         return [search_result(doc, score, snippet(doc["text"], query, window_scorer=scorer)) for doc, score in hits]
 
