@@ -322,9 +322,6 @@ print("ok")
 """
 
 
-@pytest.mark.xfail(strict=True, reason="threadgate/search/indexing.py imports numpy at module level; numpy is "
-                   "local-only (not in the Lambda deps layer), so on AWS the runtime has no indexer and the "
-                   "indexer function fails. Fix: import numpy inside the semantic-snippet path.")
 def test_aws_code_paths_import_nothing_the_lambda_layer_leaves_out():
     import subprocess
     import sys
