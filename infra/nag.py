@@ -41,7 +41,7 @@ def suppress_reviewed_findings(stack: "ThreadgateStack") -> None:
              "Provider API keys are issued by the provider and rotated there; the admin key is rotated "
              "through the API (mint a new admin key, revoke the old). No rotation Lambda can do either.")
 
-    for app_function in stack._functions().values():
+    for app_function in stack.app_functions.values():
         _ack(app_function.function, "L1",
              "Pinned to python3.12 on purpose: the deps layer is built for cp312 (scripts/build_layers.py); "
              "moving runtime means rebuilding the layer, done deliberately.")
@@ -78,6 +78,6 @@ def _suppress_domain_findings(stack: "ThreadgateStack") -> None:
          "CDK AwsCustomResource singleton that applies the domain access policy at deploy time.")
     _ack(domain, "IAM5[Resource::*]", "logs:PutResourcePolicy has no resource-level permissions.")
     domain_id = stack.resolve(stack.get_logical_id(domain.node.default_child))
-    for app_function in stack._functions().values():
+    for app_function in stack.app_functions.values():
         _ack(app_function.role, f"IAM5[Resource::<{domain_id}.Arn>/threadgate-messages/*]",
              "Document paths inside the one messages index.")

@@ -73,7 +73,7 @@ class ThreadgateStack(Stack):
         self.bootstrap.node.add_dependency(self.search)
         self.observability = Observability(
             self, "Observability", config=config, rest_api=self.api.rest_api,
-            functions={name: fn.function for name, fn in self._functions().items()},
+            functions={name: fn.function for name, fn in self.app_functions.items()},
             indexer_dlq=self.indexing.dlq,
         )
 
@@ -100,7 +100,8 @@ class ThreadgateStack(Stack):
             memory_mb=memory_mb, timeout=timeout, description=description,
         )
 
-    def _functions(self) -> dict[str, AppFunction]:
+    @property
+    def app_functions(self) -> dict[str, AppFunction]:
         return {"api": self.api_fn, "stream": self.stream_fn, "indexer": self.indexer_fn,
                 "sweeper": self.sweeper_fn, "bootstrap": self.bootstrap_fn}
 

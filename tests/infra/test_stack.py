@@ -44,11 +44,11 @@ def _target(integration: dict[str, Any]) -> tuple[str, str]:
 
 
 def _function(synth, name: str) -> dict[str, Any]:
-    return synth.resources[synth.logical_id(synth.stack._functions()[name].function)]["Properties"]
+    return synth.resources[synth.logical_id(synth.stack.app_functions[name].function)]["Properties"]
 
 
 def _functions(synth) -> dict[str, dict[str, Any]]:
-    return {name: _function(synth, name) for name in synth.stack._functions()}
+    return {name: _function(synth, name) for name in synth.stack.app_functions}
 
 
 # --- API Gateway -----------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def test_no_wildcard_actions_anywhere_and_none_on_tables(synth):
 
 def test_each_function_may_write_only_the_tables_it_needs(synth):
     def writable(name: str) -> set[str]:
-        role = synth.logical_id(synth.stack._functions()[name].role)
+        role = synth.logical_id(synth.stack.app_functions[name].role)
         tables = {synth.logical_id(t): logical for logical, t in synth.stack.data.tables.items()}
         found = set()
         for policy in synth.of_type("AWS::IAM::Policy").values():
@@ -266,7 +266,7 @@ def test_provider_secrets_exist_without_values(synth):
 def test_alarms_cover_5xx_rate_throttles_indexer_errors_and_dlq_depth(synth):
     alarms = json.dumps(list(synth.of_type("AWS::CloudWatch::Alarm").values()))
     assert "5XXError" in alarms
-    for name in synth.stack._functions():
+    for name in synth.stack.app_functions:
         assert f"{name.title()}Throttles" in json.dumps(list(synth.of_type("AWS::CloudWatch::Alarm")))
     assert "IteratorAge" in alarms and "ApproximateNumberOfMessagesVisible" in alarms
     indexer = synth.logical_id(synth.stack.indexer_fn.function)
@@ -302,7 +302,7 @@ def test_cfn_lint_reports_no_errors(synth):
 def test_only_the_serving_functions_know_or_can_read_the_provider_secrets(synth):
     secret_ids = {synth.logical_id(s) for s in synth.stack.data.provider_secrets.values()}
     for name, props in _functions(synth).items():
-        role = synth.logical_id(synth.stack._functions()[name].role)
+        role = synth.logical_id(synth.stack.app_functions[name].role)
         statements = [st for p in synth.of_type("AWS::IAM::Policy").values() if {"Ref": role} in p["Properties"]["Roles"]
                       for st in p["Properties"]["PolicyDocument"]["Statement"]]
         reads = any(sid in json.dumps(st["Resource"]) and "secretsmanager:GetSecretValue" in st["Action"]
