@@ -76,7 +76,8 @@ def test_synth_refuses_a_layer_built_for_another_architecture(tmp_path):
 
 
 def test_context_values_from_the_command_line_are_coerced():
-    given = {"stage": "prod", "throttleRate": "10", "lwaLayerVersion": "27", "corsOrigins": "https://a.example,https://b.example"}
+    given = {"stage": "prod", "throttleRate": "10", "lwaLayerVersion": "27",
+             "corsOrigins": "https://a.example,https://b.example"}
     config = StageConfig.from_context(given.get)
     assert (config.stage, config.throttle_rate, config.lwa_layer_version) == ("prod", 10.0, 27)
     assert config.cors_origins == ("https://a.example", "https://b.example")

@@ -303,8 +303,8 @@ def test_only_the_serving_functions_know_or_can_read_the_provider_secrets(synth)
     secret_ids = {synth.logical_id(s) for s in synth.stack.data.provider_secrets.values()}
     for name, props in _functions(synth).items():
         role = synth.logical_id(synth.stack.app_functions[name].role)
-        statements = [st for p in synth.of_type("AWS::IAM::Policy").values() if {"Ref": role} in p["Properties"]["Roles"]
-                      for st in p["Properties"]["PolicyDocument"]["Statement"]]
+        policies = [p for p in synth.of_type("AWS::IAM::Policy").values() if {"Ref": role} in p["Properties"]["Roles"]]
+        statements = [st for p in policies for st in p["Properties"]["PolicyDocument"]["Statement"]]
         reads = any(sid in json.dumps(st["Resource"]) and "secretsmanager:GetSecretValue" in st["Action"]
                     for st in statements for sid in secret_ids)
         knows = "THREADGATE_PROVIDER_SECRETS_PREFIX" in props["Environment"]["Variables"]

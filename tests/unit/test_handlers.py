@@ -232,7 +232,8 @@ def test_indexer_handler_indexes_a_stream_batch_and_reports_only_the_poison_reco
     records = _stream_batch(TABLE_NAMES["threads_table"])
     assert sum(r["dynamodb"]["Keys"]["sk"]["S"].startswith("MSG#") for r in records) == 2  # user + assistant
     # A message item the indexer cannot decode (a bug, a schema drift) must not block the rest.
-    user_item = next(r["dynamodb"]["NewImage"] for r in records if r["dynamodb"]["NewImage"].get("role") == {"S": "user"})
+    images = [r["dynamodb"]["NewImage"] for r in records]
+    user_item = next(image for image in images if image.get("role") == {"S": "user"})
     broken = {**user_item, "sk": {"S": "MSG#000000000099"}, "content": {"S": "{not json"}}
     poison = _stream_record(len(records) + 1, broken, records[0]["eventSourceARN"])
     indexer = load_handler("indexer")
