@@ -116,6 +116,8 @@ def parse_webhook_url(url: str, *, allow_private: bool) -> WebhookTarget:
         host = host if host.isascii() else host.encode("idna").decode("ascii")
     except ValueError:  # UnicodeError is a ValueError
         raise InvalidRequest("webhook_url has an invalid host or port", param=PARAM) from None
+    if explicit_port == 0:  # not a destination; below it would silently become the default port
+        raise InvalidRequest("webhook_url has an invalid host or port", param=PARAM)
     port = explicit_port or (443 if scheme == "https" else 80)
     literal = f"[{host}]" if ":" in host else host
     host_header = f"{literal}:{explicit_port}" if explicit_port else literal
