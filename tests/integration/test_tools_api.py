@@ -168,6 +168,7 @@ def test_tools_of_another_account_are_invisible(gateway):
         "https://[::1]/hook",
         "https://localhost/hook",  # a hostname that resolves to loopback
         "https://0.0.0.0/hook",
+        "https://1.1.1.1:0/hook",  # port 0 is no destination
         "ftp://1.1.1.1/hook",
         "https://user:pass@1.1.1.1/hook",
         "not a url",
