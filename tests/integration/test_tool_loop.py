@@ -622,3 +622,25 @@ def test_pings_keep_the_stream_alive_while_a_tool_runs(gateway_factory, receiver
     names = [n for n, _ in sse(send(gw, key, new_thread(gw, key), [tool], stream=True).content)]
     between = names[names.index("qlaud.tool_dispatch_start") : names.index("qlaud.tool_dispatch_done")]
     assert "ping" in between
+
+
+def test_tool_loop_on_dynamodb_with_kms_sealed_secrets(gateway_factory, receiver):
+    """The AWS-shaped stores: the secret returned once at registration is stored KMS-sealed, never
+    in clear, and still signs every delivery."""
+    from tests.conftest_dynamo import TABLE_NAMES, dynamodb_stores
+
+    with dynamodb_stores(kms=True) as dynamo:
+        gw = gateway_factory(stores=dynamo.stores, allow_private_webhooks=True, webhook_backoff_base_s=0.01)
+        tool = register(gw, receiver, "lookup_account", "/echo")
+        items = dynamo.client.scan(TableName=TABLE_NAMES["tools_table"])["Items"]
+        assert items and tool["secret"] not in json.dumps(items, default=str)
+        key = gw.mint(end_user_id="u_dyn")
+        thread_id = new_thread(gw, key)
+        gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse("lookup_account", {"x": 1}, id="toolu_dyn")]),
+                        FakeReply(text="done"))
+        r = send(gw, key, thread_id, [tool])
+        assert r.status_code == 200, r.text
+        (delivery,) = receiver.deliveries_for("toolu_dyn")
+        assert delivery.signature_valid is True
+        assert delivery.json["end_user_id"] == "u_dyn" and delivery.json["thread_id"] == thread_id
+        assert [m["seq"] for m in history(gw, key, thread_id)] == [1, 2, 3, 4]
