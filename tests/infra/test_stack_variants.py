@@ -56,7 +56,8 @@ def test_custom_domain_cors_and_alarm_actions(variant):
     (name,) = variant.of_type("AWS::ApiGateway::DomainName").values()
     assert name["Properties"]["DomainName"] == "llm.example.com"
     assert name["Properties"]["EndpointConfiguration"]["Types"] == ["REGIONAL"]
-    options = [m for m in variant.of_type("AWS::ApiGateway::Method").values() if m["Properties"]["HttpMethod"] == "OPTIONS"]
+    methods = variant.of_type("AWS::ApiGateway::Method").values()
+    options = [m for m in methods if m["Properties"]["HttpMethod"] == "OPTIONS"]
     assert options and "https://app.example.com" in json.dumps(options[0])
     alarms = variant.of_type("AWS::CloudWatch::Alarm").values()
     assert alarms and all(a["Properties"]["AlarmActions"] == [TOPIC] for a in alarms)
