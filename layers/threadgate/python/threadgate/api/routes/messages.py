@@ -19,14 +19,20 @@ from threadgate.runtime import Runtime
 router = APIRouter()
 
 
-def _tools(rt: Runtime, p: Principal, ids: list[str]) -> list:
-    tools = []
-    for i, tool_id in enumerate(ids):
+def _tools(rt: Runtime, p: Principal, body: TurnCreate) -> list:
+    """The turn's tools, each id checked; an error names the field the caller used (tools or its
+    alias tool_ids)."""
+    refs = [(f"tools[{i}]", t) for i, t in enumerate(body.tools or [])]
+    refs += [(f"tool_ids[{i}]", t) for i, t in enumerate(body.tool_ids or [])]
+    tools: dict[str, Any] = {}
+    for field, tool_id in refs:
+        if tool_id in tools:
+            continue
         tool = rt.stores.tools.get_tool(p.account_id, tool_id)
         if tool is None:
-            raise InvalidRequest(f"tools[{i}]: unknown tool id {tool_id!r}", param=f"tools[{i}]")
-        tools.append(tool)
-    return tools
+            raise InvalidRequest(f"{field}: unknown tool id {tool_id!r}", param=field)
+        tools[tool_id] = tool
+    return list(tools.values())
 
 
 def _thread_answer(turn: Turn) -> tuple[dict[str, Any], dict[str, str]]:
@@ -52,7 +58,7 @@ async def send_turn(
 ) -> Any:
     thread = visible_thread(rt, p, thread_id)
     model = rt.model(body.model)
-    tools = _tools(rt, p, body.tool_id_list())
+    tools = _tools(rt, p, body)
     scope, replay = idempotency.claim_key(request, rt, p, body)
     if replay is not None:
         return replay
