@@ -224,7 +224,7 @@ def test_turn_naming_unknown_deleted_or_foreign_tool_is_400_and_persists_nothing
             r = c.post(f"/v1/threads/{thread['id']}/messages", json={
                 "model": "claude-haiku-4-5", "max_tokens": 50, "content": "hi", field: [live["id"], bad]})
             message = error_of(r, 400)
-            assert "tools[1]" in message and bad in message
+            assert f"{field}[1]" in message and bad in message
         assert c.get(f"/v1/threads/{thread['id']}/messages").json()["data"] == []
         assert c.get(f"/v1/threads/{thread['id']}").json()["message_count"] == 0
     assert gateway.fake.requests == []  # no upstream call was made
