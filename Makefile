@@ -30,5 +30,20 @@ test: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python bench/run_all.py
 
+# AWS bundle (docs/deploy.md). The deps layer is built from manylinux wheels for the Lambda
+# architecture with pip, no Docker; the CDK CLI is pinned in package.json.
+layers: $(VENV)/.dev
+	$(BIN)/python scripts/build_layers.py
+
+node_modules/.bin/cdk: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+synth: layers node_modules/.bin/cdk
+	node_modules/.bin/cdk synth --quiet
+
+deploy: layers node_modules/.bin/cdk
+	node_modules/.bin/cdk deploy $(CDK_ARGS)
+
 clean:
 	rm -rf $(VENV) cdk.out layers/deps/python
