@@ -77,6 +77,13 @@ def scope_filter(account_id: str, end_user_id: str | None = None, thread_id: str
     return {"bool": {"filter": clauses}}
 
 
+def signing_service(client: Any) -> str | None:
+    """The SigV4 service a client built by `make_client` signs for ("es" | "aoss"), else None."""
+    transport = getattr(client, "transport", None)
+    auth = (getattr(transport, "kwargs", None) or {}).get("http_auth")
+    return getattr(auth, "service", None)
+
+
 def cosine_from_score(score: float) -> float:
     """OpenSearch scores `cosinesimil` as (2 - d) / 2 with d = 1 - cos, i.e. (1 + cos) / 2."""
     return max(-1.0, min(1.0, 2.0 * float(score) - 1.0))
@@ -89,14 +96,15 @@ class OpenSearchIndex:
         index_name: str,
         dimensions: int,
         *,
-        serverless: bool = False,
+        serverless: bool | None = None,
         engine: str = "lucene",
         refresh: bool | None = None,
     ) -> None:
         self.client = client
         self.index_name = index_name
         self.dimensions = dimensions
-        self.serverless = serverless
+        # Unset: the client's SigV4 service decides ("aoss" is OpenSearch Serverless).
+        self.serverless = signing_service(client) == "aoss" if serverless is None else serverless
         self.engine = engine
         # Upserts ride the index's refresh interval (1 s) unless told otherwise; deletions refresh
         # at once on a domain so a deleted thread disappears from the next search.
