@@ -277,3 +277,24 @@ def test_a_search_backend_failure_is_a_503_without_details(tmp_path: Path) -> No
     with pytest.raises(UpstreamOverloaded) as err:
         search(ix, "refund")
     assert err.value.status == 503 and "10.0.0.1" not in err.value.message
+
+
+def test_a_failed_thread_deletion_is_retried_and_reported_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    class FlakyDelete(LocalVectorIndex):
+        failures = 1
+
+        def delete_thread(self, account_id, thread_id):  # type: ignore[no-untyped-def]
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("down")
+            super().delete_thread(account_id, thread_id)
+
+    index = FlakyDelete(tmp_path, dimensions=EMBEDDER.dimensions)
+    ix = Indexer(EMBEDDER, index)
+    ix.index_messages([msg("t1", 1, "refund please")])
+    assert ix.delete_thread("acct_a", "t1") is True  # second attempt
+    assert search(ix, "refund") == []
+    index.failures = 2
+    with caplog.at_level(logging.WARNING):
+        assert ix.delete_thread("acct_a", "t1") is False
+    assert "ConnectionError" in caplog.text

@@ -123,3 +123,12 @@ def test_a_redelivered_batch_is_idempotent(indexer: Indexer) -> None:
     handle(event, None, indexer)
     handle(event, None, indexer)
     assert _found(indexer) == [("t6", 1)]
+
+
+def test_a_failed_thread_deletion_is_reported_for_retry(indexer: Indexer, monkeypatch: pytest.MonkeyPatch) -> None:
+    def down(account_id, thread_id):
+        raise ConnectionError("index down")
+
+    monkeypatch.setattr(indexer.index, "delete_thread", down)
+    event = {"Records": [_record(1, "INSERT", new=_message_item(_msg("t7", 1, "refund please"))), _record(2, "REMOVE", old=_meta("t7"))]}
+    assert handle(event, None, indexer) == {"batchItemFailures": [{"itemIdentifier": f"{2:021d}"}]}

@@ -58,8 +58,19 @@ class Indexer:
                 )
         return False
 
-    def delete_thread(self, account_id: str, thread_id: str) -> None:
-        self.index.delete_thread(account_id, thread_id)
+    def delete_thread(self, account_id: str, thread_id: str) -> bool:
+        """Remove a thread's entries at once. Retried once; False (logged) if the index stays
+        unreachable — the thread itself is already gone and, on AWS, the stream consumer
+        deletes the entries again when the thread's META removal arrives."""
+        for attempt in (1, 2):
+            try:
+                self.index.delete_thread(account_id, thread_id)
+                return True
+            except Exception as exc:  # noqa: BLE001 - the thread deletion itself succeeded
+                log.warning(
+                    "search entries of thread %s not deleted (attempt %d/2): %s", thread_id, attempt, type(exc).__name__
+                )
+        return False
 
     def delete_account(self, account_id: str) -> None:
         self.index.delete_account(account_id)

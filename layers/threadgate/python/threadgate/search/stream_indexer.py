@@ -75,7 +75,8 @@ def handle(event: dict[str, Any], context: Any, indexer: Indexer) -> dict[str, A
             if not account_id:
                 log.warning("thread %s removed but the stream carries no old image; skipped", thread_id)
                 return
-            indexer.delete_thread(str(account_id), thread_id)
+            if not indexer.delete_thread(str(account_id), thread_id):
+                raise IndexingFailed(f"could not delete the entries of thread {thread_id}")
 
     processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
     return process_partial_response(
