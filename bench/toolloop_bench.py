@@ -156,6 +156,9 @@ def main() -> None:
         "its_direct_upstream_and_webhook_time": summary(samples["tool_direct"]),
         "tool_loop_overhead": summary(tool_overhead),
         "baseline_one_call_turn_overhead": summary(plain_overhead),
+        # What the loop adds on top of any turn: a second reserved/settled call, two more persisted
+        # messages, one signed delivery.
+        "loop_increment_p50_ms": round(pct(tool_overhead, 50) - pct(plain_overhead, 50), 3),
         "target_p50_ms": 5.0,
     }
     write("toolloop", result)
