@@ -5,6 +5,9 @@ as a float32 matrix (100k × 256 = 100 MB) and one matrix-vector product over it
 milliseconds, so exact search meets the latency target with recall 1.0, filters are exact
 (no "k results after filtering" problem), and deletion is immediate without graph tombstones.
 
+Memory: every account searched since start stays loaded (1 KB per message at 256-d), i.e. at
+most the size of the index file; fine for one machine, and what the AWS shape replaces.
+
 Layout: `<path>/index.sqlite3` is the durable truth (one row per message with its vector as a
 float32 blob). Each account's rows are loaded on first use into an in-memory partition; writes
 go to SQLite first, then to the loaded partition. Filters (account → partition; end user and
@@ -36,7 +39,7 @@ CREATE TABLE IF NOT EXISTS docs (
     created_at INTEGER NOT NULL,
     vector BLOB NOT NULL,
     PRIMARY KEY (account_id, id)
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS docs_thread ON docs (account_id, thread_id);
 """
 
