@@ -147,7 +147,9 @@ def test_the_client_signs_with_sigv4_for_the_configured_service(monkeypatch: pyt
     assert signed.headers["Authorization"].startswith("AWS4-HMAC-SHA256")
     assert open_index(settings, client).serverless is (service == "aoss")
     # Built from the client alone (as the runtime does), the signing service decides the mode.
-    assert OpenSearchIndex(client, "msgs", 256).serverless is (service == "aoss")
+    index = OpenSearchIndex(client, "msgs", 256)
+    assert index.serverless is (service == "aoss")
+    assert index.engine == ("faiss" if service == "aoss" else "lucene")
 
 
 def test_the_client_needs_an_endpoint_and_a_region(monkeypatch: pytest.MonkeyPatch) -> None:

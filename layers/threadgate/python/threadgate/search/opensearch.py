@@ -1,12 +1,15 @@
 """`VectorIndex` on OpenSearch k-NN (an OpenSearch Service domain or OpenSearch Serverless).
 
-Engine: `lucene` HNSW with `cosinesimil`. Lucene has supported efficient filtering (the filter
+Engine on a domain: `lucene` HNSW with `cosinesimil`. Lucene has supported efficient filtering (the filter
 inside the `knn` clause, applied during the graph search, so `k` results come back when `k`
 matching documents exist) since OpenSearch 2.4, and cosine natively since 2.2; when the filter
 leaves few documents (one end user's history) Lucene switches to an exact search over them,
-so per-user results are exact. Faiss gained efficient filtering only in 2.9 and cosine in 2.19.
+so per-user results are exact. Faiss gained efficient filtering only in 2.9 and cosine in 2.19,
+so lucene works on any domain version we could meet.
 
 OpenSearch Serverless (`aoss`) differences handled here (service "aoss", `serverless=True`):
+- the engine is `faiss` HNSW (cosine and efficient filtering supported there; Serverless's
+  newer vector collections convert other engines to Faiss anyway);
 - vector search collections refuse custom document ids (`_id`) on index/bulk, so documents get
   server-generated ids and carry our id in the `doc_id` keyword field; an upsert first deletes
   earlier copies found by `doc_id`, and search collapses any remaining duplicate by `doc_id`;
@@ -97,7 +100,7 @@ class OpenSearchIndex:
         dimensions: int,
         *,
         serverless: bool | None = None,
-        engine: str = "lucene",
+        engine: str | None = None,
         refresh: bool | None = None,
     ) -> None:
         self.client = client
@@ -105,7 +108,7 @@ class OpenSearchIndex:
         self.dimensions = dimensions
         # Unset: the client's SigV4 service decides ("aoss" is OpenSearch Serverless).
         self.serverless = signing_service(client) == "aoss" if serverless is None else serverless
-        self.engine = engine
+        self.engine = engine or ("faiss" if self.serverless else "lucene")
         # Upserts ride the index's refresh interval (1 s) unless told otherwise; deletions refresh
         # at once on a domain so a deleted thread disappears from the next search.
         self.refresh_writes = bool(refresh) and not serverless
