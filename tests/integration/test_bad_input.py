@@ -44,6 +44,7 @@ def world(tmp_path_factory, fake_anthropic) -> Iterator[World]:
     settings = make_settings(tmp_path_factory.mktemp("bad_input"), anthropic_api_key=fake_anthropic.api_key,
                              anthropic_base_url=fake_anthropic.base_url)
     rt = build(settings)
+    rt.indexer = None  # search is tested on its own; here it would only load an embedding model
     admin = ensure_first_admin(rt.stores, rt.clock, settings)
     with serve_asgi(create_app(rt)) as url:
         gw = Gateway(url=url, admin_key=admin, runtime=rt, fake=fake_anthropic)
