@@ -102,10 +102,18 @@ async def deliver(
     queue redelivers: it passes the receive count and ``max_attempts=1``.
     """
     started = time.monotonic()
-    try:
-        target = parse_webhook_url(tool.webhook_url, allow_private=allow_private)
-    except InvalidRequest:  # registered under another deployment policy, or edited in the store
-        outcome, attempts = _Outcome.failure("webhook refused: URL not allowed", attempted=False), 0
+    refusal = None
+    if not tool.secret:
+        # Deleted mid-turn (the store drops its secret) or loaded without it: never send a
+        # delivery the receiver cannot verify.
+        refusal = "webhook refused: tool unavailable"
+    else:
+        try:
+            target = parse_webhook_url(tool.webhook_url, allow_private=allow_private)
+        except InvalidRequest:  # registered under another deployment policy, or edited in the store
+            refusal = "webhook refused: URL not allowed"
+    if refusal is not None:
+        outcome, attempts = _Outcome.failure(refusal, attempted=False), 0
     else:
         body = encode_body(
             tool, tool_use_id=tool_use_id, input=input, thread_id=thread_id, end_user_id=end_user_id,
