@@ -644,3 +644,25 @@ def test_tool_loop_on_dynamodb_with_kms_sealed_secrets(gateway_factory, receiver
         assert delivery.signature_valid is True
         assert delivery.json["end_user_id"] == "u_dyn" and delivery.json["thread_id"] == thread_id
         assert [m["seq"] for m in history(gw, key, thread_id)] == [1, 2, 3, 4]
+
+
+def test_tool_deleted_mid_turn_is_not_called(gw, receiver):
+    """The turn checked the tool when it began; deleting it before the model asks for it means no
+    delivery at all (its secret is gone: nothing the receiver could verify is ever sent)."""
+    import concurrent.futures
+
+    tool = register(gw, receiver, "lookup_account", "/echo")
+    key = gw.mint()
+    thread_id = new_thread(gw, key)
+    gw.fake.delay_headers(0.5)  # the first model call takes a while: the admin deletes the tool meanwhile
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse("lookup_account", {}, id="toolu_deleted")]), FakeReply(text="ok"))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(send, gw, key, thread_id, [tool])
+        wait_for(lambda: len(gw.fake.requests) == 1)
+        with gw.admin() as admin:
+            assert admin.delete(f"/v1/tools/{tool['id']}").status_code == 200
+        r = pending.result()
+    assert r.status_code == 200, r.text
+    assert receiver.deliveries == []
+    (result,) = tool_results(gw.fake.requests[1].body["messages"][-1])
+    assert result["is_error"] is True and "unavailable" in result["content"]
