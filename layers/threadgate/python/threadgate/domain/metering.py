@@ -66,23 +66,9 @@ class Meter:
         self, reservation: Reservation, model: ModelInfo, usage: Usage, *, latency_ms: int, status: str
     ) -> UsageEvent:
         upstream = billing.upstream_cost(model, usage)
-        event = UsageEvent(
-            id=new_id("use_"),
-            request_id=reservation.request_id,
-            key_id=reservation.key_id,
-            account_id=reservation.account_id,
-            thread_id=reservation.thread_id,
-            model=model.id,
-            provider=model.provider,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_creation_input_tokens=usage.cache_creation_input_tokens,
-            cache_read_input_tokens=usage.cache_read_input_tokens,
-            upstream_cost_micros=upstream,
-            cost_micros=billing.apply_markup(upstream, self.markup),
-            latency_ms=latency_ms,
-            status=status,
-            created_at=self.clock.now_ms(),
+        event = usage_event(
+            reservation, usage, upstream, billing.apply_markup(upstream, self.markup),
+            latency_ms=latency_ms, status=status, now_ms=self.clock.now_ms(),
         )
         self.ledger.settle(reservation.id, event)
         return event
@@ -91,30 +77,37 @@ class Meter:
         self.ledger.release(reservation.id)
 
 
+def usage_event(
+    r: Reservation, usage: Usage, upstream_micros: int, cost_micros: int, *, latency_ms: int, status: str, now_ms: int
+) -> UsageEvent:
+    return UsageEvent(
+        id=new_id("use_"),
+        request_id=r.request_id,
+        key_id=r.key_id,
+        account_id=r.account_id,
+        thread_id=r.thread_id,
+        model=r.model,
+        provider=r.provider,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_creation_input_tokens=usage.cache_creation_input_tokens,
+        cache_read_input_tokens=usage.cache_read_input_tokens,
+        upstream_cost_micros=upstream_micros,
+        cost_micros=cost_micros,
+        latency_ms=latency_ms,
+        status=status,
+        created_at=now_ms,
+    )
+
+
 def sweep_expired(ledger: Ledger, clock: Clock, limit: int = 100) -> int:
     """Settle reservations a crash left open at their full estimate (recorded as `expired`):
-    the upstream may have served the call, and the estimate is its upper bound."""
+    the upstream may have served the call, and the estimate is its upper bound. The estimate
+    already includes the markup, so it is both the upstream and the charged figure here."""
     swept = 0
     now = clock.now_ms()
     for r in ledger.expired_reservations(now, limit):
-        event = UsageEvent(
-            id=new_id("use_"),
-            request_id=r.request_id,
-            key_id=r.key_id,
-            account_id=r.account_id,
-            thread_id=r.thread_id,
-            model=r.model,
-            provider=r.provider,
-            input_tokens=0,
-            output_tokens=0,
-            cache_creation_input_tokens=0,
-            cache_read_input_tokens=0,
-            upstream_cost_micros=r.estimate_micros,
-            cost_micros=r.estimate_micros,
-            latency_ms=0,
-            status="expired",
-            created_at=now,
-        )
+        event = usage_event(r, Usage(), r.estimate_micros, r.estimate_micros, latency_ms=0, status="expired", now_ms=now)
         if ledger.settle(r.id, event):
             swept += 1
     return swept
