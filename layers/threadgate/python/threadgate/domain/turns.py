@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Protocol, Sequence
 
 from threadgate.domain import billing
-from threadgate.domain.errors import GatewayError, UpstreamError
+from threadgate.domain.errors import GatewayError, NotFound, UpstreamError
 from threadgate.domain.history import as_blocks, build_history
 from threadgate.domain.metering import Meter
 from threadgate.domain.models import (
@@ -100,7 +100,11 @@ class Turn:
         self._history = self._initial_history()
         reservation, max_tokens = self._reserve(iteration=1)  # 402 raises here, before any write
         if spec.thread is not None:
-            self._persist([NewMessage("user", spec.new_content or [], "user", request_id=spec.request_id)])
+            try:
+                self._persist([NewMessage("user", spec.new_content or [], "user", request_id=spec.request_id)])
+            except GatewayError:  # e.g. the thread was deleted while this turn waited for its lock
+                self.deps.meter.release(reservation)  # nothing was called: hold nothing back
+                raise
         try:
             for iteration in range(1, spec.max_iterations + 1):
                 if iteration > 1:
@@ -136,6 +140,11 @@ class Turn:
                 async for event in self.dispatch_tools(tool_uses, iteration, results):
                     yield event
                 self._append_tool_results(results)
+        except GatewayError as err:  # a write failed: the thread was deleted mid-turn
+            self._fail(err)
+            if isinstance(err, NotFound):
+                self._to_index.clear()  # its messages are gone: never make them searchable again
+            yield self._error_event(err, result.iterations)
         finally:
             await self._index()
         yield self._done_event()
