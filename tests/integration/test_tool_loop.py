@@ -666,3 +666,34 @@ def test_tool_deleted_mid_turn_is_not_called(gw, receiver):
     assert receiver.deliveries == []
     (result,) = tool_results(gw.fake.requests[1].body["messages"][-1])
     assert result["is_error"] is True and "unavailable" in result["content"]
+
+
+def test_thread_deleted_mid_loop_ends_the_turn_and_holds_no_budget(gw, receiver):
+    """Turn A is running its tool when the thread is deleted; turn B waited for A's thread lock.
+    A ends with not_found (its first call billed), B gets 404, and nothing stays reserved."""
+    import concurrent.futures
+
+    tool = register(gw, receiver, "lookup_account", "/slow/0.8")
+    key = gw.mint(max_spend_usd=1)
+    thread_id = new_thread(gw, key)
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse("lookup_account", {}, id="toolu_a")]), FakeReply(text="never"))
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        a = pool.submit(send, gw, key, thread_id, [tool])
+        wait_for(lambda: len(receiver.deliveries_for("toolu_a")) == 1)
+        b = pool.submit(send, gw, key, thread_id, [tool], content="second")
+        time.sleep(0.2)  # B is waiting for the thread lock
+        with gw.client(key["secret"]) as c:
+            assert c.delete(f"/v1/threads/{thread_id}").status_code == 200
+        ra, rb = a.result(), b.result()
+    assert ra.status_code == 404 and ra.json()["error"]["type"] == "not_found_error", ra.text
+    assert rb.status_code == 404 and rb.json()["error"]["type"] == "not_found_error", rb.text
+    assert len(gw.fake.requests) == 1  # neither A's second call nor B's call was made
+    with gw.client(key["secret"]) as c:
+        own = c.get("/v1/key").json()
+        assert c.get(f"/v1/threads/{thread_id}/messages").status_code == 404
+        found = c.get("/v1/search", params={"q": "look it up second"})
+    assert own["reserved_micros"] == 0
+    (event,) = usage_of(gw, key)["events"]
+    assert own["spent_micros"] == event["cost_micros"] > 0
+    if found.status_code == 200:  # search may be absent from this bundle
+        assert all(hit["thread_id"] != thread_id for hit in found.json()["data"])
