@@ -41,10 +41,17 @@ def _repair(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for m in messages:
         blocks = as_blocks(m["content"])
         if m["role"] == "user":
-            answered = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
-            blocks = [b for b in blocks if b.get("type") != "tool_result" or b.get("tool_use_id") in pending]
+            kept, answered = [], set()
+            for b in blocks:  # one result per pending tool_use; strays and repeats go
+                if b.get("type") == "tool_result":
+                    if b.get("tool_use_id") not in pending or b.get("tool_use_id") in answered:
+                        continue
+                    answered.add(b.get("tool_use_id"))
+                kept.append(b)
             missing = [i for i in pending if i not in answered]
-            blocks = [_interrupted(i) for i in missing] + blocks
+            # Upstream wants the results first in the message, any text after them.
+            results = [b for b in kept if b.get("type") == "tool_result"]
+            blocks = [_interrupted(i) for i in missing] + results + [b for b in kept if b.get("type") != "tool_result"]
             pending = []
         else:
             if pending:  # an assistant message follows unanswered tool_use: answer them first
@@ -78,6 +85,20 @@ def _merge_roles(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged
 
 
+def _start_with_user(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Upstream needs a user message first, and it cannot hold tool_results: the tool_use they
+    answered was in a leading assistant message that had to go."""
+    messages = list(messages)
+    while messages:
+        first = messages[0]
+        blocks = [b for b in first["content"] if b.get("type") != "tool_result"]
+        if first["role"] == "user" and blocks:
+            messages[0] = {"role": "user", "content": blocks}
+            break
+        messages.pop(0)
+    return messages
+
+
 def _exchanges(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     groups: list[list[dict[str, Any]]] = []
     for m in messages:
@@ -100,10 +121,7 @@ def build_history(
     raw = [{"role": m.role, "content": m.content} for m in stored]
     if new_user is not None:
         raw.append({"role": "user", "content": new_user})
-    messages = _merge_roles(_repair(raw))
-    # The first message sent upstream must be a user message.
-    while messages and messages[0]["role"] != "user":
-        messages.pop(0)
+    messages = _start_with_user(_merge_roles(_repair(raw)))
     groups = _exchanges(messages)
     kept: list[list[dict[str, Any]]] = []
     used = 2  # "[]"
