@@ -79,9 +79,10 @@ def _check_blocks(blocks: list[Block], field: str) -> list[Block]:
     for i, block in enumerate(blocks):
         if not isinstance(block.get("type"), str):
             raise ValueError(f"{field}[{i}].type: each content block needs a string type")
-        # Text is what history fitting, search and every provider read: it must be a string.
-        if block["type"] == "text" and not isinstance(block.get("text"), str):
-            raise ValueError(f"{field}[{i}].text: a text block needs a string text")
+        # Text is what history fitting, search and every provider read. Providers refuse blank
+        # text blocks, and a refused user turn would stay in the thread and break every next turn.
+        if block["type"] == "text" and not (isinstance(block.get("text"), str) and block["text"].strip()):
+            raise ValueError(f"{field}[{i}].text: a text block needs non-blank string text")
     return blocks
 
 
