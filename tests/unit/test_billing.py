@@ -1,0 +1,156 @@
+"""threadgate.domain.billing: the reservation is an upper bound of what a call can cost, the
+affordable max_tokens is the largest that fits, and money is exact integer micro-dollars."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from math import ceil
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from threadgate.domain import billing
+from threadgate.domain.models import ModelInfo, Usage
+from threadgate.runtime import CATALOG_FILE
+
+MARKUP = Fraction("1.07")
+
+
+def catalog_models() -> list[ModelInfo]:
+    from threadgate.domain.catalog import Catalog
+
+    return list(Catalog.from_dict(json.loads(CATALOG_FILE.read_text())))
+
+
+MODELS = catalog_models()
+# Odd prices too (not only round catalog numbers): micro-dollars per Mtok, cache writes dearest.
+ODD = ModelInfo("odd", "anthropic", "odd", 200_000, 64_000, input_price=3_333_333, output_price=15_000_001,
+                cache_read_price=333_333, cache_write_price=4_166_667)
+ALL_MODELS = MODELS + [ODD]
+markups = st.sampled_from([Fraction(1), MARKUP, Fraction("1.5"), Fraction("1.0001"), Fraction(7, 3)])
+
+
+def exact_cost(model: ModelInfo, usage: Usage, markup: Fraction) -> Fraction:
+    """What the call costs in exact rational micro-dollars, before any rounding."""
+    upstream = (usage.input_tokens * model.input_price + usage.output_tokens * model.output_price
+                + usage.cache_creation_input_tokens * model.cache_write_price
+                + usage.cache_read_input_tokens * model.cache_read_price)
+    return Fraction(upstream, billing.MTOK) * markup
+
+
+def charged(model: ModelInfo, usage: Usage, markup: Fraction) -> int:
+    return billing.apply_markup(billing.upstream_cost(model, usage), markup)
+
+
+@st.composite
+def call_within_bounds(draw):
+    """A model, an input bound, max_tokens, and a usage the upstream may report for them: the
+    input (split any way between plain, cache writes and cache reads) within the bound and the
+    output within max_tokens."""
+    model = draw(st.sampled_from(ALL_MODELS))
+    bound = draw(st.integers(1, 2_000_000))
+    max_tokens = draw(st.integers(1, 200_000))
+    total_in = draw(st.integers(0, bound))
+    writes = draw(st.integers(0, total_in))
+    reads = draw(st.integers(0, total_in - writes))
+    usage = Usage(total_in - writes - reads, draw(st.integers(0, max_tokens)), writes, reads)
+    return model, bound, max_tokens, usage
+
+
+@settings(max_examples=400, deadline=None)
+@given(call_within_bounds(), markups)
+def test_estimate_is_an_upper_bound_of_the_charged_cost(call, markup):
+    model, bound, max_tokens, usage = call
+    estimate = billing.estimate(model, bound, max_tokens, markup)
+    assert type(estimate) is int
+    assert estimate >= charged(model, usage, markup)
+
+
+@pytest.mark.parametrize("model", ALL_MODELS, ids=lambda m: m.id)
+def test_estimate_is_tight_for_the_worst_case(model):
+    """All input as cache writes and all output used: the estimate is that exact cost, rounded up
+    once for the upstream and once for the markup — not a loose multiple of it."""
+    usage = Usage(0, 4_000, 100_000, 0)
+    worst = charged(model, usage, MARKUP)
+    assert billing.estimate(model, 100_000, 4_000, MARKUP) == worst
+    assert worst == ceil(Fraction(ceil(exact_cost(model, usage, Fraction(1))), 1) * MARKUP)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(ALL_MODELS), st.integers(0, 500_000), st.integers(1, 128_000),
+       st.one_of(st.none(), st.integers(0, 5_000_000)), markups)
+def test_affordable_max_tokens_is_the_largest_that_fits(model, bound, requested, budget, markup):
+    got = billing.affordable_max_tokens(model, bound, requested, budget, markup)
+    assert type(got) is int and 0 <= got <= requested
+
+    def fits(n: int) -> bool:
+        return budget is None or billing.estimate(model, bound, n, markup) <= budget
+
+    if got == 0:
+        assert not fits(1)  # not even one output token is affordable
+    else:
+        assert fits(got)
+        assert got == requested or not fits(got + 1)  # its neighbour above does not fit
+
+
+def test_affordable_max_tokens_at_the_exact_budget_edge():
+    model = next(m for m in MODELS if m.id == "claude-haiku-4-5")
+    bound, requested = 1_000, 10_000
+    for n in (1, 2, 777, 9_999, 10_000):
+        budget = billing.estimate(model, bound, n, MARKUP)
+        assert billing.affordable_max_tokens(model, bound, requested, budget, MARKUP) >= n
+        below = billing.affordable_max_tokens(model, bound, requested, budget - 1, MARKUP)
+        assert below < n
+        assert billing.estimate(model, bound, below, MARKUP) <= budget - 1 or below == 0
+    assert billing.affordable_max_tokens(model, bound, requested, None, MARKUP) == requested
+    assert billing.affordable_max_tokens(model, bound, requested, 0, MARKUP) == 0
+    assert billing.affordable_max_tokens(model, bound, requested, -5, MARKUP) == 0
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, 10**15), markups)
+def test_apply_markup_is_the_exact_integer_ceiling(upstream, markup):
+    cost = billing.apply_markup(upstream, markup)
+    assert type(cost) is int
+    exact = upstream * markup
+    assert cost - 1 < exact <= cost
+
+
+@pytest.mark.parametrize("upstream,expected", [
+    (0, 0), (1, 2), (100, 107), (101, 109), (1_000_000, 1_070_000), (14, 15), (15, 17),
+    # 10**15 micros = $1e9: a float would already be off by one here.
+    (10**15 + 1, 1_070_000_000_000_002), (999_999_999_999_999, 1_069_999_999_999_999),
+])
+def test_apply_markup_known_values(upstream, expected):
+    assert billing.apply_markup(upstream, MARKUP) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(ALL_MODELS), st.integers(0, 10**7), st.integers(0, 10**6), st.integers(0, 10**7),
+       st.integers(0, 10**7))
+def test_upstream_cost_is_the_integer_ceiling_of_tokens_times_prices(model, i, o, w, r):
+    usage = Usage(i, o, w, r)
+    cost = billing.upstream_cost(model, usage)
+    assert type(cost) is int
+    exact = exact_cost(model, usage, Fraction(1))
+    assert cost - 1 < exact <= cost
+
+
+def test_remaining():
+    assert billing.remaining(None, 10, 5) is None
+    assert billing.remaining(100, 30, 20) == 50
+    assert billing.remaining(10, 30, 0) == -20  # over cap after a PATCH: negative, never unlimited
+
+
+def test_input_bound_counts_bytes_and_media():
+    text = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    body = json.dumps({"messages": text}).encode()
+    base = billing.input_token_bound(body, text)
+    assert base == len(body) + billing.PROVIDER_PROMPT_ALLOWANCE_TOKENS
+    with_media = [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}},
+        {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image", "source": {}}]},
+        {"type": "document", "source": {}}]}]
+    assert billing.input_token_bound(body, with_media) == base + 2 * billing.IMAGE_TOKENS_MAX + billing.DOCUMENT_TOKENS_MAX
