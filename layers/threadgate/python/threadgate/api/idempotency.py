@@ -18,6 +18,11 @@ TTL_MS = 24 * 3600 * 1000
 Outcome = tuple[int, Any, dict[str, str]]
 
 
+def idempotency_scope(key_id: str, method: str, path: str, idempotency_key: str) -> str:
+    """Keys are per API key and per route: another caller's key never replays our answer."""
+    return f"{key_id}:{method}:{path}:{idempotency_key}"
+
+
 def claim_key(request: Request, rt: Runtime, p: Principal, body: BaseModel) -> tuple[str | None, JSONResponse | None]:
     """(scope to complete later, or None) and a replayed response when this is a repeat."""
     idem = request.headers.get("idempotency-key")
@@ -25,10 +30,16 @@ def claim_key(request: Request, rt: Runtime, p: Principal, body: BaseModel) -> t
         return None, None
     if not 1 <= len(idem) <= 255:
         raise InvalidRequest("Idempotency-Key must be 1-255 characters", param="Idempotency-Key")
-    scope = f"{p.key_id}:{request.method}:{request.url.path}:{idem}"
+    scope = idempotency_scope(p.key_id, request.method, request.url.path, idem)
     payload = body.model_dump(mode="json", exclude={"stream"})
     body_hash = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-    existing = rt.stores.idempotency.claim(scope, body_hash, rt.clock.now_ms(), TTL_MS)
+    now = rt.clock.now_ms()
+    existing = rt.stores.idempotency.claim(scope, body_hash, now, TTL_MS)
+    if existing is not None and existing.state != "done" and now - existing.created_at > rt.settings.reservation_ttl_ms:
+        # Its owner died without completing or abandoning (a crash, a Lambda timeout): no
+        # request runs longer than a reservation lives, so a retry takes the key over.
+        rt.stores.idempotency.abandon(scope)
+        existing = rt.stores.idempotency.claim(scope, body_hash, now, TTL_MS)
     if existing is None:
         return scope, None
     if existing.body_hash != body_hash:
