@@ -190,3 +190,25 @@ def test_passthrough_messages_replay(gateway):
         assert len(gateway.fake.requests) == 1
         assert c.get("/v1/key").json()["spent_micros"] == spent
         assert c.post("/v1/messages", json={**body, "max_tokens": 21}, headers=idem("p-1")).status_code == 409
+
+
+def test_a_key_whose_request_died_is_taken_over_after_the_lease(gateway):
+    """A crash (or Lambda timeout) leaves the claim in progress; a retry must not be locked out
+    for 24 hours, only until no live request could still hold it."""
+    from threadgate.api.idempotency import idempotency_scope
+
+    key = gateway.mint()
+    rt = gateway.runtime
+    with gateway.client(key["secret"]) as c:
+        t = c.post("/v1/threads", json={}).json()
+        path = f"/v1/threads/{t['id']}/messages"
+        now = rt.clock.now_ms()
+        for idem_key, age_ms in (("fresh", 1_000), ("dead", rt.settings.reservation_ttl_ms + 1_000)):
+            scope = idempotency_scope(key["id"], "POST", path, idem_key)
+            assert rt.stores.idempotency.claim(scope, "whatever-it-was", now - age_ms, 24 * 3600 * 1000) is None
+        r = c.post(path, json=TURN, headers=idem("fresh"))
+        assert r.status_code == 409 and r.json()["error"]["type"] == "conflict_error"
+        r = c.post(path, json=TURN, headers=idem("dead"))
+        assert r.status_code == 200, r.text
+        assert c.post(path, json=TURN, headers=idem("dead")).json() == r.json()
+        assert len(gateway.fake.requests) == 1
