@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Protocol, Sequence
@@ -31,9 +32,17 @@ from threadgate.domain.models import (
 from threadgate.ports import Clock, ModelProvider, ThreadStore
 from threadgate.providers.anthropic.stream_accumulator import MessageAccumulator
 
+log = logging.getLogger(__name__)
+
 LIMIT_REACHED = "not executed: iteration limit reached"
 # Request fields forwarded upstream as they are (validated by the API layer).
 FORWARDED = ("system", "temperature", "top_p", "top_k", "stop_sequences", "thinking", "metadata", "tool_choice")
+
+
+class TurnFailed(GatewayError):
+    """An unexpected failure after the turn began (its messages so far stay persisted)."""
+
+    status, type = 500, "api_error"
 
 
 class ToolDispatcher(Protocol):
@@ -144,6 +153,11 @@ class Turn:
             self._fail(err)
             if isinstance(err, NotFound):
                 self._to_index.clear()  # its messages are gone: never make them searchable again
+            yield self._error_event(err, result.iterations)
+        except Exception as exc:  # e.g. a store outage mid-turn: end the turn visibly, not silently
+            log.error("turn failed mid-loop: %s (request %s)", type(exc).__name__, spec.request_id)
+            err = TurnFailed("internal error during the turn; the thread keeps what was done")
+            self._fail(err)
             yield self._error_event(err, result.iterations)
         finally:
             await self._index()
