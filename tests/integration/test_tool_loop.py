@@ -697,3 +697,39 @@ def test_thread_deleted_mid_loop_ends_the_turn_and_holds_no_budget(gw, receiver)
     assert own["spent_micros"] == event["cost_micros"] > 0
     if found.status_code == 200:  # search may be absent from this bundle
         assert all(hit["thread_id"] != thread_id for hit in found.json()["data"])
+
+
+def test_store_failure_mid_loop_is_an_error_not_a_silent_200(gw, receiver):
+    """A store outage while the tool results are written (say DynamoDB throttling): the client
+    learns it (500 / qlaud.error + qlaud.done), without details, and what ran is billed."""
+    import sqlite3
+
+    tool = register(gw, receiver, "lookup_account", "/echo")
+    key = gw.mint()
+    threads = gw.runtime.stores.threads
+    real_append = threads.append_messages
+
+    def flaky_append(account_id, thread_id, messages, now_ms):
+        if messages and messages[0].kind == "tool_result":
+            raise sqlite3.OperationalError("database is locked: /secret/path/threadgate.db")
+        return real_append(account_id, thread_id, messages, now_ms)
+
+    threads.append_messages = flaky_append
+    try:
+        for stream in (False, True):
+            gw.fake.reset()  # drops the reply the failed turn never asked for
+            gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse("lookup_account", {}, id=f"toolu_store{stream}")]),
+                            FakeReply(text="never"))
+            r = send(gw, key, new_thread(gw, key), [tool], stream=stream)
+            if stream:
+                events = sse(r.content)
+                assert [n for n, _ in events][-2:] == ["qlaud.error", "qlaud.done"]
+                assert events[-2][1]["error"]["type"] == "api_error" and events[-1][1]["incomplete"] is True
+            else:
+                assert r.status_code == 500 and r.json()["error"]["type"] == "api_error", r.text
+            assert "secret" not in r.text and "database" not in r.text
+    finally:
+        threads.append_messages = real_append
+    with gw.client(key["secret"]) as c:
+        assert c.get("/v1/key").json()["reserved_micros"] == 0
+    assert usage_of(gw, key)["request_count"] == 2  # one call per turn, each settled
