@@ -50,6 +50,13 @@ class KeyCreate(Body):
     end_user_id: str | None = Field(default=None, min_length=1, max_length=256)
     metadata: Metadata | None = None
 
+    @model_validator(mode="after")
+    def _bound_keys_are_standard(self) -> "KeyCreate":
+        # An admin key can mint unbound keys, so binding it to an end user would confine nothing.
+        if self.scope == "admin" and self.end_user_id is not None:
+            raise InvalidRequest("end_user_id: only standard keys can be bound to an end user", param="end_user_id")
+        return self
+
 
 class KeyPatch(Body):
     name: str = Field(default=None, min_length=1, max_length=200)

@@ -102,7 +102,7 @@ def revoke_key(key_id: str, p: Principal = Depends(get_admin), rt: Runtime = Dep
 def window(rt: Runtime, from_ms: int | None, to_ms: int | None) -> tuple[int, int]:
     now = rt.clock.now_ms()
     start = usage_domain.month_start_ms(now) if from_ms is None else from_ms
-    end = now + 1 if to_ms is None else to_ms
+    end = max(now + 1, start) if to_ms is None else to_ms  # an open window never ends before it starts
     if start < 0 or end < 0:
         raise InvalidRequest("from_ms/to_ms must be non-negative", param="from_ms" if start < 0 else "to_ms")
     if end < start:
