@@ -451,6 +451,7 @@ def test_usage_window_bounds(gateway):
         assert total(from_ms=0, to_ms=cut) == (len(before), sum(e["cost_micros"] for e in before))  # to_ms exclusive
         assert total(from_ms=cut) == (len(after), sum(e["cost_micros"] for e in after))  # from_ms inclusive
         assert total(from_ms=times[-1] + 1) == (0, 0)
+        assert total(from_ms=times[-1] + 10**9) == (0, 0)  # a window starting in the future is empty
         assert total(from_ms=0, to_ms=times[0]) == (0, 0)
         assert total() == (len(events), sum(e["cost_micros"] for e in events))  # this month
         key_id = events[0]["key_id"]

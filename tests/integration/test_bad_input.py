@@ -123,6 +123,8 @@ CASES = [
     case("keys-metadata-nan", "POST", "/v1/keys", 400, names="metadata",
          content=b'{"name":"x","metadata":{"a":NaN}}', headers=JSON_CT),
     case("keys-end-user-int", "POST", "/v1/keys", 400, names="end_user_id", json={"name": "x", "end_user_id": 7}),
+    case("keys-bound-admin", "POST", "/v1/keys", 400, names="end_user_id",
+         json={"name": "x", "scope": "admin", "end_user_id": "alice"}),
     case("keys-malformed", "POST", "/v1/keys", 400, names="JSON", content=b'{"name": ', headers=JSON_CT),
     case("keys-list-body", "POST", "/v1/keys", 400, names="body", json=[{"name": "x"}]),
     case("keys-string-body", "POST", "/v1/keys", 400, names="body", json="x"),
