@@ -16,12 +16,27 @@ LOCAL = "threadgate-local"
 HAIKU = "claude-haiku-4-5"
 
 
-@pytest.fixture
-def gateway(gateway_factory):
-    """Search indexing is tested on its own; here it would only load an embedding model per test."""
-    gw = gateway_factory()
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def gateway(request, gateway_factory):
+    """The same behaviour on both storage backends (DynamoDB under moto). Search indexing is
+    tested on its own; here it would only load an embedding model per test."""
+    if request.param == "sqlite":
+        gw = gateway_factory()
+    else:
+        from tests.conftest_dynamo import dynamodb_stores
+
+        dynamo = request.getfixturevalue("_dynamo")
+        gw = gateway_factory(stores=dynamo.stores)
     gw.runtime.indexer = None
     return gw
+
+
+@pytest.fixture
+def _dynamo():
+    from tests.conftest_dynamo import dynamodb_stores
+
+    with dynamodb_stores() as dynamo:
+        yield dynamo
 KEY_FIELDS = {"id", "object", "name", "prefix", "scope", "max_spend_usd", "end_user_id", "metadata",
               "spent_micros", "created_at", "last_used_at", "revoked"}
 
