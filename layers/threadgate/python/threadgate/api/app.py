@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from threadgate import __version__
 from threadgate.api import errors, sse
 from threadgate.api.middleware import RequestContext
+from threadgate.api.responses import FastJSONResponse
 from threadgate.runtime import Runtime, get_runtime
 
 log = logging.getLogger("threadgate")
@@ -49,6 +50,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         docs_url="/docs",
+        default_response_class=FastJSONResponse,
         redoc_url=None,
     )
     if runtime is not None:

@@ -8,16 +8,16 @@ persisted and the upstream usage still billed (API.md §6.2).
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any, AsyncIterator, Awaitable, Callable
+
+import orjson
 
 _DONE = object()
 _background: set[asyncio.Task] = set()  # strong references: the loop only keeps weak ones
 
 
 def encode(event: dict[str, Any]) -> bytes:
-    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 def run_in_background(

@@ -6,10 +6,11 @@ import asyncio
 from typing import Any, Callable
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from threadgate.api import idempotency, sse
 from threadgate.api.errors import envelope, error_response
+from threadgate.api.responses import FastJSONResponse
 from threadgate.domain.errors import Conflict, GatewayError
 from threadgate.domain.turns import Turn
 from threadgate.runtime import Runtime
@@ -81,7 +82,7 @@ async def run_turn(
     if not turn.spec.stream:
         await sse.drain(queue)
         status, body, headers = answer()
-        return JSONResponse(body, status_code=status, headers=headers)
+        return FastJSONResponse(body, status_code=status, headers=headers)
     mapped = stream_events or (lambda e: [e])
 
     async def wire() -> Any:

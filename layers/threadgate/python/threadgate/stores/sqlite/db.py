@@ -7,12 +7,13 @@ store calls are short. `BEGIN IMMEDIATE` takes the write lock up front so a chec
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+import orjson
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -74,11 +75,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS tools_live_name ON tools(account_id, name) WHE
 
 
 def dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return None if value is None else orjson.dumps(value).decode()
 
 
 def loads(raw: str | None) -> Any:
-    return None if raw is None else json.loads(raw)
+    return None if raw is None else orjson.loads(raw)
 
 
 class Database:
