@@ -20,13 +20,8 @@ HAIKU = "claude-haiku-4-5"
 def gateway(request, gateway_factory):
     """The same behaviour on both storage backends (DynamoDB under moto). Search indexing is
     tested on its own; here it would only load an embedding model per test."""
-    if request.param == "sqlite":
-        gw = gateway_factory()
-    else:
-        from tests.conftest_dynamo import dynamodb_stores
-
-        dynamo = request.getfixturevalue("_dynamo")
-        gw = gateway_factory(stores=dynamo.stores)
+    stores = request.getfixturevalue("_dynamo").stores if request.param == "dynamodb" else None
+    gw = gateway_factory(stores=stores)
     gw.runtime.indexer = None
     return gw
 

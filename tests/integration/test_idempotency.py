@@ -15,12 +15,22 @@ HAIKU = "claude-haiku-4-5"
 TURN = {"model": HAIKU, "max_tokens": 40, "content": "what is the capital of France?"}
 
 
-@pytest.fixture
-def gateway(gateway_factory):
-    """Search indexing is tested on its own; here it would only load an embedding model per test."""
-    gw = gateway_factory()
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def gateway(request, gateway_factory):
+    """Both storage backends (DynamoDB under moto). Search indexing is tested on its own; here
+    it would only load an embedding model per test."""
+    stores = request.getfixturevalue("_dynamo").stores if request.param == "dynamodb" else None
+    gw = gateway_factory(stores=stores)
     gw.runtime.indexer = None
     return gw
+
+
+@pytest.fixture
+def _dynamo():
+    from tests.conftest_dynamo import dynamodb_stores
+
+    with dynamodb_stores() as dynamo:
+        yield dynamo
 
 
 def idem(key: str) -> dict[str, str]:
