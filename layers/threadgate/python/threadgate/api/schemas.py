@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from threadgate.domain.errors import InvalidRequest
 
-Metadata = dict[str, Any]
+# Key and thread metadata live inside one storage record (a DynamoDB item holds 400 KB).
+METADATA_MAX_BYTES = 16 * 1024
+
+
+def check_metadata_size(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and len(json.dumps(value, separators=(",", ":")).encode()) > METADATA_MAX_BYTES:
+        raise ValueError(f"metadata: at most {METADATA_MAX_BYTES} bytes of JSON")
+    return value
+
+
+Metadata = Annotated[dict[str, Any], AfterValidator(check_metadata_size)]
 
 
 def _non_finite_path(body: Any) -> str | None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 
 from threadgate.api import render
 from threadgate.api.deps import get_principal, get_runtime
-from threadgate.api.schemas import ThreadCreate, ThreadPatch
+from threadgate.api.schemas import ThreadCreate, ThreadPatch, check_metadata_size
 from threadgate.domain.errors import InvalidRequest, NotFound
 from threadgate.domain.keys import new_id, scoped_end_user
 from threadgate.domain.models import UNSET, Principal, Thread
@@ -94,7 +94,10 @@ def patch_thread(
                 merged.pop(k, None)
             else:
                 merged[k] = v
-        metadata = merged
+        try:
+            metadata = check_metadata_size(merged)
+        except ValueError as err:  # each patch fits, but together they may not
+            raise InvalidRequest(str(err), param="metadata") from None
     updated = rt.stores.threads.update_thread(
         p.account_id, thread_id, metadata=metadata, title=body.title if body.given("title") else UNSET
     )
