@@ -499,3 +499,20 @@ def test_models_list(gateway):
     assert (models[HAIKU]["input_usd_per_mtok"], models[HAIKU]["output_usd_per_mtok"],
             models[HAIKU]["cache_read_usd_per_mtok"], models[HAIKU]["cache_write_usd_per_mtok"]) == (1, 5, 0.1, 1.25)
     assert models[LOCAL]["provider"] == "local" and models[HAIKU]["provider"] == "anthropic"
+
+
+def test_metadata_up_to_16_kib_is_kept(gateway):
+    """The limit is what one storage record can hold with room to spare, on both backends."""
+    most = {"pad": "m" * (16 * 1024 - len('{"pad":""}'))}
+    with gateway.admin() as c:
+        t = new_thread(c, metadata=most)
+        assert c.get(f"/v1/threads/{t['id']}").json()["metadata"] == most
+        key = c.post("/v1/keys", json={"name": "meta", "metadata": most})
+        assert key.status_code == 201
+        assert c.get(f"/v1/keys/{key.json()['id']}").json()["metadata"] == most
+        r = c.post("/v1/threads", json={"metadata": {"pad": "m" * 500_000}})
+        assert r.status_code == 400 and "metadata" in r.json()["error"]["message"]
+        # Each patch fits but their merge would not: refused, and the thread keeps what it had.
+        r = c.patch(f"/v1/threads/{t['id']}", json={"metadata": {"more": "x"}})
+        assert r.status_code == 400
+        assert c.get(f"/v1/threads/{t['id']}").json()["metadata"] == most

@@ -19,6 +19,7 @@ PASSTHROUGH = {"model": LOCAL, "max_tokens": 20, "messages": [{"role": "user", "
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 409: "conflict_error", 413: "request_too_large"}
 BIG = str(10**30)  # beyond any 64-bit column
+HUGE_METADATA = {"pad": "m" * 17_000}  # over the 16 KiB of JSON a key or thread may carry
 
 
 @dataclass
@@ -122,6 +123,7 @@ CASES = [
     case("keys-metadata-list", "POST", "/v1/keys", 400, names="metadata", json={"name": "x", "metadata": []}),
     case("keys-metadata-nan", "POST", "/v1/keys", 400, names="metadata",
          content=b'{"name":"x","metadata":{"a":NaN}}', headers=JSON_CT),
+    case("keys-metadata-too-big", "POST", "/v1/keys", 400, names="metadata", json={"name": "x", "metadata": HUGE_METADATA}),
     case("keys-end-user-int", "POST", "/v1/keys", 400, names="end_user_id", json={"name": "x", "end_user_id": 7}),
     case("keys-bound-admin", "POST", "/v1/keys", 400, names="end_user_id",
          json={"name": "x", "scope": "admin", "end_user_id": "alice"}),
@@ -151,6 +153,7 @@ CASES = [
     case("patch-key-cap-string", "PATCH", K, 400, names="max_spend_usd", json={"max_spend_usd": "5"}),
     case("patch-key-cap-bool", "PATCH", K, 400, names="max_spend_usd", json={"max_spend_usd": False}),
     case("patch-key-metadata-list", "PATCH", K, 400, names="metadata", json={"metadata": [1]}),
+    case("patch-key-metadata-too-big", "PATCH", K, 400, names="metadata", json={"metadata": HUGE_METADATA}),
     case("patch-key-malformed", "PATCH", K, 400, names="JSON", content=b"{,}", headers=JSON_CT),
     case("patch-key-list-body", "PATCH", K, 400, names="body", json=[]),
     case("patch-key-unknown", "PATCH", "/v1/keys/key_000000000000000000000000", 404, json={"name": "y"}),
@@ -205,6 +208,7 @@ CASES = [
     case("thread-metadata-string", "POST", "/v1/threads", 400, names="metadata", json={"metadata": "x"}),
     case("thread-metadata-inf", "POST", "/v1/threads", 400, names="metadata",
          content=b'{"metadata":{"a":Infinity}}', headers=JSON_CT),
+    case("thread-metadata-too-big", "POST", "/v1/threads", 400, names="metadata", json={"metadata": HUGE_METADATA}),
     case("thread-malformed", "POST", "/v1/threads", 400, names="JSON", content=b"{", headers=JSON_CT),
     case("thread-list-body", "POST", "/v1/threads", 400, names="body", json=[]),
     case("thread-number-body", "POST", "/v1/threads", 400, names="body", json=42),
@@ -229,6 +233,9 @@ CASES = [
     case("patch-thread-metadata-list", "PATCH", T, 400, names="metadata", json={"metadata": ["a"]}),
     case("patch-thread-metadata-nan", "PATCH", T, 400, names="metadata",
          content=b'{"metadata":{"b":NaN}}', headers=JSON_CT),
+    case("patch-thread-metadata-too-big", "PATCH", T, 400, names="metadata", json={"metadata": HUGE_METADATA}),
+    case("patch-thread-metadata-merged-too-big", "PATCH", T, 400, names="metadata",
+         json={"metadata": {"pad": "m" * 16_370}}),  # fits alone, not with the thread's {"a": 1}
     case("patch-thread-malformed", "PATCH", T, 400, names="JSON", content=b'{"title":', headers=JSON_CT),
     case("patch-thread-list-body", "PATCH", T, 400, names="body", json=[{"title": "x"}]),
     case("patch-thread-unknown", "PATCH", "/v1/threads/thr_000000000000000000000000", 404, json={"title": "x"}),
