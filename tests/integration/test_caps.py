@@ -34,7 +34,9 @@ def _hammer(gateway, secret: str, thread_ids: list[str]) -> list[int]:
 def _check_cap_held(gateway, key: dict, statuses: list[int]) -> None:
     assert set(statuses) <= {200, 402}, statuses
     assert statuses.count(402) > 0, "the cap never bound: the test proves nothing"
-    assert 5 <= statuses.count(200) <= 10
+    # About 10 full turns fit; a few more may succeed once max_tokens is lowered to what the
+    # remainder covers (shorter answers). What must hold is the cap, checked below.
+    assert statuses.count(200) >= 5
     with gateway.admin() as admin:
         k = admin.get(f"/v1/keys/{key['id']}").json()
         usage = admin.get(f"/v1/keys/{key['id']}/usage").json()

@@ -11,8 +11,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Sequence
+
+import orjson
 
 from threadgate.domain.errors import InvalidRequest
 from threadgate.domain.models import Message
@@ -111,7 +112,7 @@ def _exchanges(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 
 def _size(messages: list[dict[str, Any]]) -> int:
-    return len(json.dumps(messages, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(orjson.dumps(messages))
 
 
 def build_history(

@@ -10,11 +10,12 @@ renders them as SSE or folds them into one JSON answer. Each step is a method (`
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Protocol, Sequence
+
+import orjson
 
 from threadgate.domain import billing
 from threadgate.domain.errors import GatewayError, NotFound, UpstreamError
@@ -190,7 +191,7 @@ class Turn:
     def _reserve(self, iteration: int):
         spec = self.spec
         requested = int(spec.params["max_tokens"])
-        body = json.dumps(self.upstream_request(requested), separators=(",", ":")).encode()
+        body = orjson.dumps(self.upstream_request(requested))
         return self.deps.meter.reserve(
             spec.principal,
             spec.model,

@@ -9,13 +9,13 @@ the API key are ever logged or put into an error.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 from httpx_sse import EventSource, SSEError
+import orjson
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -90,7 +90,7 @@ class AnthropicProvider:
         finally:
             await response.aclose()
         try:
-            message = json.loads(raw)
+            message = orjson.loads(raw)
         except ValueError:
             raise UpstreamError("upstream returned an unreadable answer") from None
         if not (
@@ -145,7 +145,7 @@ class AnthropicProvider:
 
     async def _open(self, body: dict[str, Any]) -> httpx.Response:
         """Send with retries until a 2xx status arrives; returns it with the body unread."""
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        payload = orjson.dumps(body)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._attempts),
             wait=self._wait,
@@ -200,7 +200,7 @@ class AnthropicProvider:
 
 def _decode_event(data: str) -> dict[str, Any] | None:
     try:
-        event = json.loads(data)
+        event = orjson.loads(data)
     except ValueError:
         return None
     return event if isinstance(event, dict) and isinstance(event.get("type"), str) else None

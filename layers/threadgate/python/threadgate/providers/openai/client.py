@@ -12,13 +12,13 @@ request bodies nor the API key are ever logged or put into an error.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 from httpx_sse import EventSource, SSEError
+import orjson
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -96,7 +96,7 @@ class OpenAIProvider:
         finally:
             await response.aclose()
         try:
-            answer = json.loads(raw)
+            answer = orjson.loads(raw)
         except ValueError:
             raise UpstreamError("upstream returned an unreadable answer") from None
         if not isinstance(answer, dict) or "error" in answer:
@@ -165,7 +165,7 @@ class OpenAIProvider:
 
     async def _open(self, body: dict[str, Any]) -> httpx.Response:
         """Send with retries until a 2xx status arrives; returns it with the body unread."""
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        payload = orjson.dumps(body)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._attempts),
             wait=self._wait,
@@ -225,7 +225,7 @@ def _model(request: dict[str, Any]) -> str:
 
 def _decode_chunk(data: str) -> dict[str, Any] | None:
     try:
-        chunk = json.loads(data)
+        chunk = orjson.loads(data)
     except ValueError:
         return None
     return chunk if isinstance(chunk, dict) else None
