@@ -66,7 +66,9 @@ def input_token_bound(request_body: bytes, messages: Iterable[dict[str, Any]]) -
     """Upper bound of input tokens: byte length of the serialized upstream body (a byte-level BPE
     token is at least one byte, and JSON framing outweighs per-message framing tokens), plus the
     provider's allowance, plus images and documents at their documented maximum."""
-    images, documents = _media_blocks(messages)
+    # The walk only matters when media are present; a substring test in C skips it otherwise.
+    has_media = b"image" in request_body or b"document" in request_body
+    images, documents = _media_blocks(messages) if has_media else (0, 0)
     return (
         len(request_body)
         + PROVIDER_PROMPT_ALLOWANCE_TOKENS
