@@ -586,7 +586,7 @@ def test_upstream_failing_on_the_second_call(gw, receiver):
     way the first call is billed, the tool ran once, and the thread takes a next turn."""
     import concurrent.futures
 
-    tool = register(gw, receiver, "lookup_account", "/slow/0.3")
+    tool = register(gw, receiver, "lookup_account", "/slow/1")  # the window to script the next call's fault
     key = gw.mint()
     for stream in (False, True):
         thread_id = new_thread(gw, key)
@@ -654,7 +654,7 @@ def test_tool_deleted_mid_turn_is_not_called(gw, receiver):
     tool = register(gw, receiver, "lookup_account", "/echo")
     key = gw.mint()
     thread_id = new_thread(gw, key)
-    gw.fake.delay_headers(0.5)  # the first model call takes a while: the admin deletes the tool meanwhile
+    gw.fake.delay_headers(1.5)  # the first model call takes a while: the admin deletes the tool meanwhile
     gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse("lookup_account", {}, id="toolu_deleted")]), FakeReply(text="ok"))
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(send, gw, key, thread_id, [tool])
@@ -673,7 +673,7 @@ def test_thread_deleted_mid_loop_ends_the_turn_and_holds_no_budget(gw, receiver)
     A ends with not_found (its first call billed), B gets 404, and nothing stays reserved."""
     import concurrent.futures
 
-    tool = register(gw, receiver, "lookup_account", "/slow/0.8")
+    tool = register(gw, receiver, "lookup_account", "/slow/2")  # A's tool runs while B queues and the thread goes
     key = gw.mint(max_spend_usd=1)
     thread_id = new_thread(gw, key)
     gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse("lookup_account", {}, id="toolu_a")]), FakeReply(text="never"))
@@ -681,7 +681,7 @@ def test_thread_deleted_mid_loop_ends_the_turn_and_holds_no_budget(gw, receiver)
         a = pool.submit(send, gw, key, thread_id, [tool])
         wait_for(lambda: len(receiver.deliveries_for("toolu_a")) == 1)
         b = pool.submit(send, gw, key, thread_id, [tool], content="second")
-        time.sleep(0.2)  # B is waiting for the thread lock
+        time.sleep(0.4)  # B is waiting for the thread lock
         with gw.client(key["secret"]) as c:
             assert c.delete(f"/v1/threads/{thread_id}").status_code == 200
         ra, rb = a.result(), b.result()
