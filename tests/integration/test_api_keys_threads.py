@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from decimal import Decimal
@@ -32,6 +33,8 @@ def _dynamo():
 
     with dynamodb_stores() as dynamo:
         yield dynamo
+
+
 KEY_FIELDS = {"id", "object", "name", "prefix", "scope", "max_spend_usd", "end_user_id", "metadata",
               "spent_micros", "created_at", "last_used_at", "revoked"}
 
@@ -84,7 +87,7 @@ def test_minted_key_shape_and_secret_shown_once(gateway):
     with gateway.client(secret) as c:
         assert secret not in c.get("/v1/key").text
     # Only a hash is stored.
-    stored = gateway.runtime.stores.keys.find_by_hash(__import__("hashlib").sha256(secret.encode()).hexdigest())
+    stored = gateway.runtime.stores.keys.find_by_hash(hashlib.sha256(secret.encode()).hexdigest())
     assert stored is not None and stored.id == key["id"]
 
 

@@ -126,6 +126,8 @@ def test_streamed_turn_replays_as_json(gateway):
         t = c.post("/v1/threads", json={}).json()
         streamed = c.post(f"/v1/threads/{t['id']}/messages", json={**TURN, "stream": True}, headers=idem("s-1"))
         assert streamed.status_code == 200
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+        assert streamed.headers["request-id"].startswith("req_")
         events = sse_events(streamed.text)
         done = events[-1][1]
         assert events[-1][0] == "qlaud.done" and done["incomplete"] is False
@@ -136,6 +138,7 @@ def test_streamed_turn_replays_as_json(gateway):
             again = c.post(f"/v1/threads/{t['id']}/messages", json={**TURN, "stream": stream}, headers=idem("s-1"))
             assert again.status_code == 200
             assert again.headers["content-type"].startswith("application/json")
+            assert again.headers["request-id"] != streamed.headers["request-id"]  # a new request
             message = again.json()
             assert message["type"] == "message" and message["role"] == "assistant"
             assert "".join(b.get("text", "") for b in message["content"]) == text
