@@ -46,19 +46,19 @@ def upstream_cost(model: ModelInfo, usage: Usage) -> int:
 
 
 def _media_blocks(messages: Iterable[dict[str, Any]]) -> tuple[int, int]:
+    """Images and documents among the content blocks, including those inside tool results
+    (the only places the Messages API accepts them)."""
     images = documents = 0
-    stack: list[Any] = list(messages)
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            kind = item.get("type")
-            if kind == "image" or kind == "image_url":
-                images += 1
-            elif kind == "document":
-                documents += 1
-            stack.extend(v for v in item.values() if isinstance(v, (list, dict)))
-        elif isinstance(item, list):
-            stack.extend(item)
+    for message in messages:
+        blocks = message.get("content")
+        if not isinstance(blocks, list):
+            continue
+        for block in blocks:
+            inner = block.get("content") if block.get("type") == "tool_result" else None
+            for b in [block, *inner] if isinstance(inner, list) else (block,):
+                kind = b.get("type") if isinstance(b, dict) else None
+                images += kind in ("image", "image_url")
+                documents += kind == "document"
     return images, documents
 
 
@@ -66,9 +66,7 @@ def input_token_bound(request_body: bytes, messages: Iterable[dict[str, Any]]) -
     """Upper bound of input tokens: byte length of the serialized upstream body (a byte-level BPE
     token is at least one byte, and JSON framing outweighs per-message framing tokens), plus the
     provider's allowance, plus images and documents at their documented maximum."""
-    # The walk only matters when media are present; a substring test in C skips it otherwise.
-    has_media = b"image" in request_body or b"document" in request_body
-    images, documents = _media_blocks(messages) if has_media else (0, 0)
+    images, documents = _media_blocks(messages)
     return (
         len(request_body)
         + PROVIDER_PROMPT_ALLOWANCE_TOKENS
