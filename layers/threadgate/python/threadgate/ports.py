@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, Protocol, Sequence
 
+from threadgate.domain.jobs import Job, JobOutcome
 from threadgate.domain.models import (
     Account,
     ApiKey,
@@ -143,6 +144,36 @@ class ToolStore(Protocol):
 
     def list_tools(self, account_id: str) -> list[Tool]: ...
     def delete_tool(self, account_id: str, tool_id: str) -> bool: ...
+
+
+class JobStore(Protocol):
+    """Async jobs (API.md §11). Status changes are conditional writes, so a worker and a cancel
+    racing on one job never both win."""
+
+    def create_job(self, job: Job) -> None: ...
+    def get_job(self, account_id: str, job_id: str, key_id: str | None = None) -> Job | None:
+        """`key_id` given: only a job that key submitted (None = any key of the account: admin)."""
+
+    def list_jobs(self, account_id: str, key_id: str, limit: int) -> list[Job]:
+        """The key's jobs, newest first (ties by id descending), at most `limit`."""
+
+    def start_job(self, job_id: str, now_ms: int) -> Job | None:
+        """queued -> running, setting `started_at`. None (and nothing changed) unless queued."""
+
+    def finish_job(self, job_id: str, outcome: JobOutcome, now_ms: int) -> bool:
+        """running -> outcome.status with its response/error. A job cancelled meanwhile stays
+        cancelled but records outcome.cost_micros (what it was billed before it stopped).
+        True if the outcome was stored as the job's result."""
+
+    def cancel_job(self, account_id: str, job_id: str, key_id: str | None, now_ms: int) -> Job | None:
+        """queued|running -> cancelled. None if the job is not visible (scoped as get_job);
+        raises Conflict if it already finished."""
+
+    def unfinished_jobs(self, limit: int = 100) -> list[Job]:
+        """Queued and running jobs of every account, oldest first (worker recovery)."""
+
+    def requeue_job(self, job_id: str) -> bool:
+        """running -> queued (its worker died). False unless it was running."""
 
 
 class ModelProvider(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from threadgate.ports import IdempotencyStore, KeyStore, Ledger, ThreadStore, ToolStore
+from threadgate.ports import IdempotencyStore, JobStore, KeyStore, Ledger, ThreadStore, ToolStore
 
 
 @dataclass
@@ -16,3 +16,4 @@ class Stores:
     idempotency: IdempotencyStore
     tools: ToolStore
     close: Callable[[], Any] = lambda: None
+    jobs: JobStore | None = None  # None: this deployment runs no async jobs

@@ -19,7 +19,7 @@ def create_tables(client: Any, settings: Settings) -> list[str]:
 
 
 def open_dynamodb(settings: Settings, *, session: Any = None, endpoint_url: str | None = None) -> Stores:
-    """Build KeyStore, ThreadStore, Ledger, IdempotencyStore and ToolStore on one boto3 client.
+    """Build KeyStore, ThreadStore, Ledger, IdempotencyStore, ToolStore and JobStore on one boto3 client.
 
     `session` defaults to a new boto3 Session (region and credentials from the environment);
     `endpoint_url` (else `settings.aws_endpoint_url`) points at an emulator."""
@@ -28,6 +28,7 @@ def open_dynamodb(settings: Settings, *, session: Any = None, endpoint_url: str 
 
     from threadgate.stores.dynamodb._items import Tables
     from threadgate.stores.dynamodb.idempotency import DynamoIdempotencyStore
+    from threadgate.stores.dynamodb.jobs import DynamoJobStore
     from threadgate.stores.dynamodb.keys import DynamoKeyStore
     from threadgate.stores.dynamodb.ledger import DynamoLedger
     from threadgate.stores.dynamodb.threads import DynamoThreadStore
@@ -53,6 +54,8 @@ def open_dynamodb(settings: Settings, *, session: Any = None, endpoint_url: str 
         idempotency=DynamoIdempotencyStore(db, tables.idempotency),
         tools=DynamoToolStore(db, tables.tools, SecretBox(kms, settings.webhook_kms_key_id)),
         close=close,
+        # Optional: a deployment without a jobs table serves everything but /v1/jobs.
+        jobs=DynamoJobStore(db, settings.jobs_table) if settings.jobs_table else None,
     )
 
 

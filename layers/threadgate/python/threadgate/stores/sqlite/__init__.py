@@ -5,6 +5,7 @@ from __future__ import annotations
 from threadgate.stores import Stores
 from threadgate.stores.sqlite.db import Database
 from threadgate.stores.sqlite.idempotency import SqliteIdempotencyStore
+from threadgate.stores.sqlite.jobs import SqliteJobStore
 from threadgate.stores.sqlite.keys import SqliteKeyStore
 from threadgate.stores.sqlite.ledger import SqliteLedger
 from threadgate.stores.sqlite.threads import SqliteThreadStore
@@ -20,6 +21,7 @@ def open_sqlite(path: str) -> Stores:
         idempotency=SqliteIdempotencyStore(db),
         tools=SqliteToolStore(db),
         close=db.close,
+        jobs=SqliteJobStore(db),
     )
 
 

@@ -71,6 +71,14 @@ CREATE TABLE IF NOT EXISTS tools (
   secret TEXT NOT NULL, created_at INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tools_live_name ON tools(account_id, name) WHERE deleted = 0;
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY, account_id TEXT NOT NULL, key_id TEXT NOT NULL, endpoint TEXT NOT NULL,
+  body TEXT NOT NULL, model TEXT, status TEXT NOT NULL, created_at INTEGER NOT NULL,
+  started_at INTEGER, completed_at INTEGER, response TEXT, error TEXT,
+  cost_micros INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs(key_id, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs(created_at) WHERE status IN ('queued', 'running');
 """
 
 
