@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -172,10 +172,9 @@ def build_indexer(settings: Settings) -> Any:
         )
         index = OpenSearchIndex(make_client(settings), settings.opensearch_index, settings.embedding_dimensions)
         return Indexer(embedder, index)
-    from threadgate.search.embedders import load_local_embedder
     from threadgate.search.local_index import LocalVectorIndex
 
-    embedder = load_local_embedder()
+    embedder = _local_embedder()
     if settings.mode == "local":
         base = Path(settings.data_dir) / "vectors"
     else:  # test mode: a throwaway directory per runtime
@@ -184,6 +183,14 @@ def build_indexer(settings: Settings) -> Any:
         base = Path(tempfile.mkdtemp(prefix="threadgate-vectors-"))
     index = LocalVectorIndex(base, embedder.dimensions)
     return Indexer(embedder, index)
+
+
+@lru_cache(maxsize=1)
+def _local_embedder() -> Any:
+    """One embedding model per process: it is read-only, and loading it costs ~0.3-0.6 s."""
+    from threadgate.search.embedders import load_local_embedder
+
+    return load_local_embedder()
 
 
 def build(settings: Settings) -> Runtime:

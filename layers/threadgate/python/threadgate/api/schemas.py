@@ -151,9 +151,6 @@ class TurnCreate(SamplingParams):
             )
         return self
 
-    def tool_id_list(self) -> list[str]:
-        return list(dict.fromkeys((self.tools or []) + (self.tool_ids or [])))
-
 
 class InputMessage(Body):
     role: Literal["user", "assistant"]
