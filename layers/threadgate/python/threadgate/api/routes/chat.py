@@ -12,11 +12,12 @@ from pydantic import ValidationError
 from threadgate.api import idempotency
 from threadgate.api.deps import get_principal, get_runtime, request_id
 from threadgate.api.errors import validation_error
+from threadgate.api.routes.messages import passthrough_turn
 from threadgate.api.schemas import MessagesCreate
 from threadgate.api.turn_http import run_turn
 from threadgate.domain.errors import InvalidRequest
 from threadgate.domain.models import Principal
-from threadgate.domain.turns import Turn, TurnSpec
+from threadgate.domain.turns import Turn
 from threadgate.providers.openai.streams import AnthropicToOpenAIStream
 from threadgate.providers.openai.translate import (
     anthropic_response_to_openai,
@@ -32,6 +33,22 @@ def _data(chunk: Any) -> bytes:
     return f"data: {json.dumps(chunk, separators=(',', ':'), ensure_ascii=False)}\n\n".encode()
 
 
+def chat_body(raw: Any) -> MessagesCreate:
+    """An OpenAI chat request, translated and checked as the Anthropic body it becomes (400s
+    name the OpenAI field). Shared with async jobs."""
+    anthropic_request = openai_request_to_anthropic(raw)
+    try:
+        return MessagesCreate.model_validate(anthropic_request)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def chat_answer(turn: Turn, created: int) -> tuple[dict[str, Any], dict[str, str]]:
+    return anthropic_response_to_openai(turn.final_message(), turn.spec.model.id, created), {
+        "x-qlaud-cost-micros": str(turn.result.cost_micros)
+    }
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(
     request: Request, p: Principal = Depends(get_principal), rt: Runtime = Depends(get_runtime)
@@ -40,26 +57,12 @@ async def chat_completions(
         raw = json.loads(await request.body())
     except ValueError:
         raise InvalidRequest("malformed JSON body") from None
-    anthropic_request = openai_request_to_anthropic(raw)
-    try:
-        body = MessagesCreate.model_validate(anthropic_request)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-    model = rt.model(body.model)
+    body = chat_body(raw)
+    turn = passthrough_turn(rt, p, body, request_id(request), stream=body.stream)
     scope, replay = idempotency.claim_key(request, rt, p, body)
     if replay is not None:
         return replay
-    spec = TurnSpec(
-        principal=p,
-        model=model,
-        params=body.forwarded(),
-        request_id=request_id(request),
-        stream=body.stream,
-        messages=[m.model_dump() for m in body.messages],
-        tool_definitions=body.tools,
-        max_iterations=1,
-    )
-    turn = Turn(rt.turn_deps(), spec)
+    model = turn.spec.model
     created = int(time.time())
     translator = AnthropicToOpenAIStream(model.id, created, include_usage=wants_usage_chunk(raw))
 
@@ -76,9 +79,6 @@ async def chat_completions(
             return []
         return [_data(chunk) for chunk in translator.feed(event)]
 
-    def answer(t: Turn) -> tuple[dict[str, Any], dict[str, str]]:
-        return anthropic_response_to_openai(t.final_message(), model.id, created), {
-            "x-qlaud-cost-micros": str(t.result.cost_micros)
-        }
-
-    return await run_turn(request, rt, turn, scope=scope, render=answer, stream_events=wire)
+    return await run_turn(
+        request, rt, turn, scope=scope, render=lambda t: chat_answer(t, created), stream_events=wire
+    )

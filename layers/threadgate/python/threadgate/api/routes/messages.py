@@ -35,7 +35,7 @@ def _tools(rt: Runtime, p: Principal, body: TurnCreate) -> list:
     return list(tools.values())
 
 
-def _thread_answer(turn: Turn) -> tuple[dict[str, Any], dict[str, str]]:
+def thread_answer(turn: Turn) -> tuple[dict[str, Any], dict[str, str]]:
     r = turn.result
     body = turn.final_message()
     body["hit_max_iterations"] = r.hit_max_iterations
@@ -48,6 +48,26 @@ def _thread_answer(turn: Turn) -> tuple[dict[str, Any], dict[str, str]]:
     return body, headers
 
 
+def thread_turn(rt: Runtime, p: Principal, thread_id: str, body: TurnCreate, rid: str, *, stream: bool) -> Turn:
+    """A turn on a thread, its thread, model and tools checked (404/400 as this route answers).
+    Shared with async jobs, which replay this route later."""
+    thread = visible_thread(rt, p, thread_id)
+    model = rt.model(body.model)
+    tools = _tools(rt, p, body)
+    spec = TurnSpec(
+        principal=p,
+        model=model,
+        params=body.forwarded(),
+        request_id=rid,
+        stream=stream,
+        thread=thread,
+        new_content=user_blocks(body.content),
+        tools=tools,
+        max_iterations=body.max_iterations,
+    )
+    return Turn(rt.turn_deps(), spec)
+
+
 @router.post("/v1/threads/{thread_id}/messages")
 async def send_turn(
     thread_id: str,
@@ -56,30 +76,31 @@ async def send_turn(
     p: Principal = Depends(get_principal),
     rt: Runtime = Depends(get_runtime),
 ) -> Any:
-    thread = visible_thread(rt, p, thread_id)
-    model = rt.model(body.model)
-    tools = _tools(rt, p, body)
+    turn = thread_turn(rt, p, thread_id, body, request_id(request), stream=body.stream)
     scope, replay = idempotency.claim_key(request, rt, p, body)
     if replay is not None:
         return replay
-    rid = request_id(request)
+    lock = (turn.spec.thread.id, turn.spec.request_id)
+    return await run_turn(request, rt, turn, scope=scope, render=thread_answer, lock=lock)
+
+
+def plain_answer(turn: Turn) -> tuple[dict[str, Any], dict[str, str]]:
+    return turn.final_message(), {"x-qlaud-cost-micros": str(turn.result.cost_micros)}
+
+
+def passthrough_turn(rt: Runtime, p: Principal, body: MessagesCreate, rid: str, *, stream: bool) -> Turn:
+    """One model call, nothing persisted (/v1/messages and /v1/chat/completions; async jobs)."""
     spec = TurnSpec(
         principal=p,
-        model=model,
+        model=rt.model(body.model),
         params=body.forwarded(),
         request_id=rid,
-        stream=body.stream,
-        thread=thread,
-        new_content=user_blocks(body.content),
-        tools=tools,
-        max_iterations=body.max_iterations,
+        stream=stream,
+        messages=[m.model_dump() for m in body.messages],
+        tool_definitions=body.tools,
+        max_iterations=1,
     )
-    turn = Turn(rt.turn_deps(), spec)
-    return await run_turn(request, rt, turn, scope=scope, render=_thread_answer, lock=(thread.id, rid))
-
-
-def _plain_answer(turn: Turn) -> tuple[dict[str, Any], dict[str, str]]:
-    return turn.final_message(), {"x-qlaud-cost-micros": str(turn.result.cost_micros)}
+    return Turn(rt.turn_deps(), spec)
 
 
 def _passthrough_events(event: dict[str, Any]) -> list[dict[str, Any]]:
@@ -98,22 +119,11 @@ async def messages(
 ) -> Any:
     from threadgate.api.sse import encode
 
-    model = rt.model(body.model)
+    turn = passthrough_turn(rt, p, body, request_id(request), stream=body.stream)
     scope, replay = idempotency.claim_key(request, rt, p, body)
     if replay is not None:
         return replay
-    spec = TurnSpec(
-        principal=p,
-        model=model,
-        params=body.forwarded(),
-        request_id=request_id(request),
-        stream=body.stream,
-        messages=[m.model_dump() for m in body.messages],
-        tool_definitions=body.tools,
-        max_iterations=1,
-    )
-    turn = Turn(rt.turn_deps(), spec)
     return await run_turn(
-        request, rt, turn, scope=scope, render=_plain_answer,
+        request, rt, turn, scope=scope, render=plain_answer,
         stream_events=lambda e: [encode(x) for x in _passthrough_events(e)],
     )
