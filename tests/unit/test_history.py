@@ -234,7 +234,27 @@ def test_any_stored_thread_becomes_a_valid_fitting_history(stored, budget):
     assert_valid(out)
     assert size(out) <= budget
     assert out[-1]["content"][-1] == new[0]  # the new turn is always last and whole
-    # Fitting keeps a suffix of the unlimited history: whole exchanges, nothing reordered.
-    assert full[len(full) - len(out):] == out
+    # Fitting keeps a suffix of the unlimited history: whole exchanges, nothing reordered; only
+    # the first kept message loses tool_results whose tool_use was in a dropped exchange.
+    suffix = full[len(full) - len(out):]
+    assert suffix[1:] == out[1:]
+    assert out[0]["content"] == [b for b in suffix[0]["content"] if b.get("type") != "tool_result" or len(out) == len(full)]
     if size(full) + slack <= budget:
         assert out == full
+
+
+def test_exchange_after_a_loop_that_hit_its_limit_can_be_dropped_to_fit():
+    """A loop that ended at its iteration limit leaves tool_results as the thread's last message;
+    the next user text merges into it. The older exchange must still be droppable, and the
+    results of its dropped tool calls must not survive as orphans."""
+    from threadgate.domain.history import build_history
+    from threadgate.domain.models import Message
+
+    big = "x" * 5000
+    stored = [
+        Message("t", 1, "user", big, "user", None, None, 0),
+        Message("t", 2, "assistant", [{"type": "tool_use", "id": "tu1", "name": "f", "input": {}}], "tool_use", None, None, 0),
+        Message("t", 3, "user", [{"type": "tool_result", "tool_use_id": "tu1", "content": "not executed", "is_error": True}], "tool_result", None, None, 0),
+    ]
+    out = build_history(stored, [{"type": "text", "text": "next question"}], budget_tokens=1000)
+    assert out == [{"role": "user", "content": [{"type": "text", "text": "next question"}]}]

@@ -103,7 +103,10 @@ def _start_with_user(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _exchanges(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     groups: list[list[dict[str, Any]]] = []
     for m in messages:
-        starts = m["role"] == "user" and not any(b.get("type") == "tool_result" for b in m["content"])
+        # A user message with new content starts an exchange, even when it also carries the
+        # results of the previous answer's tool calls (a loop that ended at its limit): those
+        # results are stripped if the exchange before it is dropped (see build_history).
+        starts = m["role"] == "user" and any(b.get("type") != "tool_result" for b in m["content"])
         if starts or not groups:
             groups.append([m])
         else:
@@ -137,4 +140,5 @@ def build_history(
             "the new message does not fit the model's context window together with max_tokens",
             param="content",
         )
-    return [m for group in reversed(kept) for m in group]
+    # The oldest kept message may answer tool calls of a dropped exchange: strip those results.
+    return _start_with_user([m for group in reversed(kept) for m in group])
