@@ -1,0 +1,234 @@
+"""The HTTP plumbing every upstream provider shares (httpx + httpx-sse + tenacity).
+
+`UpstreamHTTP` posts JSON to one endpoint over a pooled, lazily created `httpx.AsyncClient`,
+retrying (exponential backoff with jitter, `retry-after` honoured when small) only until a 2xx
+status arrives — connection failures, timeouts before the response headers, and the statuses the
+provider's `UpstreamStatusError` calls retryable. Once an answer has started nothing is retried:
+the caller may already have forwarded (and must bill) part of it. `UpstreamEvents` reads the SSE
+`data` of a streamed answer and names transport failures as domain errors.
+
+Neither request bodies nor the API key are ever logged or put into an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
+
+import httpx
+import orjson
+from httpx_sse import EventSource, SSEError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from threadgate.domain.errors import GatewayError, UpstreamError, UpstreamTimeout
+from threadgate.providers.errors import UpstreamStatusError, error_for_transport, parse_retry_after
+
+logger = logging.getLogger(__name__)
+
+# An error body is only read to extract `error.message`; never buffer an unbounded page.
+MAX_ERROR_BODY_BYTES = 64 * 1024
+
+# (status, body, retry_after_s, secrets) → the domain error once no attempt is left.
+StatusMapper = Callable[[int, bytes, "float | None", Iterable[str]], GatewayError]
+
+
+class UpstreamHTTP:
+    """`timeout_s` bounds every wait for bytes (headers, then each stream chunk), not the whole
+    answer; `attempts` counts the first call. Pass `client` to share one `httpx.AsyncClient`
+    (it is then not closed by `aclose()`). `name` only labels the retry log lines."""
+
+    def __init__(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        name: str,
+        secret: str,
+        status_error: type[UpstreamStatusError],
+        error_for_status: StatusMapper,
+        timeout_s: float,
+        connect_timeout_s: float,
+        attempts: int,
+        client: httpx.AsyncClient | None,
+        backoff_initial_s: float,
+        backoff_max_s: float,
+        max_retry_after_s: float,
+    ) -> None:
+        self._url = url
+        self._headers = dict(headers)
+        self._name = name
+        self._secrets = (secret,)
+        self._status_error = status_error
+        self._error_for_status = error_for_status
+        # `read` bounds each wait for bytes: before the headers, and between stream chunks.
+        self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
+        self._attempts = max(1, attempts)
+        self._client = client
+        self._owns_client = client is None
+        # initial × 2^(n-1), capped, plus up to `initial` of jitter so retries spread out.
+        self._backoff = wait_exponential(multiplier=backoff_initial_s, max=backoff_max_s) + wait_random(
+            0, backoff_initial_s
+        )
+        self._max_retry_after_s = max_retry_after_s
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What must be redacted from anything the upstream sends back."""
+        return self._secrets
+
+    def client(self) -> httpx.AsyncClient:
+        # Created lazily (no I/O at construction) and reused for connection pooling.
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout)
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the pooled connections (only those of a client this helper created)."""
+        if self._client is not None and self._owns_client:
+            await self._client.aclose()
+            self._client = None
+
+    async def open(self, body: dict[str, Any]) -> httpx.Response:
+        """POST `body` with retries until a 2xx status arrives; returns it with the body unread.
+        The caller must close it (`read_json` and `UpstreamEvents` do)."""
+        payload = orjson.dumps(body)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=self._wait,
+            retry=retry_if_exception(self._is_retryable),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._send_once(payload)
+        except UpstreamStatusError as exc:
+            raise self._error_for_status(exc.status, exc.body, exc.retry_after_s, self._secrets) from None
+        except httpx.TimeoutException:
+            raise error_for_transport("timeout") from None
+        except httpx.HTTPError:
+            raise error_for_transport("connection") from None
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _send_once(self, payload: bytes) -> httpx.Response:
+        http = self.client()
+        request = http.build_request("POST", self._url, content=payload, headers=self._headers, timeout=self._timeout)
+        response = await http.send(request, stream=True)
+        if 200 <= response.status_code < 300:
+            return response
+        try:
+            body = await read_capped(response)
+        finally:
+            await response.aclose()
+        raise self._status_error(response.status_code, body, parse_retry_after(response.headers))
+
+    def _is_retryable(self, exc: BaseException) -> bool:
+        if isinstance(exc, UpstreamStatusError):
+            if exc.status == 429 and exc.retry_after_s is not None and exc.retry_after_s > self._max_retry_after_s:
+                return False  # the upstream asks for a longer pause than a caller should wait
+            return exc.retryable
+        if isinstance(exc, httpx.PoolTimeout):
+            return False  # our own pool is saturated; another attempt would queue again
+        # Everything here happened before the response headers (see `_send_once`).
+        return isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
+
+    def _wait(self, retry_state: RetryCallState) -> float:
+        delay = self._backoff(retry_state)
+        outcome = retry_state.outcome
+        hint = getattr(outcome.exception(), "retry_after_s", None) if outcome else None
+        if hint is not None:
+            delay = max(delay, min(hint, self._max_retry_after_s))
+        return delay
+
+    def _log_retry(self, retry_state: RetryCallState) -> None:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        cause = f"status {exc.status}" if isinstance(exc, UpstreamStatusError) else type(exc).__name__
+        logger.warning(
+            "%s call failed before answering (%s); retry %d after %.2fs",
+            self._name,
+            cause,
+            retry_state.attempt_number,
+            retry_state.upcoming_sleep,
+        )
+
+
+async def read_json(response: httpx.Response) -> Any:
+    """The whole body of a 2xx answer, parsed; closes the response."""
+    try:
+        raw = await response.aread()
+    except httpx.TimeoutException:
+        raise UpstreamTimeout("upstream timed out") from None
+    except httpx.HTTPError:
+        raise UpstreamError("upstream connection broke while answering") from None
+    finally:
+        await response.aclose()
+    try:
+        return orjson.loads(raw)
+    except ValueError:
+        raise UpstreamError("upstream returned an unreadable answer") from None
+
+
+async def read_capped(response: httpx.Response) -> bytes:
+    """At most `MAX_ERROR_BODY_BYTES` of the body."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= MAX_ERROR_BODY_BYTES:
+            break
+    return b"".join(chunks)[:MAX_ERROR_BODY_BYTES]
+
+
+def decode_json_object(data: str) -> dict[str, Any] | None:
+    """An SSE `data` payload as a JSON object, or None when it is not one."""
+    try:
+        value = orjson.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class UpstreamEvents:
+    """The SSE `data` payloads of one streamed answer, with transport failures named as domain
+    errors that count the events already handed on (`received`, kept by the caller).
+
+    Once the caller marks the answer complete (`done = True`) the rest is drained unread so the
+    connection returns to the pool; with `complete_when_done` a failure during that drain is
+    ignored (the answer was whole), otherwise it still breaks the stream. Iterate inside
+    `contextlib.aclosing(events.data())` so the response is closed when the caller stops early.
+    """
+
+    def __init__(self, response: httpx.Response, *, complete_when_done: bool) -> None:
+        self._response = response
+        self._complete_when_done = complete_when_done
+        self.received = 0
+        self.done = False
+
+    async def data(self) -> AsyncIterator[str]:
+        try:
+            async for sse in EventSource(self._response).aiter_sse():
+                if not self.done:
+                    yield sse.data
+        except SSEError:
+            raise UpstreamError("upstream did not answer with an event stream") from None
+        except httpx.TimeoutException:
+            if not self._drained_whole():
+                raise error_for_transport("timeout", self.received) from None
+        except httpx.HTTPError:
+            if not self._drained_whole():
+                raise error_for_transport("connection", self.received) from None
+        finally:
+            await self._response.aclose()
+
+    def _drained_whole(self) -> bool:
+        return self.done and self._complete_when_done
