@@ -6,7 +6,7 @@ import hashlib
 import re
 import secrets
 
-from threadgate.domain.errors import AuthenticationFailed, PermissionDenied
+from threadgate.domain.errors import AuthenticationFailed, NotFound, PermissionDenied
 from threadgate.domain.models import ApiKey, Principal
 from threadgate.ports import KeyStore
 
@@ -54,14 +54,11 @@ def require_admin(principal: Principal) -> None:
         raise PermissionDenied("this route needs an admin key")
 
 
-def scoped_end_user(principal: Principal, requested: str | None) -> tuple[str | None, bool]:
-    """The end user a query may see, and whether the request is allowed at all.
-
-    A bound key sees only its own end user; asking for another one is answered as "nothing
-    there" (404 / empty), never as 403, so existence is not revealed.
-    """
+def scoped_end_user(principal: Principal, requested: str | None) -> str | None:
+    """The end user a request may act for. A bound key acts only for its own end user; naming
+    another one is answered 404 (API.md §1), as if nothing were there, never 403."""
     if principal.end_user_id is None:
-        return requested, True
+        return requested
     if requested is not None and requested != principal.end_user_id:
-        return principal.end_user_id, False
-    return principal.end_user_id, True
+        raise NotFound("end user not found", param="end_user_id")
+    return principal.end_user_id

@@ -20,13 +20,11 @@ router = APIRouter()
 async def _search(rt: Runtime, p: Principal, q: str, limit: int, end_user_id: str | None, thread_id: str | None) -> Any:
     if rt.indexer is None:
         raise NotFound("search is not configured on this gateway")
-    end_user, allowed = scoped_end_user(p, end_user_id)
-    data: list[dict[str, Any]] = []
-    if allowed:
-        # Embedding is CPU work (local) or a network call (Bedrock): keep it off the event loop.
-        data = await asyncio.to_thread(
-            rt.indexer.search, account_id=p.account_id, end_user_id=end_user, thread_id=thread_id, q=q, limit=limit
-        )
+    end_user = scoped_end_user(p, end_user_id)
+    # Embedding is CPU work (local) or a network call (Bedrock): keep it off the event loop.
+    data = await asyncio.to_thread(
+        rt.indexer.search, account_id=p.account_id, end_user_id=end_user, thread_id=thread_id, q=q, limit=limit
+    )
     return {"object": "list", "query": q, "data": data}
 
 

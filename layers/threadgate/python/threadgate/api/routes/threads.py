@@ -30,9 +30,7 @@ def visible_thread(rt: Runtime, p: Principal, thread_id: str) -> Thread:
 
 @router.post("/v1/threads", status_code=201)
 def create_thread(body: ThreadCreate, p: Principal = Depends(get_principal), rt: Runtime = Depends(get_runtime)) -> Any:
-    end_user, allowed = scoped_end_user(p, body.end_user_id)
-    if not allowed:
-        raise InvalidRequest("end_user_id: this key is bound to another end user", param="end_user_id")
+    end_user = scoped_end_user(p, body.end_user_id)
     now = rt.clock.now_ms()
     thread = Thread(new_id("thr_"), p.account_id, end_user, body.metadata, None, now, now, 0)
     rt.stores.threads.create_thread(thread)
@@ -62,9 +60,7 @@ def list_threads(
     p: Principal = Depends(get_principal),
     rt: Runtime = Depends(get_runtime),
 ) -> Any:
-    end_user, allowed = scoped_end_user(p, end_user_id)
-    if not allowed:
-        return {"object": "list", "data": [], "has_more": False, "next_cursor": None}
+    end_user = scoped_end_user(p, end_user_id)
     cursor = _decode_cursor(before) if before else None
     threads = rt.stores.threads.list_threads(p.account_id, end_user, limit + 1, cursor)
     page, has_more = threads[:limit], len(threads) > limit
