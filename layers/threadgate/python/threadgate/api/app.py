@@ -38,7 +38,11 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         rt = app.state.runtime = runtime or get_runtime()
         sweeper = asyncio.create_task(_sweep_forever(rt)) if rt.settings.mode == "local" else None
+        from threadgate.api import jobs_runner
+
+        await jobs_runner.start_jobs(app, rt)  # re-queue what a previous run left unfinished
         yield
+        await jobs_runner.stop_jobs(app)
         if sweeper is not None:
             sweeper.cancel()
         await sse.wait_background()
@@ -60,7 +64,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
 
     for module in (keys, threads, messages):
         app.include_router(module.router)
-    for optional in ("search", "tools", "chat"):
+    for optional in ("search", "tools", "chat", "jobs"):
         module: Any = _optional_router(optional)
         if module is not None:
             app.include_router(module.router)
