@@ -10,6 +10,8 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import Gateway, make_settings
 
@@ -28,6 +30,13 @@ class World:
     secrets: dict[str, str]  # role -> secret
     ids: dict[str, str]  # placeholder -> id
     account_ids: list[str]
+    http: httpx.Client  # no keep-alive: each request on a fresh connection, as a stray client would
+
+
+def fresh_connections(url: str) -> httpx.Client:
+    # One client (building one costs an SSL context), a new connection per request (a reused
+    # loopback connection waits for delayed ACKs: ~40 ms a request).
+    return httpx.Client(base_url=url, timeout=60, limits=httpx.Limits(max_keepalive_connections=0))
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +68,16 @@ def world(tmp_path_factory, fake_anthropic) -> Iterator[World]:
         foreign_key, foreign_secret = mint_key(rt, other.id, KeyCreate(name="foreign", scope="admin"))
         with gw.client(foreign_secret) as c:
             foreign_thread = c.post("/v1/threads", json={}).json()
-        yield World(
-            gw=gw,
-            secrets={"admin": admin, "standard": std["secret"], "bound": bound["secret"],
-                     "revoked": revoked["secret"], "foreign": foreign_secret},
-            ids={"key": std["id"], "thread": thread["id"], "u2_thread": other_user_thread["id"],
-                 "foreign_key": foreign_key.id, "foreign_thread": foreign_thread["id"]},
-            account_ids=[rt.stores.keys.first_account().id, other.id],
-        )
+        with fresh_connections(url) as http:
+            yield World(
+                gw=gw,
+                http=http,
+                secrets={"admin": admin, "standard": std["secret"], "bound": bound["secret"],
+                         "revoked": revoked["secret"], "foreign": foreign_secret},
+                ids={"key": std["id"], "thread": thread["id"], "u2_thread": other_user_thread["id"],
+                     "foreign_key": foreign_key.id, "foreign_thread": foreign_thread["id"]},
+                account_ids=[rt.stores.keys.first_account().id, other.id],
+            )
     rt.stores.close()
 
 
@@ -338,8 +349,7 @@ def send(w: World, c: Case) -> httpx.Response:
         kw["content"] = c.content
     elif c.json is not None:
         kw["json"] = c.json
-    with httpx.Client(base_url=w.gw.url, timeout=30) as client:
-        return client.request(c.method, c.path.format(**w.ids), **kw)
+    return w.http.request(c.method, c.path.format(**w.ids), **kw)
 
 
 def assert_error(r: httpx.Response, status: int, names: str | None = None) -> None:
@@ -393,21 +403,19 @@ def test_garbage_bodies_are_400_on_every_route(world: World, method: str, path: 
 
 def test_bearer_form_works_on_every_kind_of_route(world: World) -> None:
     admin, std = world.secrets["admin"], world.secrets["standard"]
-    with httpx.Client(base_url=world.gw.url, timeout=30) as c:
-        for secret, path in [(admin, "/v1/keys"), (admin, "/v1/usage"), (admin, "/v1/account"),
-                             (std, "/v1/key"), (std, "/v1/models"), (std, "/v1/threads")]:
-            for scheme in ("Bearer", "bearer"):
-                r = c.get(path, headers={"authorization": f"{scheme} {secret}"})
-                assert r.status_code == 200, (path, r.text)
-                assert r.headers["request-id"].startswith("req_")
-        # A key never goes in the query string.
-        r = c.get("/v1/key", params={"api_key": std})
-        assert_error(r, 401)
+    for secret, path in [(admin, "/v1/keys"), (admin, "/v1/usage"), (admin, "/v1/account"),
+                         (std, "/v1/key"), (std, "/v1/models"), (std, "/v1/threads")]:
+        for scheme in ("Bearer", "bearer"):
+            r = world.http.get(path, headers={"authorization": f"{scheme} {secret}"})
+            assert r.status_code == 200, (path, r.text)
+            assert r.headers["request-id"].startswith("req_")
+    # A key never goes in the query string.
+    assert_error(world.http.get("/v1/key", params={"api_key": std}), 401)
 
 
 def test_success_responses_carry_a_request_id(world: World) -> None:
-    with httpx.Client(base_url=world.gw.url, timeout=30, headers={"x-api-key": world.secrets["admin"]}) as c:
-        ids = {c.get(p).headers["request-id"] for p in ("/v1/keys", "/v1/models", "/v1/usage", "/v1/key")}
+    admin = {"x-api-key": world.secrets["admin"]}
+    ids = {world.http.get(p, headers=admin).headers["request-id"] for p in ("/v1/keys", "/v1/models", "/v1/usage", "/v1/key")}
     assert len(ids) == 4  # one per request
 
 
@@ -426,10 +434,10 @@ def test_body_over_8_mib_is_413(world: World, method: str, path: str) -> None:
     before = snapshot(world)
     nine_mib = 9 * 1024 * 1024
     body = json.dumps({**TURN, "content": "x" * nine_mib, "name": "big"}).encode()
-    with httpx.Client(base_url=world.gw.url, timeout=60, headers={"x-api-key": world.secrets["admin"]}) as c:
-        url = path.format(**world.ids)
-        assert_error(c.request(method, url, content=body, headers=JSON_CT), 413)  # with content-length
-        assert_error(c.request(method, url, content=_chunks(nine_mib), headers=JSON_CT), 413)  # chunked
+    headers = {**JSON_CT, "x-api-key": world.secrets["admin"]}
+    url = path.format(**world.ids)
+    assert_error(world.http.request(method, url, content=body, headers=headers), 413)  # with content-length
+    assert_error(world.http.request(method, url, content=_chunks(nine_mib), headers=headers), 413)  # chunked
     assert snapshot(world) == before
 
 
@@ -455,3 +463,38 @@ def test_configured_body_limit(gateway_factory) -> None:
         assert c.get(f"/v1/threads/{thread['id']}").json()["message_count"] == 0
         assert len(c.get("/v1/threads").json()["data"]) == 2
     assert gw.fake.requests == []
+
+
+# --- fuzz: whatever JSON arrives, the answer is never a 5xx ------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+FIELDS = ["name", "scope", "max_spend_usd", "end_user_id", "metadata", "title", "model", "max_tokens", "content",
+          "messages", "stream", "system", "temperature", "top_k", "stop_sequences", "tools", "tool_ids",
+          "tools_mode", "max_iterations", "tool_choice", "thinking", "role", "type", "text"]
+# Mostly well-formed enough to get past the first checks, so the deeper code is reached too.
+likely = {"model": st.sampled_from([LOCAL, "claude-haiku-4-5", "nope"]), "max_tokens": st.integers(-2, 50),
+          "content": st.one_of(st.text(max_size=20), st.lists(st.fixed_dictionaries(
+              {"type": st.sampled_from(["text", "image", "tool_result", "x"]), "text": json_values}), max_size=3)),
+          "messages": st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "x"]),
+                                                      "content": json_values}), max_size=3),
+          "scope": st.sampled_from(["standard", "admin", "x"])}
+bodies = st.fixed_dictionaries({}, optional={f: likely.get(f, json_values) for f in FIELDS}) | json_values
+
+
+@pytest.mark.parametrize("method,path", BODY_ROUTES, ids=[f"{m} {p}" for m, p in BODY_ROUTES])
+def test_no_body_gets_a_5xx(world: World, method: str, path: str) -> None:
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(body=bodies)
+    def check(body: Any) -> None:
+        r = send(world, Case(method, path, 0, content=json.dumps(body).encode(), headers=JSON_CT))
+        assert r.status_code < 500, (body, r.text)
+        assert r.headers["request-id"].startswith("req_")
+        if r.status_code >= 400:
+            error = r.json()
+            assert error["type"] == "error" and set(error["error"]) == {"type", "message"}, error
+
+    check()
