@@ -165,6 +165,17 @@ def test_patch_key_and_cap_below_spend_gives_402(gateway):
         assert turn(user, t["id"]).status_code == 200
 
 
+def test_patch_cannot_change_scope_or_end_user(gateway):
+    key = gateway.mint(end_user_id="carol")
+    with gateway.admin() as admin:
+        r = admin.patch(f"/v1/keys/{key['id']}", json={"scope": "admin", "end_user_id": None, "name": "n2"})
+        assert r.status_code == 200
+        assert (r.json()["scope"], r.json()["end_user_id"], r.json()["name"]) == ("standard", "carol", "n2")
+    with gateway.client(key["secret"]) as c:
+        assert c.get("/v1/keys").status_code == 403
+        assert c.get("/v1/key").json()["end_user_id"] == "carol"
+
+
 def test_whoami_remaining_budget(gateway):
     key = gateway.mint(max_spend_usd=0.5, end_user_id="bob")
     unlimited = gateway.mint()
@@ -448,6 +459,9 @@ def test_usage_totals_are_the_sum_of_events(gateway):
                        "output_tokens": sum(e["output_tokens"] for e in mine), "request_count": len(mine)}
     assert any(e["cache_read_input_tokens"] == 4444 and e["cache_creation_input_tokens"] == 333 for e in events)
     for e in events:
+        assert set(e) == {"id", "request_id", "key_id", "account_id", "thread_id", "model", "provider",
+                          "input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
+                          "upstream_cost_micros", "cost_micros", "latency_ms", "status", "created_at"}
         assert e["upstream_cost_micros"] == _expected_upstream(e, models[e["model"]])
         assert e["cost_micros"] == _ceil_markup(e["upstream_cost_micros"], "1.07")
         assert e["status"] == "ok" and e["provider"] == models[e["model"]]["provider"]
