@@ -21,13 +21,9 @@ input_tokens = ceil(bytes of JSON {messages, system, tools} / 4), output_tokens 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import json
-import math
-import threading
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +32,32 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.servers import serve_asgi
+from tests.fakes.faults import (
+    AsgiEndpoint,
+    Failure,
+    FakeUpstream,
+    RecordedRequest,
+    default_words,
+    last_user_text,
+    pieces,
+    reply_digest,
+    serving,
+    start_event_stream,
+    tokens_for,
+)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "FAKE_API_KEY",
+    "FakeAnthropic",
+    "FakeReply",
+    "FakeToolUse",
+    "RecordedRequest",
+    "input_tokens_for",
+    "last_user_text",
+    "running_fake_anthropic",
+    "stream_events",
+]
 
 FAKE_API_KEY = "sk-ant-fake-0123456789abcdef"
 DEFAULT_MODEL = "claude-fake-1"
@@ -71,46 +92,15 @@ class FakeReply:
     cache_read_input_tokens: int = 0
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
-    path: str
-    headers: dict[str, str]  # lower-case names
-    body: Any  # parsed JSON, or None when the body was not JSON
+class FakeAnthropic(FakeUpstream):
+    # The keyword arguments of `_send_stream`, and their value when nothing is scripted.
+    STREAM_FAULTS = {"seconds_per_event": 0.0, "break_after": None, "malformed_after": None, "error_event": None}
 
-    @property
-    def stream(self) -> bool:
-        return isinstance(self.body, dict) and bool(self.body.get("stream"))
-
-
-@dataclass(frozen=True)
-class _Failure:
-    status: int
-    retry_after: float | None
-    message: str
-
-
-class FakeAnthropic:
     def __init__(self, api_key: str = FAKE_API_KEY, default_reply: str | None = None) -> None:
-        self.api_key = api_key
-        self.default_reply = default_reply
-        self.base_url = ""  # set by running_fake_anthropic()
-        self.requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()  # the server thread and the test thread share the queues
-        self._replies: deque[FakeReply] = deque()
-        self._failures: deque[_Failure] = deque()
-        self._header_delays: deque[float] = deque()
-        self._slow_streams: deque[float] = deque()
-        self._breaks: deque[int] = deque()
-        self._malformed_sse: deque[int] = deque()
-        self._error_events: deque[tuple[int, str]] = deque()
-        self._malformed_json = 0
-        self.app = Starlette(routes=[Route("/v1/messages", _AsgiEndpoint(self._messages), methods=["POST"])])
+        super().__init__(api_key, default_reply)
+        self.app = Starlette(routes=[Route("/v1/messages", AsgiEndpoint(self._messages), methods=["POST"])])
 
-    # --- scripting -------------------------------------------------------------------------
-    def enqueue(self, *replies: FakeReply) -> None:
-        with self._lock:
-            self._replies.extend(replies)
-
+    # --- scripting (replies, header delays, slow and broken streams: see `FakeUpstream`) ----
     def fail_next(
         self,
         status: int = 529,
@@ -120,64 +110,26 @@ class FakeAnthropic:
         message: str | None = None,
     ) -> None:
         """The next `times` requests get `status` with an Anthropic error body."""
-        failure = _Failure(status, retry_after, message or f"fake upstream error {status}")
-        with self._lock:
-            self._failures.extend([failure] * times)
-
-    def delay_headers(self, seconds: float, times: int = 1) -> None:
-        """The next `times` requests wait `seconds` before any response byte."""
-        with self._lock:
-            self._header_delays.extend([seconds] * times)
-
-    def slow_stream(self, seconds_per_event: float, times: int = 1) -> None:
-        """The next `times` streams sleep between events."""
-        with self._lock:
-            self._slow_streams.extend([seconds_per_event] * times)
-
-    def break_stream_after(self, n_events: int, times: int = 1) -> None:
-        """The next `times` streams send `n_events` events, then drop the connection."""
-        with self._lock:
-            self._breaks.extend([n_events] * times)
+        self._push("failure", [Failure(status, retry_after, message or f"fake upstream error {status}")] * times)
 
     def malformed_sse(self, after_events: int = 0, times: int = 1) -> None:
         """The next `times` streams send a non-JSON `data:` line after `after_events` events."""
-        with self._lock:
-            self._malformed_sse.extend([after_events] * times)
+        self._push("malformed_after", [after_events] * times)
 
     def error_event_after(self, n_events: int, error_type: str = "overloaded_error", times: int = 1) -> None:
         """The next `times` streams send an SSE `error` event after `n_events` events, then end
         (as upstream does when it gives up mid-answer)."""
-        with self._lock:
-            self._error_events.extend([(n_events, error_type)] * times)
-
-    def malformed_json(self, times: int = 1) -> None:
-        """The next `times` non-streaming answers are a 200 whose body is not JSON."""
-        with self._lock:
-            self._malformed_json += times
-
-    def reset(self) -> None:
-        with self._lock:
-            self.requests.clear()
-            queues = (self._replies, self._failures, self._header_delays, self._slow_streams)
-            for queue in queues + (self._breaks, self._malformed_sse, self._error_events):
-                queue.clear()
-            self._malformed_json = 0
+        self._push("error_event", [(n_events, error_type)] * times)
 
     # --- serving ---------------------------------------------------------------------------
     async def _messages(self, scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope, receive)
         raw = await request.body()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = None
-        headers = {name.lower(): value for name, value in request.headers.items()}
         # Everything this request will do is decided at once, on arrival: a handler still
         # sleeping after its client gave up must not consume faults scripted for later requests.
         with self._lock:
-            self.requests.append(RecordedRequest(scope["path"], headers, body))
-            number = len(self.requests)
-            delay = self._header_delays.popleft() if self._header_delays else 0.0
+            body, headers, number = self._record(request, raw)
+            delay = self._take("header_delay", 0.0)
             refusal = self._refusal(headers, body, number)
             if refusal is None:
                 reply, faults = self._take_reply(streaming=bool(body.get("stream")))
@@ -203,10 +155,9 @@ class FakeAnthropic:
             and headers.get("authorization") != f"Bearer {self.api_key}"
         ):
             return _error(401, "invalid x-api-key", number)
-        failure = self._failures.popleft() if self._failures else None
+        failure = self._take("failure")
         if failure is not None:
-            extra = {} if failure.retry_after is None else {"retry-after": f"{failure.retry_after:g}"}
-            return _error(failure.status, failure.message, number, extra)
+            return _error(failure.status, failure.message, number, failure.headers())
         if not isinstance(body, dict):
             return _error(400, "There was an error parsing the body of your request", number)
         for name in ("model", "max_tokens", "messages"):
@@ -215,31 +166,6 @@ class FakeAnthropic:
         if not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
             return _error(400, "max_tokens: Input should be greater than or equal to 1", number)
         return None
-
-    def _take_reply(self, streaming: bool) -> tuple[FakeReply | None, dict[str, Any]]:
-        """The next scripted reply and this request's stream faults. Holds the lock."""
-        reply = self._replies.popleft() if self._replies else None
-        faults: dict[str, Any] = {}
-        if streaming:
-            faults["seconds_per_event"] = self._slow_streams.popleft() if self._slow_streams else 0.0
-            faults["break_after"] = self._breaks.popleft() if self._breaks else None
-            faults["malformed_after"] = self._malformed_sse.popleft() if self._malformed_sse else None
-            faults["error_event"] = self._error_events.popleft() if self._error_events else None
-        elif self._malformed_json:
-            self._malformed_json -= 1
-            faults["malformed_json"] = True
-        return reply, faults
-
-
-class _AsgiEndpoint:
-    """Starlette treats a non-function endpoint as a raw ASGI app: we need raw `send` to drop a
-    connection mid-stream and to write malformed SSE."""
-
-    def __init__(self, handler: Any) -> None:
-        self._handler = handler
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self._handler(scope, receive, send)
 
 
 def _error(status: int, message: str, number: int, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -254,27 +180,15 @@ def _error(status: int, message: str, number: int, headers: dict[str, str] | Non
 
 # --- building answers ----------------------------------------------------------------------
 def input_tokens_for(body: dict[str, Any]) -> int:
-    counted = {key: body.get(key) for key in ("messages", "system", "tools")}
-    return max(1, math.ceil(len(json.dumps(counted, separators=(",", ":")).encode()) / 4))
-
-
-def last_user_text(body: dict[str, Any]) -> str:
-    for message in reversed(body.get("messages") or []):
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        return " ".join(block.get("text", "") for block in content or [] if block.get("type") == "text")
-    return ""
+    return tokens_for(body, ("messages", "system", "tools"))
 
 
 def _build_message(
     body: dict[str, Any], reply: FakeReply | None, default_reply: str | None, number: int
 ) -> dict[str, Any]:
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode() + str(number).encode()).hexdigest()
+    digest = reply_digest(body, number)
     if reply is None:
-        words = (default_reply or f"Fake reply to: {last_user_text(body)}").split()
+        words = default_words(body, default_reply)
         cut = len(words) > body["max_tokens"]
         reply = FakeReply(
             text=" ".join(words[: body["max_tokens"]]), stop_reason="max_tokens" if cut else "end_turn"
@@ -330,7 +244,7 @@ def stream_events(message: dict[str, Any]) -> list[dict[str, Any]]:
             events.append(
                 {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
             )
-            for piece in _pieces(block["text"]):
+            for piece in pieces(block["text"]):
                 events.append(
                     {
                         "type": "content_block_delta",
@@ -346,7 +260,7 @@ def stream_events(message: dict[str, Any]) -> list[dict[str, Any]]:
                     "content_block": {"type": "thinking", "thinking": "", "signature": ""},
                 }
             )
-            for piece in _pieces(block["thinking"]):
+            for piece in pieces(block["thinking"]):
                 events.append(
                     {
                         "type": "content_block_delta",
@@ -388,12 +302,6 @@ def stream_events(message: dict[str, Any]) -> list[dict[str, Any]]:
     return events
 
 
-def _pieces(text: str) -> list[str]:
-    """Words with their following space, as a model streams them."""
-    words = text.split(" ")
-    return [word + " " for word in words[:-1]] + [words[-1]] if text else []
-
-
 async def _send_stream(
     send: Any,
     message: dict[str, Any],
@@ -404,17 +312,7 @@ async def _send_stream(
     malformed_after: int | None,
     error_event: tuple[int, str] | None,
 ) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"text/event-stream; charset=utf-8"),
-                (b"cache-control", b"no-cache"),
-                (b"request-id", request_id.encode()),
-            ],
-        }
-    )
+    await start_event_stream(send, {"request-id": request_id})
     for count, event in enumerate(stream_events(message)):
         if count == break_after:
             return  # returning without the final body message makes uvicorn drop the connection
@@ -438,10 +336,6 @@ async def _send_stream(
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-@contextlib.contextmanager
-def running_fake_anthropic(**kwargs: Any) -> Iterator[FakeAnthropic]:
+def running_fake_anthropic(**kwargs: Any) -> AbstractContextManager[FakeAnthropic]:
     """A `FakeAnthropic(**kwargs)` served on 127.0.0.1; `fake.base_url` is set inside the block."""
-    fake = FakeAnthropic(**kwargs)
-    with serve_asgi(fake.app) as base_url:
-        fake.base_url = base_url
-        yield fake
+    return serving(FakeAnthropic(**kwargs))

@@ -25,15 +25,10 @@ words + tool calls.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
 import json
-import math
-import threading
 import time
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +37,35 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.servers import serve_asgi
+from tests.fakes.faults import (
+    AsgiEndpoint,
+    Failure,
+    FakeUpstream,
+    RecordedRequest,
+    client_left_during,
+    default_words,
+    last_user_text,
+    pieces,
+    reply_digest,
+    serving,
+    start_event_stream,
+    tokens_for,
+)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "FAKE_API_KEY",
+    "FakeOpenAI",
+    "FakeReply",
+    "FakeToolCall",
+    "RecordedRequest",
+    "build_completion",
+    "last_user_text",
+    "prompt_tokens_for",
+    "request_problem",
+    "running_fake_openai",
+    "stream_chunks",
+]
 
 FAKE_API_KEY = "sk-proj-fake-0123456789abcdef"
 DEFAULT_MODEL = "gpt-fake-1"
@@ -67,42 +90,19 @@ class FakeReply:
     cached_tokens: int = 0
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
-    path: str
-    headers: dict[str, str]  # lower-case names
-    body: Any  # parsed JSON, or None when the body was not JSON
+class FakeOpenAI(FakeUpstream):
+    # The keyword arguments of `_send_stream`, and their value when nothing is scripted.
+    STREAM_FAULTS = {
+        "seconds_per_event": 0.0,
+        "break_after": None,
+        "error_after": None,
+        "malformed_after": None,
+        "omit_done": False,
+    }
 
-    @property
-    def stream(self) -> bool:
-        return isinstance(self.body, dict) and bool(self.body.get("stream"))
-
-
-@dataclass(frozen=True)
-class _Failure:
-    status: int
-    retry_after: float | None
-    message: str
-    code: str | None
-
-
-class FakeOpenAI:
     def __init__(self, api_key: str = FAKE_API_KEY, default_reply: str | None = None) -> None:
-        self.api_key = api_key
-        self.default_reply = default_reply
-        self.base_url = ""  # set by running_fake_openai(); the API root is `v1_url`
-        self.requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()  # the server thread and the test thread share the queues
-        self._replies: deque[FakeReply] = deque()
-        self._failures: deque[_Failure] = deque()
-        self._header_delays: deque[float] = deque()
-        self._slow_streams: deque[float] = deque()
-        self._breaks: deque[int] = deque()
-        self._stream_errors: deque[int] = deque()
-        self._malformed_sse: deque[int] = deque()
-        self._missing_done = 0
-        self._malformed_json = 0
-        endpoint = _AsgiEndpoint(self._chat_completions)
+        super().__init__(api_key, default_reply)
+        endpoint = AsgiEndpoint(self._chat_completions)
         self.app = Starlette(routes=[Route("/v1/chat/completions", endpoint, methods=["POST"])])
 
     @property
@@ -110,11 +110,7 @@ class FakeOpenAI:
         """What OpenAI clients call `base_url` (OPENAI_BASE_URL): the root including /v1."""
         return self.base_url + "/v1"
 
-    # --- scripting -------------------------------------------------------------------------
-    def enqueue(self, *replies: FakeReply) -> None:
-        with self._lock:
-            self._replies.extend(replies)
-
+    # --- scripting (replies, header delays, slow and broken streams: see `FakeUpstream`) ----
     def fail_next(
         self,
         status: int = 503,
@@ -126,74 +122,36 @@ class FakeOpenAI:
     ) -> None:
         """The next `times` requests get `status` with an OpenAI error body (`code` e.g.
         "insufficient_quota")."""
-        failure = _Failure(status, retry_after, message or f"fake upstream error {status}", code)
-        with self._lock:
-            self._failures.extend([failure] * times)
-
-    def delay_headers(self, seconds: float, times: int = 1) -> None:
-        """The next `times` requests wait `seconds` before any response byte."""
-        with self._lock:
-            self._header_delays.extend([seconds] * times)
-
-    def slow_stream(self, seconds_per_chunk: float, times: int = 1) -> None:
-        """The next `times` streams sleep between chunks."""
-        with self._lock:
-            self._slow_streams.extend([seconds_per_chunk] * times)
-
-    def break_stream_after(self, n_chunks: int, times: int = 1) -> None:
-        """The next `times` streams send `n_chunks` chunks, then drop the connection."""
-        with self._lock:
-            self._breaks.extend([n_chunks] * times)
+        failure = Failure(status, retry_after, message or f"fake upstream error {status}", code)
+        self._push("failure", [failure] * times)
 
     def error_in_stream_after(self, n_chunks: int, times: int = 1) -> None:
         """The next `times` streams send `n_chunks` chunks, then an `{"error": …}` payload."""
-        with self._lock:
-            self._stream_errors.extend([n_chunks] * times)
+        self._push("error_after", [n_chunks] * times)
 
     def malformed_sse(self, after_chunks: int = 0, times: int = 1) -> None:
         """The next `times` streams send a non-JSON `data:` line after `after_chunks` chunks."""
-        with self._lock:
-            self._malformed_sse.extend([after_chunks] * times)
+        self._push("malformed_after", [after_chunks] * times)
 
     def omit_done(self, times: int = 1) -> None:
         """The next `times` streams end cleanly after the finish chunk, without usage or [DONE]."""
-        with self._lock:
-            self._missing_done += times
-
-    def malformed_json(self, times: int = 1) -> None:
-        """The next `times` non-streaming answers are a 200 whose body is not JSON."""
-        with self._lock:
-            self._malformed_json += times
-
-    def reset(self) -> None:
-        with self._lock:
-            self.requests.clear()
-            queues = (self._replies, self._failures, self._header_delays, self._slow_streams, self._breaks,
-                      self._stream_errors, self._malformed_sse)
-            for queue in queues:
-                queue.clear()
-            self._missing_done = self._malformed_json = 0
+        self._push("omit_done", [True] * times)
 
     # --- serving ---------------------------------------------------------------------------
     async def _chat_completions(self, scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope, receive)
         raw = await request.body()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = None
-        headers = {name.lower(): value for name, value in request.headers.items()}
         with self._lock:
-            self.requests.append(RecordedRequest(scope["path"], headers, body))
-            number = len(self.requests)
-            delay = self._header_delays.popleft() if self._header_delays else 0.0
-        if delay and await _client_left_during(request, delay):
+            body, headers, number = self._record(request, raw)
+            delay = self._take("header_delay", 0.0)
+        if delay and await client_left_during(request, delay):
             return  # a client that gave up must not consume the faults queued for the next one
         response = self._refusal(headers, body, number)
         if response is not None:
             await response(scope, receive, send)
             return
-        reply, faults = self._take_reply(streaming=bool(body.get("stream")))
+        with self._lock:
+            reply, faults = self._take_reply(streaming=bool(body.get("stream")))
         completion = build_completion(body, reply, self.default_reply, number)
         if not body.get("stream"):
             if faults.get("malformed_json"):
@@ -210,41 +168,13 @@ class FakeOpenAI:
             shown = headers.get("authorization", "").removeprefix("Bearer ")
             return _error(401, f"Incorrect API key provided: {shown}.", number, code="invalid_api_key")
         with self._lock:
-            failure = self._failures.popleft() if self._failures else None
+            failure = self._take("failure")
         if failure is not None:
-            extra = {} if failure.retry_after is None else {"retry-after": f"{failure.retry_after:g}"}
-            return _error(failure.status, failure.message, number, code=failure.code, headers=extra)
+            return _error(failure.status, failure.message, number, code=failure.code, headers=failure.headers())
         if not isinstance(body, dict):
             return _error(400, "We could not parse the JSON body of your request.", number)
         problem = request_problem(body)
         return None if problem is None else _error(400, problem, number)
-
-    def _take_reply(self, streaming: bool) -> tuple[FakeReply | None, dict[str, Any]]:
-        with self._lock:
-            reply = self._replies.popleft() if self._replies else None
-            faults: dict[str, Any] = {}
-            if streaming:
-                faults["seconds_per_chunk"] = self._slow_streams.popleft() if self._slow_streams else 0.0
-                faults["break_after"] = self._breaks.popleft() if self._breaks else None
-                faults["error_after"] = self._stream_errors.popleft() if self._stream_errors else None
-                faults["malformed_after"] = self._malformed_sse.popleft() if self._malformed_sse else None
-                faults["omit_done"] = self._missing_done > 0
-                self._missing_done = max(0, self._missing_done - 1)
-            elif self._malformed_json:
-                self._malformed_json -= 1
-                faults["malformed_json"] = True
-        return reply, faults
-
-
-class _AsgiEndpoint:
-    """Starlette treats a non-function endpoint as a raw ASGI app: we need raw `send` to drop a
-    connection mid-stream and to write malformed SSE."""
-
-    def __init__(self, handler: Any) -> None:
-        self._handler = handler
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self._handler(scope, receive, send)
 
 
 def _request_id(number: int) -> dict[str, str]:
@@ -317,27 +247,15 @@ def request_problem(body: dict[str, Any]) -> str | None:
 
 # --- building answers ----------------------------------------------------------------------
 def prompt_tokens_for(body: dict[str, Any]) -> int:
-    counted = {key: body.get(key) for key in ("messages", "tools")}
-    return max(1, math.ceil(len(json.dumps(counted, separators=(",", ":")).encode()) / 4))
-
-
-def last_user_text(body: dict[str, Any]) -> str:
-    for message in reversed(body.get("messages") or []):
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        return " ".join(part.get("text", "") for part in content or [] if part.get("type") == "text")
-    return ""
+    return tokens_for(body, ("messages", "tools"))
 
 
 def build_completion(
     body: dict[str, Any], reply: FakeReply | None, default_reply: str | None, number: int
 ) -> dict[str, Any]:
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode() + str(number).encode()).hexdigest()
+    digest = reply_digest(body, number)
     if reply is None:
-        words = (default_reply or f"Fake reply to: {last_user_text(body)}").split()
+        words = default_words(body, default_reply)
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or len(words)
         reply = FakeReply(text=" ".join(words[:limit]), finish_reason="length" if len(words) > limit else "stop")
     message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": reply.refusal, "annotations": []}
@@ -404,9 +322,9 @@ def stream_chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[
     first_content = "" if message["content"] is not None or not calls else None
     first: dict[str, Any] = {"role": "assistant", "content": first_content, "refusal": None}
     chunks = [chunk(first)]
-    for piece in _pieces(message["content"] or ""):
+    for piece in pieces(message["content"] or ""):
         chunks.append(chunk({"content": piece}))
-    for piece in _pieces(message.get("refusal") or ""):
+    for piece in pieces(message.get("refusal") or ""):
         chunks.append(chunk({"refusal": piece}))
     for index, call in enumerate(calls):
         function = {"name": call["function"]["name"], "arguments": ""}
@@ -421,38 +339,19 @@ def stream_chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[
     return chunks
 
 
-def _pieces(text: str) -> list[str]:
-    """Words with their following space, as a model streams them."""
-    words = text.split(" ")
-    return [word + " " for word in words[:-1]] + [words[-1]] if text else []
-
-
-async def _client_left_during(request: Request, seconds: float) -> bool:
-    """Wait `seconds`, watching for the client to disconnect meanwhile."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while (left := deadline - loop.time()) > 0:
-        await asyncio.sleep(min(0.05, left))
-        if await request.is_disconnected():
-            return True
-    return False
-
-
 async def _send_stream(
     request: Request,
     send: Any,
     chunks: list[dict[str, Any]],
     number: int,
     *,
-    seconds_per_chunk: float,
+    seconds_per_event: float,
     break_after: int | None,
     error_after: int | None,
     malformed_after: int | None,
     omit_done: bool,
 ) -> None:
-    headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
-    headers += [(name.encode(), value.encode()) for name, value in _request_id(number).items()]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await start_event_stream(send, _request_id(number))
 
     async def frame(data: str) -> None:
         await send({"type": "http.response.body", "body": f"data: {data}\n\n".encode(), "more_body": True})
@@ -469,7 +368,7 @@ async def _send_stream(
             return
         if count == malformed_after:
             await frame("{not json")
-        if count and seconds_per_chunk and await _client_left_during(request, seconds_per_chunk):
+        if count and seconds_per_event and await client_left_during(request, seconds_per_event):
             return
         await frame(json.dumps(chunk))
     if not omit_done:
@@ -477,10 +376,6 @@ async def _send_stream(
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-@contextlib.contextmanager
-def running_fake_openai(**kwargs: Any) -> Iterator[FakeOpenAI]:
+def running_fake_openai(**kwargs: Any) -> AbstractContextManager[FakeOpenAI]:
     """A `FakeOpenAI(**kwargs)` served on 127.0.0.1; `fake.base_url` is set inside the block."""
-    fake = FakeOpenAI(**kwargs)
-    with serve_asgi(fake.app) as base_url:
-        fake.base_url = base_url
-        yield fake
+    return serving(FakeOpenAI(**kwargs))

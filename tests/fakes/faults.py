@@ -1,0 +1,193 @@
+"""What the fake LLM upstreams (`fake_anthropic`, `fake_openai`) share: recording the requests,
+scripting replies and faults that are consumed one request at a time, and the small helpers of
+building and streaming answers. Each fake keeps its own wire format and request rules.
+
+Faults live in named FIFO queues behind one lock (the server thread and the test thread share
+them). A streamed request takes one entry of each stream fault queue at once — its fault
+snapshot — so faults scripted for later requests stay where they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import threading
+from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+
+from tests.fakes.servers import serve_asgi
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: Any  # parsed JSON, or None when the body was not JSON
+
+    @property
+    def stream(self) -> bool:
+        return isinstance(self.body, dict) and bool(self.body.get("stream"))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An injected error answer (see `fail_next` of each fake)."""
+
+    status: int
+    retry_after: float | None
+    message: str
+    code: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"retry-after": f"{self.retry_after:g}"}
+
+
+class FakeUpstream:
+    """Recording and fault plumbing of a fake upstream. Subclasses serve their API on `self.app`
+    and name their stream faults in `STREAM_FAULTS` (queue name → value when none is queued);
+    the names are the keyword arguments of their stream writer."""
+
+    STREAM_FAULTS: Mapping[str, Any] = {}
+
+    def __init__(self, api_key: str, default_reply: str | None) -> None:
+        self.api_key = api_key
+        self.default_reply = default_reply
+        self.base_url = ""  # set by serving()
+        self.requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()  # the server thread and the test thread share the queues
+        self._queues: defaultdict[str, deque[Any]] = defaultdict(deque)
+
+    # --- scripting -------------------------------------------------------------------------
+    def enqueue(self, *replies: Any) -> None:
+        self._push("reply", replies)
+
+    def delay_headers(self, seconds: float, times: int = 1) -> None:
+        """The next `times` requests wait `seconds` before any response byte."""
+        self._push("header_delay", [seconds] * times)
+
+    def slow_stream(self, seconds_per_event: float, times: int = 1) -> None:
+        """The next `times` streams sleep between events (chunks)."""
+        self._push("seconds_per_event", [seconds_per_event] * times)
+
+    def break_stream_after(self, n_events: int, times: int = 1) -> None:
+        """The next `times` streams send `n_events` events (chunks), then drop the connection."""
+        self._push("break_after", [n_events] * times)
+
+    def malformed_json(self, times: int = 1) -> None:
+        """The next `times` non-streaming answers are a 200 whose body is not JSON."""
+        self._push("malformed_json", [True] * times)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self._queues.clear()
+
+    def _push(self, queue: str, values: Iterable[Any]) -> None:
+        with self._lock:
+            self._queues[queue].extend(values)
+
+    # --- serving (the methods below that say so must be called holding `self._lock`) -------
+    def _take(self, queue: str, default: Any = None) -> Any:
+        """The next scripted value of `queue`, or `default`. Holds the lock."""
+        values = self._queues.get(queue)
+        return values.popleft() if values else default
+
+    def _record(self, request: Request, raw: bytes) -> tuple[Any, dict[str, str], int]:
+        """Record a request; returns its parsed body, lower-cased headers and 1-based number.
+        Holds the lock."""
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        self.requests.append(RecordedRequest(request.scope["path"], headers, body))
+        return body, headers, len(self.requests)
+
+    def _take_reply(self, streaming: bool) -> tuple[Any, dict[str, Any]]:
+        """The next scripted reply and this request's fault snapshot. Holds the lock."""
+        reply = self._take("reply")
+        if streaming:
+            return reply, {name: self._take(name, default) for name, default in self.STREAM_FAULTS.items()}
+        return reply, {"malformed_json": True} if self._take("malformed_json", False) else {}
+
+
+FakeT = TypeVar("FakeT", bound=FakeUpstream)
+
+
+@contextlib.contextmanager
+def serving(fake: FakeT) -> Iterator[FakeT]:
+    """`fake` served on 127.0.0.1; `fake.base_url` is set inside the block."""
+    with serve_asgi(fake.app) as base_url:  # type: ignore[attr-defined]
+        fake.base_url = base_url
+        yield fake
+
+
+class AsgiEndpoint:
+    """Starlette treats a non-function endpoint as a raw ASGI app: we need raw `send` to drop a
+    connection mid-stream and to write malformed SSE."""
+
+    def __init__(self, handler: Any) -> None:
+        self._handler = handler
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._handler(scope, receive, send)
+
+
+async def start_event_stream(send: Any, headers: Mapping[str, str]) -> None:
+    """The 200 head of an SSE answer, with `headers` (e.g. the request id) added."""
+    raw = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+    raw += [(name.encode(), value.encode()) for name, value in headers.items()]
+    await send({"type": "http.response.start", "status": 200, "headers": raw})
+
+
+async def client_left_during(request: Request, seconds: float) -> bool:
+    """Wait `seconds`, watching for the client to disconnect meanwhile."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (left := deadline - loop.time()) > 0:
+        await asyncio.sleep(min(0.05, left))
+        if await request.is_disconnected():
+            return True
+    return False
+
+
+# --- building answers ----------------------------------------------------------------------
+def tokens_for(body: dict[str, Any], keys: Iterable[str]) -> int:
+    """The fakes' token estimate: ceil(bytes of the compact JSON of those fields / 4), at least 1."""
+    counted = {key: body.get(key) for key in keys}
+    return max(1, math.ceil(len(json.dumps(counted, separators=(",", ":")).encode()) / 4))
+
+
+def reply_digest(body: Any, number: int) -> str:
+    """A stable hex digest of a request and its number: the source of the fakes' ids."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode() + str(number).encode()).hexdigest()
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    """The text of the last user message (string content, or its text parts/blocks joined)."""
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        return " ".join(part.get("text", "") for part in content or [] if part.get("type") == "text")
+    return ""
+
+
+def default_words(body: dict[str, Any], default_reply: str | None) -> list[str]:
+    """The words of the unscripted reply: `default_reply`, or "Fake reply to: <last user text>"."""
+    return (default_reply or f"Fake reply to: {last_user_text(body)}").split()
+
+
+def pieces(text: str) -> list[str]:
+    """Words with their following space, as a model streams them."""
+    words = text.split(" ")
+    return [word + " " for word in words[:-1]] + [words[-1]] if text else []
