@@ -101,6 +101,9 @@ def _check_blocks(blocks: list[Block], field: str) -> list[Block]:
         # text blocks, and a refused user turn would stay in the thread and break every next turn.
         if block["type"] == "text" and not (isinstance(block.get("text"), str) and block["text"].strip()):
             raise ValueError(f"{field}[{i}].text: a text block needs non-blank string text")
+        source = block.get("source")
+        if block["type"] in ("image", "document") and not (isinstance(source, dict) and isinstance(source.get("type"), str)):
+            raise ValueError(f"{field}[{i}].source: an {block['type']} block needs a source object with a type")
     return blocks
 
 
