@@ -541,3 +541,25 @@ def test_metadata_up_to_16_kib_is_kept(gateway):
         r = c.patch(f"/v1/threads/{t['id']}", json={"metadata": {"more": "x"}})
         assert r.status_code == 400
         assert c.get(f"/v1/threads/{t['id']}").json()["metadata"] == most
+
+
+def test_concurrent_metadata_patches_lose_nothing(gateway):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with gateway.admin() as c:
+        t = new_thread(c, metadata={"keep": True})
+
+    def patch(i: int) -> int:
+        with gateway.admin() as c:
+            return c.patch(f"/v1/threads/{t['id']}", json={"metadata": {f"k{i}": i}}).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert set(pool.map(patch, range(24))) == {200}
+    with gateway.admin() as c:
+        assert c.get(f"/v1/threads/{t['id']}").json()["metadata"] == {"keep": True, **{f"k{i}": i for i in range(24)}}
+        # A running turn holds the thread's turn lock; a metadata PATCH does not need it.
+        threads, now = gateway.runtime.stores.threads, gateway.runtime.clock.now_ms()
+        assert threads.acquire_turn_lock(t["id"], "a-running-turn", now, 60_000)
+        r = c.patch(f"/v1/threads/{t['id']}", json={"title": "t", "metadata": {"keep": None}})
+        assert r.status_code == 200 and "keep" not in r.json()["metadata"]
+        threads.release_turn_lock(t["id"], "a-running-turn")
