@@ -32,32 +32,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.faults import (
-    AsgiEndpoint,
-    Failure,
-    FakeUpstream,
-    RecordedRequest,
-    default_words,
-    last_user_text,
-    pieces,
-    reply_digest,
-    serving,
-    start_event_stream,
-    tokens_for,
-)
-
-__all__ = [
-    "DEFAULT_MODEL",
-    "FAKE_API_KEY",
-    "FakeAnthropic",
-    "FakeReply",
-    "FakeToolUse",
-    "RecordedRequest",
-    "input_tokens_for",
-    "last_user_text",
-    "running_fake_anthropic",
-    "stream_events",
-]
+from tests.fakes import faults
+from tests.fakes.faults import FakeUpstream
 
 FAKE_API_KEY = "sk-ant-fake-0123456789abcdef"
 DEFAULT_MODEL = "claude-fake-1"
@@ -95,23 +71,13 @@ class FakeReply:
 class FakeAnthropic(FakeUpstream):
     # The keyword arguments of `_send_stream`, and their value when nothing is scripted.
     STREAM_FAULTS = {"seconds_per_event": 0.0, "break_after": None, "malformed_after": None, "error_event": None}
+    FAILURE_STATUS = 529  # overloaded
 
     def __init__(self, api_key: str = FAKE_API_KEY, default_reply: str | None = None) -> None:
         super().__init__(api_key, default_reply)
-        self.app = Starlette(routes=[Route("/v1/messages", AsgiEndpoint(self._messages), methods=["POST"])])
+        self.app = Starlette(routes=[Route("/v1/messages", faults.AsgiEndpoint(self._messages), methods=["POST"])])
 
-    # --- scripting (replies, header delays, slow and broken streams: see `FakeUpstream`) ----
-    def fail_next(
-        self,
-        status: int = 529,
-        times: int = 1,
-        *,
-        retry_after: float | None = None,
-        message: str | None = None,
-    ) -> None:
-        """The next `times` requests get `status` with an Anthropic error body."""
-        self._push("failure", [Failure(status, retry_after, message or f"fake upstream error {status}")] * times)
-
+    # --- scripting (replies, failures, delays, slow and broken streams: see `FakeUpstream`) -
     def malformed_sse(self, after_events: int = 0, times: int = 1) -> None:
         """The next `times` streams send a non-JSON `data:` line after `after_events` events."""
         self._push("malformed_after", [after_events] * times)
@@ -132,7 +98,7 @@ class FakeAnthropic(FakeUpstream):
             delay = self._take("header_delay", 0.0)
             refusal = self._refusal(headers, body, number)
             if refusal is None:
-                reply, faults = self._take_reply(streaming=bool(body.get("stream")))
+                reply, snapshot = self._take_reply(streaming=bool(body.get("stream")))
         if delay:
             await asyncio.sleep(delay)
         if refusal is not None:
@@ -141,12 +107,9 @@ class FakeAnthropic(FakeUpstream):
         message = _build_message(body, reply, self.default_reply, number)
         request_id = f"req_fake_{number:06d}"
         if not body.get("stream"):
-            if faults.get("malformed_json"):
-                await Response("{this is not json", media_type="application/json")(scope, receive, send)
-            else:
-                await JSONResponse(message, headers={"request-id": request_id})(scope, receive, send)
+            await faults.json_answer(message, {"request-id": request_id}, snapshot)(scope, receive, send)
             return
-        await _send_stream(send, message, request_id, **faults)
+        await _send_stream(send, message, request_id, **snapshot)
 
     def _refusal(self, headers: dict[str, str], body: Any, number: int) -> Response | None:
         """An error answer (auth, injected failure, invalid body), or None. Holds the lock."""
@@ -180,15 +143,15 @@ def _error(status: int, message: str, number: int, headers: dict[str, str] | Non
 
 # --- building answers ----------------------------------------------------------------------
 def input_tokens_for(body: dict[str, Any]) -> int:
-    return tokens_for(body, ("messages", "system", "tools"))
+    return faults.tokens_for(body, ("messages", "system", "tools"))
 
 
 def _build_message(
     body: dict[str, Any], reply: FakeReply | None, default_reply: str | None, number: int
 ) -> dict[str, Any]:
-    digest = reply_digest(body, number)
+    digest = faults.reply_digest(body, number)
     if reply is None:
-        words = default_words(body, default_reply)
+        words = faults.default_words(body, default_reply)
         cut = len(words) > body["max_tokens"]
         reply = FakeReply(
             text=" ".join(words[: body["max_tokens"]]), stop_reason="max_tokens" if cut else "end_turn"
@@ -244,7 +207,7 @@ def stream_events(message: dict[str, Any]) -> list[dict[str, Any]]:
             events.append(
                 {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
             )
-            for piece in pieces(block["text"]):
+            for piece in faults.pieces(block["text"]):
                 events.append(
                     {
                         "type": "content_block_delta",
@@ -260,7 +223,7 @@ def stream_events(message: dict[str, Any]) -> list[dict[str, Any]]:
                     "content_block": {"type": "thinking", "thinking": "", "signature": ""},
                 }
             )
-            for piece in pieces(block["thinking"]):
+            for piece in faults.pieces(block["thinking"]):
                 events.append(
                     {
                         "type": "content_block_delta",
@@ -307,35 +270,26 @@ async def _send_stream(
     message: dict[str, Any],
     request_id: str,
     *,
-    seconds_per_event: float,
-    break_after: int | None,
-    malformed_after: int | None,
     error_event: tuple[int, str] | None,
+    **stream_faults: Any,
 ) -> None:
-    await start_event_stream(send, {"request-id": request_id})
-    for count, event in enumerate(stream_events(message)):
-        if count == break_after:
-            return  # returning without the final body message makes uvicorn drop the connection
-        if error_event is not None and count == error_event[0]:
-            error = {"type": "error", "error": {"type": error_event[1], "message": "Overloaded"}}
-            frame = f"event: error\ndata: {json.dumps(error)}\n\n".encode()
-            await send({"type": "http.response.body", "body": frame, "more_body": False})
-            return
-        if count == malformed_after:
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": b"event: content_block_delta\ndata: {not json\n\n",
-                    "more_body": True,
-                }
-            )
-        if count and seconds_per_event:
-            await asyncio.sleep(seconds_per_event)
-        frame = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
-        await send({"type": "http.response.body", "body": frame, "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    error_after, error_type = error_event or (None, "")
+    error = {"type": "error", "error": {"type": error_type, "message": "Overloaded"}}
+    await faults.send_event_stream(
+        send,
+        [_frame(event) for event in stream_events(message)],
+        headers={"request-id": request_id},
+        malformed_frame=b"event: content_block_delta\ndata: {not json\n\n",
+        error_after=error_after,
+        error_frame=_frame(error),
+        **stream_faults,
+    )
+
+
+def _frame(event: dict[str, Any]) -> bytes:
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
 
 
 def running_fake_anthropic(**kwargs: Any) -> AbstractContextManager[FakeAnthropic]:
     """A `FakeAnthropic(**kwargs)` served on 127.0.0.1; `fake.base_url` is set inside the block."""
-    return serving(FakeAnthropic(**kwargs))
+    return faults.serving(FakeAnthropic(**kwargs))

@@ -37,35 +37,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.faults import (
-    AsgiEndpoint,
-    Failure,
-    FakeUpstream,
-    RecordedRequest,
-    client_left_during,
-    default_words,
-    last_user_text,
-    pieces,
-    reply_digest,
-    serving,
-    start_event_stream,
-    tokens_for,
-)
-
-__all__ = [
-    "DEFAULT_MODEL",
-    "FAKE_API_KEY",
-    "FakeOpenAI",
-    "FakeReply",
-    "FakeToolCall",
-    "RecordedRequest",
-    "build_completion",
-    "last_user_text",
-    "prompt_tokens_for",
-    "request_problem",
-    "running_fake_openai",
-    "stream_chunks",
-]
+from tests.fakes import faults
+from tests.fakes.faults import FakeUpstream
 
 FAKE_API_KEY = "sk-proj-fake-0123456789abcdef"
 DEFAULT_MODEL = "gpt-fake-1"
@@ -92,6 +65,7 @@ class FakeReply:
 
 class FakeOpenAI(FakeUpstream):
     # The keyword arguments of `_send_stream`, and their value when nothing is scripted.
+    FAILURE_STATUS = 503
     STREAM_FAULTS = {
         "seconds_per_event": 0.0,
         "break_after": None,
@@ -102,7 +76,7 @@ class FakeOpenAI(FakeUpstream):
 
     def __init__(self, api_key: str = FAKE_API_KEY, default_reply: str | None = None) -> None:
         super().__init__(api_key, default_reply)
-        endpoint = AsgiEndpoint(self._chat_completions)
+        endpoint = faults.AsgiEndpoint(self._chat_completions)
         self.app = Starlette(routes=[Route("/v1/chat/completions", endpoint, methods=["POST"])])
 
     @property
@@ -110,21 +84,7 @@ class FakeOpenAI(FakeUpstream):
         """What OpenAI clients call `base_url` (OPENAI_BASE_URL): the root including /v1."""
         return self.base_url + "/v1"
 
-    # --- scripting (replies, header delays, slow and broken streams: see `FakeUpstream`) ----
-    def fail_next(
-        self,
-        status: int = 503,
-        times: int = 1,
-        *,
-        retry_after: float | None = None,
-        message: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        """The next `times` requests get `status` with an OpenAI error body (`code` e.g.
-        "insufficient_quota")."""
-        failure = Failure(status, retry_after, message or f"fake upstream error {status}", code)
-        self._push("failure", [failure] * times)
-
+    # --- scripting (replies, failures, delays, slow and broken streams: see `FakeUpstream`) -
     def error_in_stream_after(self, n_chunks: int, times: int = 1) -> None:
         """The next `times` streams send `n_chunks` chunks, then an `{"error": …}` payload."""
         self._push("error_after", [n_chunks] * times)
@@ -144,23 +104,20 @@ class FakeOpenAI(FakeUpstream):
         with self._lock:
             body, headers, number = self._record(request, raw)
             delay = self._take("header_delay", 0.0)
-        if delay and await client_left_during(request, delay):
+        if delay and await faults.client_left_during(request, delay):
             return  # a client that gave up must not consume the faults queued for the next one
         response = self._refusal(headers, body, number)
         if response is not None:
             await response(scope, receive, send)
             return
         with self._lock:
-            reply, faults = self._take_reply(streaming=bool(body.get("stream")))
+            reply, snapshot = self._take_reply(streaming=bool(body.get("stream")))
         completion = build_completion(body, reply, self.default_reply, number)
         if not body.get("stream"):
-            if faults.get("malformed_json"):
-                await Response("{this is not json", media_type="application/json")(scope, receive, send)
-            else:
-                await JSONResponse(completion, headers=_request_id(number))(scope, receive, send)
+            await faults.json_answer(completion, _request_id(number), snapshot)(scope, receive, send)
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        await _send_stream(request, send, stream_chunks(completion, include_usage), number, **faults)
+        await _send_stream(request, send, stream_chunks(completion, include_usage), number, **snapshot)
 
     def _refusal(self, headers: dict[str, str], body: Any, number: int) -> Response | None:
         if headers.get("authorization") != f"Bearer {self.api_key}":
@@ -247,15 +204,15 @@ def request_problem(body: dict[str, Any]) -> str | None:
 
 # --- building answers ----------------------------------------------------------------------
 def prompt_tokens_for(body: dict[str, Any]) -> int:
-    return tokens_for(body, ("messages", "tools"))
+    return faults.tokens_for(body, ("messages", "tools"))
 
 
 def build_completion(
     body: dict[str, Any], reply: FakeReply | None, default_reply: str | None, number: int
 ) -> dict[str, Any]:
-    digest = reply_digest(body, number)
+    digest = faults.reply_digest(body, number)
     if reply is None:
-        words = default_words(body, default_reply)
+        words = faults.default_words(body, default_reply)
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or len(words)
         reply = FakeReply(text=" ".join(words[:limit]), finish_reason="length" if len(words) > limit else "stop")
     message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": reply.refusal, "annotations": []}
@@ -322,9 +279,9 @@ def stream_chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[
     first_content = "" if message["content"] is not None or not calls else None
     first: dict[str, Any] = {"role": "assistant", "content": first_content, "refusal": None}
     chunks = [chunk(first)]
-    for piece in pieces(message["content"] or ""):
+    for piece in faults.pieces(message["content"] or ""):
         chunks.append(chunk({"content": piece}))
-    for piece in pieces(message.get("refusal") or ""):
+    for piece in faults.pieces(message.get("refusal") or ""):
         chunks.append(chunk({"refusal": piece}))
     for index, call in enumerate(calls):
         function = {"name": call["function"]["name"], "arguments": ""}
@@ -345,37 +302,29 @@ async def _send_stream(
     chunks: list[dict[str, Any]],
     number: int,
     *,
-    seconds_per_event: float,
-    break_after: int | None,
-    error_after: int | None,
-    malformed_after: int | None,
     omit_done: bool,
+    **stream_faults: Any,
 ) -> None:
-    await start_event_stream(send, _request_id(number))
-
-    async def frame(data: str) -> None:
-        await send({"type": "http.response.body", "body": f"data: {data}\n\n".encode(), "more_body": True})
-
     if omit_done:  # a clean end after the finish chunk: no usage chunk, no [DONE]
         chunks = [c for c in chunks if c["choices"]]
-    for count, chunk in enumerate(chunks):
-        if count == break_after:
-            return  # returning without the final body message makes uvicorn drop the connection
-        if count == error_after:
-            message = "The server had an error while processing your request."
-            await frame(json.dumps({"error": {"message": message, "type": "server_error", "param": None, "code": None}}))
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
-        if count == malformed_after:
-            await frame("{not json")
-        if count and seconds_per_event and await client_left_during(request, seconds_per_event):
-            return
-        await frame(json.dumps(chunk))
-    if not omit_done:
-        await frame("[DONE]")
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    message = "The server had an error while processing your request."
+    error = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+    await faults.send_event_stream(
+        send,
+        [_frame(json.dumps(chunk)) for chunk in chunks],
+        headers=_request_id(number),
+        malformed_frame=_frame("{not json"),
+        error_frame=_frame(json.dumps(error)),
+        trailer=b"" if omit_done else _frame("[DONE]"),
+        pause=lambda seconds: faults.client_left_during(request, seconds),
+        **stream_faults,
+    )
+
+
+def _frame(data: str) -> bytes:
+    return f"data: {data}\n\n".encode()
 
 
 def running_fake_openai(**kwargs: Any) -> AbstractContextManager[FakeOpenAI]:
     """A `FakeOpenAI(**kwargs)` served on 127.0.0.1; `fake.base_url` is set inside the block."""
-    return serving(FakeOpenAI(**kwargs))
+    return faults.serving(FakeOpenAI(**kwargs))

@@ -16,11 +16,12 @@ import json
 import math
 import threading
 from collections import defaultdict, deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from tests.fakes.servers import serve_asgi
 
@@ -55,6 +56,7 @@ class FakeUpstream:
     the names are the keyword arguments of their stream writer."""
 
     STREAM_FAULTS: Mapping[str, Any] = {}
+    FAILURE_STATUS = 503  # what `fail_next()` answers when no status is given
 
     def __init__(self, api_key: str, default_reply: str | None) -> None:
         self.api_key = api_key
@@ -67,6 +69,20 @@ class FakeUpstream:
     # --- scripting -------------------------------------------------------------------------
     def enqueue(self, *replies: Any) -> None:
         self._push("reply", replies)
+
+    def fail_next(
+        self,
+        status: int | None = None,
+        times: int = 1,
+        *,
+        retry_after: float | None = None,
+        message: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        """The next `times` requests get `status` (default `FAILURE_STATUS`) with an error body
+        in the API's shape (`code` e.g. "insufficient_quota", where the API has codes)."""
+        status = self.FAILURE_STATUS if status is None else status
+        self._push("failure", [Failure(status, retry_after, message or f"fake upstream error {status}", code)] * times)
 
     def delay_headers(self, seconds: float, times: int = 1) -> None:
         """The next `times` requests wait `seconds` before any response byte."""
@@ -140,11 +156,60 @@ class AsgiEndpoint:
         await self._handler(scope, receive, send)
 
 
-async def start_event_stream(send: Any, headers: Mapping[str, str]) -> None:
-    """The 200 head of an SSE answer, with `headers` (e.g. the request id) added."""
-    raw = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
-    raw += [(name.encode(), value.encode()) for name, value in headers.items()]
-    await send({"type": "http.response.start", "status": 200, "headers": raw})
+def json_answer(document: Any, headers: Mapping[str, str], snapshot: Mapping[str, Any]) -> Response:
+    """The 200 of a non-streaming request: `document`, or a body that is not JSON if scripted."""
+    if snapshot.get("malformed_json"):
+        return Response("{this is not json", media_type="application/json")
+    return JSONResponse(document, headers=dict(headers))
+
+
+async def sleep_through(seconds: float) -> bool:
+    """A pause between stream events that ignores the client (see `client_left_during`)."""
+    await asyncio.sleep(seconds)
+    return False
+
+
+async def send_event_stream(
+    send: Any,
+    frames: Sequence[bytes],
+    *,
+    headers: Mapping[str, str],
+    seconds_per_event: float,
+    break_after: int | None,
+    malformed_after: int | None,
+    malformed_frame: bytes,
+    error_after: int | None,
+    error_frame: bytes,
+    trailer: bytes = b"",
+    pause: Callable[[float], Awaitable[bool]] = sleep_through,
+) -> None:
+    """A 200 SSE answer of encoded `frames` with one request's stream faults applied: dropped
+    after `break_after` frames, `error_frame` as the last frame after `error_after`, a
+    `malformed_frame` slipped in before frame `malformed_after`, and `pause` (which returns True
+    when the client has left) between frames. `trailer` (e.g. `data: [DONE]`) follows a whole
+    stream."""
+    head = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+    head += [(name.encode(), value.encode()) for name, value in headers.items()]
+    await send({"type": "http.response.start", "status": 200, "headers": head})
+
+    async def body(data: bytes) -> None:
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+
+    for count, frame in enumerate(frames):
+        if count == break_after:
+            return  # returning without the final body message makes uvicorn drop the connection
+        if count == error_after:
+            await body(error_frame)
+            break
+        if count == malformed_after:
+            await body(malformed_frame)
+        if count and seconds_per_event and await pause(seconds_per_event):
+            return
+        await body(frame)
+    else:
+        if trailer:
+            await body(trailer)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def client_left_during(request: Request, seconds: float) -> bool:
