@@ -38,8 +38,8 @@ REDACTED = "[redacted]"
 
 
 class UpstreamStatusError(Exception):
-    """Internal: the upstream answered a non-2xx status. Raised inside the retry loop, converted
-    by the provider's `error_for_status` once no attempt is left."""
+    """Internal: the upstream answered a non-2xx status. Raised inside the retry loop; each
+    provider's subclass says which statuses retry and which domain error a final one becomes."""
 
     # Statuses worth another attempt (before the first byte of an answer only).
     retryable_statuses: frozenset[int] = frozenset()
@@ -53,6 +53,10 @@ class UpstreamStatusError(Exception):
     @property
     def retryable(self) -> bool:
         return self.status in self.retryable_statuses
+
+    def domain_error(self, secrets: Iterable[str]) -> GatewayError:
+        """The error our caller sees once no attempt is left (the provider's `error_for_status`)."""
+        raise NotImplementedError
 
 
 def redact_secrets(text: str, secrets: Iterable[str] = ()) -> str:

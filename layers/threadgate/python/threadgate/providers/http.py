@@ -13,8 +13,8 @@ Neither request bodies nor the API key are ever logged or put into an error.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, ClassVar
 
 import httpx
 import orjson
@@ -28,17 +28,13 @@ from tenacity import (
     wait_random,
 )
 
-from threadgate.domain.errors import GatewayError, UpstreamError, UpstreamTimeout
+from threadgate.domain.errors import UpstreamError, UpstreamTimeout
 from threadgate.providers.errors import UpstreamStatusError, error_for_transport, parse_retry_after
 
 logger = logging.getLogger(__name__)
 
 # An error body is only read to extract `error.message`; never buffer an unbounded page.
 MAX_ERROR_BODY_BYTES = 64 * 1024
-
-# (status, body, retry_after_s, secrets) → the domain error once no attempt is left.
-StatusMapper = Callable[[int, bytes, "float | None", Iterable[str]], GatewayError]
-
 
 class UpstreamHTTP:
     """`timeout_s` bounds every wait for bytes (headers, then each stream chunk), not the whole
@@ -53,7 +49,6 @@ class UpstreamHTTP:
         name: str,
         secret: str,
         status_error: type[UpstreamStatusError],
-        error_for_status: StatusMapper,
         timeout_s: float,
         connect_timeout_s: float,
         attempts: int,
@@ -67,7 +62,6 @@ class UpstreamHTTP:
         self._name = name
         self._secrets = (secret,)
         self._status_error = status_error
-        self._error_for_status = error_for_status
         # `read` bounds each wait for bytes: before the headers, and between stream chunks.
         self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
         self._attempts = max(1, attempts)
@@ -112,7 +106,7 @@ class UpstreamHTTP:
                 with attempt:
                     return await self._send_once(payload)
         except UpstreamStatusError as exc:
-            raise self._error_for_status(exc.status, exc.body, exc.retry_after_s, self._secrets) from None
+            raise exc.domain_error(self._secrets) from None
         except httpx.TimeoutException:
             raise error_for_transport("timeout") from None
         except httpx.HTTPError:
@@ -159,6 +153,60 @@ class UpstreamHTTP:
             retry_state.attempt_number,
             retry_state.upcoming_sleep,
         )
+
+
+class HTTPProvider:
+    """The construction and pooling every HTTP provider shares. A subclass names its upstream
+    (`name`, `endpoint_path` appended to `base_url`, `request_headers(api_key)`) and its
+    `status_error` (which statuses retry, which domain error a final one becomes), then
+    speaks its API through `self._upstream`.
+
+    `timeout_s` bounds every wait for bytes (headers, then each stream chunk), not the whole
+    answer; `attempts` counts the first call. One pooled `httpx.AsyncClient` serves all calls:
+    pass `client` to share one (it is then not closed by `aclose()`)."""
+
+    name: ClassVar[str]
+    endpoint_path: ClassVar[str]
+    status_error: ClassVar[type[UpstreamStatusError]]
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 600.0,
+        connect_timeout_s: float = 10.0,
+        attempts: int = 3,
+        client: httpx.AsyncClient | None = None,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 8.0,
+        max_retry_after_s: float = 10.0,
+    ) -> None:
+        self._upstream = UpstreamHTTP(
+            base_url.rstrip("/") + self.endpoint_path,
+            self.request_headers(api_key),
+            name=self.name,
+            secret=api_key,
+            status_error=self.status_error,
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            attempts=attempts,
+            client=client,
+            backoff_initial_s=backoff_initial_s,
+            backoff_max_s=backoff_max_s,
+            max_retry_after_s=max_retry_after_s,
+        )
+
+    @staticmethod
+    def request_headers(api_key: str) -> dict[str, str]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Close the pooled connections (only those of a client this provider created)."""
+        await self._upstream.aclose()
+
+    def _http(self) -> httpx.AsyncClient:
+        return self._upstream.client()
 
 
 async def read_json(response: httpx.Response) -> Any:

@@ -13,51 +13,23 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from threadgate.domain.errors import UpstreamError
-from threadgate.providers.anthropic.errors import UpstreamStatusError, error_for_status, error_for_stream_event
-from threadgate.providers.anthropic.wire import MESSAGES_PATH, request_headers
+from threadgate.providers.anthropic.errors import UpstreamStatusError, error_for_stream_event
+from threadgate.providers.anthropic.wire import MESSAGES_PATH
+from threadgate.providers.anthropic.wire import request_headers as anthropic_headers
 from threadgate.providers.errors import stream_broken
-from threadgate.providers.http import UpstreamEvents, UpstreamHTTP, decode_json_object, read_json
+from threadgate.providers.http import HTTPProvider, UpstreamEvents, decode_json_object, read_json
 
 
-class AnthropicProvider:
-    """`base_url` as in ANTHROPIC_BASE_URL (without `/v1`). `timeout_s` bounds every wait for
-    bytes (headers, then each stream chunk), not the whole answer; `attempts` counts the first
-    call. One pooled `httpx.AsyncClient` serves all calls: pass `client` to share one (it is then
-    not closed by `aclose()`)."""
+class AnthropicProvider(HTTPProvider):
+    """`AnthropicProvider(base_url, api_key, *, timeout_s, connect_timeout_s, attempts, client,
+    backoff_initial_s, backoff_max_s, max_retry_after_s)` (see `HTTPProvider`); `base_url` as in
+    ANTHROPIC_BASE_URL (without `/v1`)."""
 
     name = "anthropic"
-
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str,
-        *,
-        timeout_s: float = 600.0,
-        connect_timeout_s: float = 10.0,
-        attempts: int = 3,
-        client: httpx.AsyncClient | None = None,
-        backoff_initial_s: float = 0.5,
-        backoff_max_s: float = 8.0,
-        max_retry_after_s: float = 10.0,
-    ) -> None:
-        self._upstream = UpstreamHTTP(
-            base_url.rstrip("/") + MESSAGES_PATH,
-            request_headers(api_key),
-            name=self.name,
-            secret=api_key,
-            status_error=UpstreamStatusError,
-            error_for_status=error_for_status,
-            timeout_s=timeout_s,
-            connect_timeout_s=connect_timeout_s,
-            attempts=attempts,
-            client=client,
-            backoff_initial_s=backoff_initial_s,
-            backoff_max_s=backoff_max_s,
-            max_retry_after_s=max_retry_after_s,
-        )
+    endpoint_path = MESSAGES_PATH
+    status_error = UpstreamStatusError
+    request_headers = staticmethod(anthropic_headers)
 
     async def create(self, request: dict[str, Any]) -> dict[str, Any]:
         body = {key: value for key, value in request.items() if key != "stream"}
@@ -87,10 +59,3 @@ class AnthropicProvider:
                 upstream.done = kind == "message_stop"  # the rest is drained unread
         if not upstream.done:
             raise stream_broken("upstream stream ended before message_stop", upstream.received)
-
-    async def aclose(self) -> None:
-        """Close the pooled connections (only those of a client this provider created)."""
-        await self._upstream.aclose()
-
-    def _http(self) -> httpx.AsyncClient:
-        return self._upstream.client()

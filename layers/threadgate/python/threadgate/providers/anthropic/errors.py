@@ -49,6 +49,9 @@ class UpstreamStatusError(shared.UpstreamStatusError):
 
     retryable_statuses = RETRYABLE_STATUSES
 
+    def domain_error(self, secrets: Iterable[str]) -> GatewayError:
+        return error_for_status(self.status, self.body, self.retry_after_s, secrets)
+
 
 def upstream_error_message(body: bytes) -> str | None:
     """`error.message` of an Anthropic error body, if the body is one."""

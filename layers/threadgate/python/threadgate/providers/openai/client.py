@@ -16,13 +16,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from threadgate.domain.errors import InvalidRequest, UpstreamError
-from threadgate.providers.http import UpstreamEvents, UpstreamHTTP, decode_json_object, read_json
+from threadgate.providers.http import HTTPProvider, UpstreamEvents, decode_json_object, read_json
 from threadgate.providers.openai.errors import (
     UpstreamStatusError,
-    error_for_status,
     error_for_stream_payload,
     stream_broken,
 )
@@ -34,43 +31,22 @@ from threadgate.providers.openai.translate import (
 from threadgate.providers.openai.wire import CHAT_COMPLETIONS_PATH, SSE_DONE
 
 
-class OpenAIProvider:
-    name = "openai"
+class OpenAIProvider(HTTPProvider):
+    """`OpenAIProvider(base_url, api_key, *, timeout_s, connect_timeout_s, attempts, client,
+    backoff_initial_s, backoff_max_s, max_retry_after_s)` (see `HTTPProvider`); `base_url`
+    includes the version, e.g. "https://api.openai.com/v1"."""
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str,
-        *,
-        timeout_s: float = 600.0,
-        connect_timeout_s: float = 10.0,
-        attempts: int = 3,
-        client: httpx.AsyncClient | None = None,
-        backoff_initial_s: float = 0.5,
-        backoff_max_s: float = 8.0,
-        max_retry_after_s: float = 10.0,
-    ) -> None:
-        """`base_url` includes the version, e.g. "https://api.openai.com/v1"."""
-        headers = {
+    name = "openai"
+    endpoint_path = CHAT_COMPLETIONS_PATH
+    status_error = UpstreamStatusError
+
+    @staticmethod
+    def request_headers(api_key: str) -> dict[str, str]:
+        return {
             "authorization": f"Bearer {api_key}",
             "content-type": "application/json",
             "accept": "application/json, text/event-stream",
         }
-        self._upstream = UpstreamHTTP(
-            base_url.rstrip("/") + CHAT_COMPLETIONS_PATH,
-            headers,
-            name=self.name,
-            secret=api_key,
-            status_error=UpstreamStatusError,
-            error_for_status=error_for_status,
-            timeout_s=timeout_s,
-            connect_timeout_s=connect_timeout_s,
-            attempts=attempts,
-            client=client,
-            backoff_initial_s=backoff_initial_s,
-            backoff_max_s=backoff_max_s,
-            max_retry_after_s=max_retry_after_s,
-        )
 
     async def create(self, request: dict[str, Any]) -> dict[str, Any]:
         model = _model(request)
@@ -114,13 +90,6 @@ class OpenAIProvider:
             raise stream_broken("upstream stream ended before [DONE]", upstream.received)
         for event in translator.finish():
             yield event
-
-    async def aclose(self) -> None:
-        """Close the pooled connections (only those of a client this provider created)."""
-        await self._upstream.aclose()
-
-    def _http(self) -> httpx.AsyncClient:
-        return self._upstream.client()
 
 
 def _model(request: dict[str, Any]) -> str:

@@ -45,6 +45,9 @@ class UpstreamStatusError(shared.UpstreamStatusError):
     def retryable(self) -> bool:
         return super().retryable and self.error.get("code") != QUOTA_CODE
 
+    def domain_error(self, secrets: Iterable[str]) -> GatewayError:
+        return error_for_status(self.status, self.body, self.retry_after_s, secrets)
+
 
 def error_for_status(
     status: int, body: bytes, retry_after_s: float | None = None, secrets: Iterable[str] = ()
