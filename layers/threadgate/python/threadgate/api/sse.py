@@ -56,18 +56,36 @@ async def drain(queue: asyncio.Queue) -> list[Any]:
     return items
 
 
-async def stream(first: dict[str, Any], queue: asyncio.Queue, ping_s: float) -> AsyncIterator[bytes]:
-    yield encode(first)
+END = {"type": "_end"}  # handed to a route's renderer once the turn is over
+
+
+def native(event: dict[str, Any]) -> list[bytes]:
+    """Our own SSE (API.md §6.2): every engine event as it is."""
+    return [] if event is END else [encode(event)]
+
+
+async def stream(
+    first: dict[str, Any],
+    queue: asyncio.Queue,
+    ping_s: float,
+    render: Callable[[dict[str, Any]], list[bytes]] = native,
+) -> AsyncIterator[bytes]:
+    """Wire bytes of a running turn: `render` maps each engine event (and END) to the route's
+    frames; a `ping` goes out whenever nothing else did for `ping_s` seconds."""
+    event: Any = first
     while True:
+        if isinstance(event, dict):
+            for frame in render(event):
+                yield frame
         try:
-            item = await asyncio.wait_for(queue.get(), timeout=ping_s)
+            event = await asyncio.wait_for(queue.get(), timeout=ping_s)
         except asyncio.TimeoutError:
-            yield encode({"type": "ping"})
+            event = {"type": "ping"}
             continue
-        if item is _DONE:
+        if event is _DONE:
+            for frame in render(END):
+                yield frame
             return
-        if isinstance(item, dict):
-            yield encode(item)
 
 
 async def wait_background() -> None:

@@ -40,10 +40,10 @@ async def run_turn(
     scope: str | None,
     render: Callable[[Turn], tuple[Any, dict[str, str]]],
     lock: tuple[str, str] | None = None,
-    stream_events: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None,
+    stream_render: Callable[[dict[str, Any]], list[bytes]] | None = None,
 ) -> Any:
-    """`render` builds the JSON answer and headers from a finished turn; `stream_events` maps each
-    engine event to the wire events of this route (identity for the native routes)."""
+    """`render` builds the JSON answer and headers from a finished turn; `stream_render` maps each
+    engine event to this route's SSE frames (default: our native events, API.md §6.2)."""
 
     def answer() -> tuple[int, Any, dict[str, str]]:
         """The non-streaming answer. A call after the first that failed (e.g. the cap ran out
@@ -83,33 +83,5 @@ async def run_turn(
         await sse.drain(queue)
         status, body, headers = answer()
         return FastJSONResponse(body, status_code=status, headers=headers)
-    mapped = stream_events or (lambda e: [e])
-
-    async def wire() -> Any:
-        async for chunk in sse.stream(first, queue, rt.settings.ping_interval_s):
-            yield chunk
-
-    if stream_events is None:
-        body = wire()
-    else:
-        body = _mapped(first, queue, rt.settings.ping_interval_s, mapped)
+    body = sse.stream(first, queue, rt.settings.ping_interval_s, stream_render or sse.native)
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
-
-
-async def _mapped(first: dict[str, Any], queue: asyncio.Queue, ping_s: float, mapped: Callable) -> Any:
-    """Like sse.stream, for routes whose wire events differ from the engine's (e.g. OpenAI)."""
-    pending = [first]
-    while True:
-        for event in pending:
-            for out in mapped(event):
-                yield out
-        try:
-            item = await asyncio.wait_for(queue.get(), timeout=ping_s)
-        except asyncio.TimeoutError:
-            pending = [{"type": "ping"}]
-            continue
-        if item is sse._DONE:
-            for out in mapped({"type": "_end"}):
-                yield out
-            return
-        pending = [item] if isinstance(item, dict) else []

@@ -80,5 +80,5 @@ async def chat_completions(
         return [_data(chunk) for chunk in translator.feed(event)]
 
     return await run_turn(
-        request, rt, turn, scope=scope, render=lambda t: chat_answer(t, created), stream_events=wire
+        request, rt, turn, scope=scope, render=lambda t: chat_answer(t, created), stream_render=wire
     )

@@ -125,5 +125,5 @@ async def messages(
         return replay
     return await run_turn(
         request, rt, turn, scope=scope, render=plain_answer,
-        stream_events=lambda e: [encode(x) for x in _passthrough_events(e)],
+        stream_render=lambda e: [encode(x) for x in _passthrough_events(e)],
     )
