@@ -257,6 +257,53 @@ def test_a_job_beyond_the_keys_cap_fails_with_the_402_error_object(gateway):
     assert gateway.fake.requests == []
 
 
+def test_an_upstream_failure_fails_the_job_with_the_routes_error_object(gateway_factory):
+    gateway = gateway_factory(upstream_attempts=1)
+    key = gateway.mint()
+    gateway.fake.fail_next(529)
+    with gateway.client(key["secret"]) as c:
+        job = wait_for(c, accepted(c, "/v1/messages", MESSAGES_BODY)["id"])
+        gateway.fake.fail_next(529)
+        sync_error = c.post("/v1/messages", json=MESSAGES_BODY)
+
+    assert job["status"] == "failed" and job["response"] is None
+    assert job["error"] == sync_error.json()["error"]
+    assert job["error"]["type"] == "overloaded_error"
+    assert job["cost_micros"] == 0 and usage(gateway, key)["reserved_micros"] == 0
+
+
+def test_cancel_during_a_tool_call_keeps_the_thread_usable(gateway_factory):
+    gw = gateway_factory(allow_private_webhooks=True, webhook_backoff_base_s=0.01)
+    key = gw.mint()
+    with running_webhook_receiver() as receiver:
+        with gw.admin() as admin:
+            tool = admin.post("/v1/tools", json={
+                "name": "lookup", "description": "looks things up", "input_schema": {"type": "object"},
+                "webhook_url": receiver.url("/slow/1"), "timeout_ms": 5000}).json()
+        receiver.secrets[tool["id"]] = tool["secret"]
+        gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse("lookup", {"q": "rivers"})]))
+        with gw.client(key["secret"]) as c:
+            thread = c.post("/v1/threads", json={}).json()["id"]
+            job_id = accepted(c, f"/v1/threads/{thread}/messages", {**TURN_BODY, "tools": [tool["id"]]})["id"]
+            while not receiver.deliveries:  # the model asked for the tool; the webhook is busy
+                time.sleep(0.02)
+            cancelled = c.delete(f"/v1/jobs/{job_id}").json()
+            next_turn = c.post(f"/v1/threads/{thread}/messages", json=TURN_BODY)
+            history = c.get(f"/v1/threads/{thread}/messages").json()["data"]
+
+    assert cancelled["status"] == "cancelled"
+    assert next_turn.status_code == 200, next_turn.text
+    # The unanswered tool_use was sent upstream with an "interrupted" result, not as an orphan.
+    sent = gw.fake.requests[-1].body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert sent[2]["content"][0]["type"] == "tool_result" and sent[2]["content"][0]["is_error"] is True
+    assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
+    u = usage(gw, key)
+    assert u["request_count"] == 2 and u["reserved_micros"] == 0  # the tool_use call, then the next turn
+    (job_event,) = [e for e in u["events"] if e["request_id"] != next_turn.headers["request-id"]]
+    assert job_event["status"] == "ok" and cancelled["cost_micros"] == job_event["cost_micros"] > 0
+
+
 def test_idempotency_key_returns_the_first_job(gateway):
     key = gateway.mint()
     with gateway.client(key["secret"]) as c:
@@ -318,3 +365,29 @@ def test_jobs_left_by_a_stopped_gateway_run_on_the_next_start(tmp_path: Path, fa
 
     assert [j["status"] for j in jobs] == ["succeeded"] * 5, jobs
     assert all(without(j["response"], "id") == without(sync, "id") for j in jobs)
+
+
+# --- DynamoDB ------------------------------------------------------------------------------------------
+
+
+def test_jobs_on_dynamodb_run_list_and_refuse_a_late_cancel(gateway_factory):
+    from tests.conftest_dynamo import dynamodb_stores
+
+    with dynamodb_stores() as dynamo:
+        gw = gateway_factory(stores=dynamo.stores)
+        gw.runtime.indexer = None  # search indexing is tested on its own
+        key, other = gw.mint(), gw.mint()
+        with gw.client(key["secret"]) as c:
+            thread = c.post("/v1/threads", json={}).json()["id"]
+            turn = wait_for(c, accepted(c, f"/v1/threads/{thread}/messages", TURN_BODY)["id"])
+            plain = wait_for(c, accepted(c, "/v1/messages", MESSAGES_BODY)["id"])
+            listed = c.get("/v1/jobs", params={"limit": 1}).json()
+            late = c.delete(f"/v1/jobs/{turn['id']}")
+        with gw.client(other["secret"]) as c:
+            foreign = c.get(f"/v1/jobs/{turn['id']}")
+
+    assert turn["status"] == plain["status"] == "succeeded", (turn, plain)
+    assert turn["response"]["hit_max_iterations"] is False
+    assert [j["id"] for j in listed["data"]] == [plain["id"]] and listed["has_more"] is True
+    assert late.status_code == 409
+    assert foreign.status_code == 404
