@@ -8,6 +8,7 @@ import anthropic
 import pytest
 
 from tests.fakes.fake_anthropic import FAKE_API_KEY, FakeReply, FakeToolUse, running_fake_anthropic
+from tests.integration.provider_contract import fake_fixtures
 
 WEATHER_TOOL = {
     "name": "get_weather",
@@ -16,16 +17,7 @@ WEATHER_TOOL = {
 }
 
 
-@pytest.fixture(scope="module")
-def served_fake():
-    with running_fake_anthropic() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(served_fake):
-    served_fake.reset()
-    return served_fake
+served_fake, fake = fake_fixtures(running_fake_anthropic)
 
 
 @pytest.fixture

@@ -3,24 +3,17 @@ with the official `openai` SDK (so what the provider is tested against is what O
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 
 import openai
 import pytest
-from threadgate.domain.errors import (
-    InvalidRequest,
-    RateLimited,
-    UpstreamError,
-    UpstreamOverloaded,
-    UpstreamTimeout,
-)
+from threadgate.domain.errors import InvalidRequest, RateLimited, UpstreamError, UpstreamOverloaded
 from threadgate.providers import UpstreamStreamBroken
 from threadgate.providers.anthropic.stream_accumulator import accumulate
 from threadgate.providers.openai.client import OpenAIProvider
 
 from tests.fakes.fake_openai import FAKE_API_KEY, FakeReply, FakeToolCall, running_fake_openai
+from tests.integration.provider_contract import FAST_RETRIES, UpstreamProviderContract, collect, fake_fixtures
 
 pytestmark = pytest.mark.anyio
 
@@ -38,39 +31,30 @@ TOOL_REPLY = FakeReply(
     completion_tokens=12,
 )
 
+served_fake, fake = fake_fixtures(running_fake_openai)
+
 
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
-def served_fake():
-    with running_fake_openai() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(served_fake):
-    served_fake.reset()
-    return served_fake
-
-
-def make_provider(fake, **options):
-    # Tiny backoff keeps retry tests fast; the policy (which failures retry) is what is tested.
-    settings = {"timeout_s": 5, "connect_timeout_s": 2, "attempts": 3, "backoff_initial_s": 0.01, "backoff_max_s": 0.05}
-    return OpenAIProvider(fake.v1_url, FAKE_API_KEY, **{**settings, **options})
-
-
 @pytest.fixture
 async def provider(fake):
-    provider = make_provider(fake)
+    provider = OpenAIProvider(fake.v1_url, FAKE_API_KEY, **FAST_RETRIES)
     yield provider
     await provider.aclose()
 
 
-async def collect(provider, request=REQUEST):
-    return [event async for event in provider.stream(request)]
+class TestUpstreamContract(UpstreamProviderContract):
+    provider_class = OpenAIProvider
+    request = REQUEST
+    endpoint_path = "/v1/chat/completions"
+    frames_before_two_words = 3  # role chunk, two words
+
+    @staticmethod
+    def api_root(server_url: str) -> str:
+        return server_url + "/v1"
 
 
 # --- the fake speaks OpenAI: the official SDK is the judge ----------------------------------
@@ -162,15 +146,6 @@ async def test_a_tool_loop_history_is_accepted_upstream_and_usage_splits_the_cac
     assert sent["messages"][-1] == {"role": "tool", "tool_call_id": "call_1", "content": "18C"}
 
 
-async def test_base_url_with_trailing_slash_is_respected(fake):
-    provider = OpenAIProvider(fake.v1_url + "/", FAKE_API_KEY, attempts=1)
-    try:
-        await provider.create(REQUEST)
-    finally:
-        await provider.aclose()
-    assert [r.path for r in fake.requests] == ["/v1/chat/completions"]
-
-
 async def test_a_bad_request_is_refused_before_any_upstream_call(provider, fake):
     with pytest.raises(InvalidRequest, match=r"^messages\[0\]\.role: "):
         await provider.create({**REQUEST, "messages": [{"role": "tool", "content": "x"}]})
@@ -200,43 +175,6 @@ async def test_stream_yields_anthropic_events_that_accumulate_to_the_created_mes
     }
 
 
-@pytest.mark.parametrize("status", [503, 500, 502])
-async def test_5xx_is_retried_then_succeeds(provider, fake, status):
-    fake.fail_next(status=status, times=2)
-    message = await provider.create(REQUEST)
-    assert message["content"][0]["text"] == "Fake reply to: hello gateway"
-    assert len(fake.requests) == 3
-
-
-async def test_stream_retries_before_the_first_event(provider, fake):
-    fake.fail_next(status=500, times=1)
-    events = await collect(provider)
-    assert events[-1]["type"] == "message_stop"
-    assert len(fake.requests) == 2
-
-
-async def test_exhausted_retries_on_5xx_raise_overloaded(provider, fake):
-    fake.fail_next(status=503, times=3)
-    with pytest.raises(UpstreamOverloaded) as raised:
-        await collect(provider)
-    assert raised.value.status == 503
-    assert len(fake.requests) == 3
-
-
-async def test_persistent_429_raises_rate_limited_with_retry_after(provider, fake):
-    fake.fail_next(status=429, times=3, retry_after=0)
-    with pytest.raises(RateLimited) as raised:
-        await provider.create(REQUEST)
-    assert raised.value.retry_after == 1  # at least one second, never zero
-    assert len(fake.requests) == 3
-
-
-async def test_429_is_retried_and_then_answers(provider, fake):
-    fake.fail_next(status=429, times=1, retry_after=0)
-    await provider.create(REQUEST)
-    assert len(fake.requests) == 2
-
-
 async def test_exhausted_quota_is_not_retried_and_not_a_rate_limit(provider, fake):
     fake.fail_next(status=429, code="insufficient_quota", message="You exceeded your current quota")
     with pytest.raises(UpstreamError) as raised:
@@ -246,126 +184,27 @@ async def test_exhausted_quota_is_not_retried_and_not_a_rate_limit(provider, fak
     assert len(fake.requests) == 1
 
 
-async def test_rejected_credentials_do_not_leak_the_key(fake):
-    provider = OpenAIProvider(fake.v1_url, "sk-proj-our-secret-provider-key", attempts=3)
-    try:
-        with pytest.raises(UpstreamError) as raised:
-            await provider.create(REQUEST)
-    finally:
-        await provider.aclose()
-    assert raised.value.message == "upstream rejected the gateway's credentials"
-    assert "secret" not in str(raised.value)
-    assert len(fake.requests) == 1  # a 401 is not retried
-
-
-async def test_upstream_request_errors_become_invalid_request_with_redacted_message(provider, fake):
-    fake.fail_next(status=400, message="Invalid 'tools[0]': bad schema near sk-proj-AAAAAAAAAAAAAAAAAAAA")
-    with pytest.raises(InvalidRequest) as raised:
-        await provider.create(REQUEST)
-    assert raised.value.message == "Invalid 'tools[0]': bad schema near [redacted]"
-    assert len(fake.requests) == 1
-
-
-async def test_headers_arriving_too_late_time_out_after_retries(fake):
-    provider = make_provider(fake, timeout_s=0.2, attempts=2)
-    fake.delay_headers(1.0, times=2)
-    try:
-        with pytest.raises(UpstreamTimeout) as raised:
-            await provider.create(REQUEST)
-    finally:
-        await provider.aclose()
-    assert raised.value.status == 504
-    assert len(fake.requests) == 2
-
-
-async def test_unreachable_upstream_is_unavailable():
-    with socket.socket() as probe:  # a port that was free a moment ago: connection refused
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    provider = OpenAIProvider(f"http://127.0.0.1:{port}/v1", FAKE_API_KEY, attempts=2, backoff_initial_s=0.01)
-    try:
-        with pytest.raises(UpstreamOverloaded):
-            await provider.create(REQUEST)
-    finally:
-        await provider.aclose()
-
-
-async def test_a_stream_broken_midway_raises_after_yielding_the_first_events(provider, fake):
-    fake.break_stream_after(3)  # role chunk, two words
-    received = []
-    with pytest.raises(UpstreamStreamBroken) as raised:
-        async for event in provider.stream(REQUEST):
-            received.append(event)
-    assert [e["type"] for e in received] == [
-        "message_start",
-        "content_block_start",
-        "content_block_delta",
-        "content_block_delta",
-    ]
-    assert raised.value.events_received == 4
-    assert raised.value.status == 502
-    assert len(fake.requests) == 1  # never retried once an event was yielded
-
-
 async def test_a_stream_dropped_before_any_chunk_is_unavailable_not_broken(provider, fake):
     fake.break_stream_after(0)
     with pytest.raises(UpstreamOverloaded):
-        await collect(provider)
+        await collect(provider, REQUEST)
 
 
 async def test_an_error_payload_midway_breaks_the_stream(provider, fake):
     fake.error_in_stream_after(2)
     with pytest.raises(UpstreamStreamBroken) as raised:
-        await collect(provider)
+        await collect(provider, REQUEST)
     assert raised.value.message == "upstream stream error (server_error)"
 
 
 async def test_malformed_sse_after_some_chunks_breaks_the_stream(provider, fake):
     fake.malformed_sse(after_chunks=2)
     with pytest.raises(UpstreamStreamBroken):
-        await collect(provider)
-
-
-async def test_malformed_first_chunk_is_an_upstream_error(provider, fake):
-    fake.malformed_sse(after_chunks=0)
-    with pytest.raises(UpstreamError) as raised:
-        await collect(provider)
-    assert not isinstance(raised.value, UpstreamStreamBroken)
+        await collect(provider, REQUEST)
 
 
 async def test_a_stream_ending_without_usage_or_done_is_broken(provider, fake):
     """Without the usage chunk the answer could not be billed: not a complete stream."""
     fake.omit_done()
     with pytest.raises(UpstreamStreamBroken):
-        await collect(provider)
-
-
-async def test_a_stream_stalling_midway_is_broken_not_retried(fake):
-    provider = make_provider(fake, timeout_s=0.2)
-    fake.slow_stream(1.0)
-    received = []
-    try:
-        with pytest.raises(UpstreamStreamBroken):
-            async for event in provider.stream(REQUEST):
-                received.append(event)
-    finally:
-        await provider.aclose()
-    assert [e["type"] for e in received] == ["message_start"]
-    assert len(fake.requests) == 1
-
-
-async def test_an_unparseable_200_is_an_upstream_error(provider, fake):
-    fake.malformed_json()
-    with pytest.raises(UpstreamError) as raised:
-        await provider.create(REQUEST)
-    assert raised.value.status == 502
-    assert len(fake.requests) == 1
-
-
-async def test_a_consumer_that_stops_early_leaves_the_provider_usable(provider, fake):
-    async with contextlib.aclosing(provider.stream(REQUEST)) as events:
-        async for event in events:
-            if event["type"] == "content_block_delta":
-                break
-    message = await provider.create(REQUEST)
-    assert message["stop_reason"] == "end_turn"
+        await collect(provider, REQUEST)
