@@ -73,6 +73,19 @@ def test_a_messages_job_answers_what_the_synchronous_endpoint_answers(gateway):
     assert usage(gateway, key)["request_count"] == 2  # the job billed its call once
 
 
+def test_a_job_on_the_offline_model_answers_like_the_route(gateway):
+    key = gateway.mint()
+    body = {**MESSAGES_BODY, "model": "threadgate-local"}
+    with gateway.client(key["secret"]) as c:
+        sync = c.post("/v1/messages", json=body)
+        job = wait_for(c, accepted(c, "/v1/messages", body)["id"])
+
+    assert sync.status_code == 200, sync.text
+    assert job["status"] == "succeeded", job
+    assert without(job["response"], "id") == without(sync.json(), "id")
+    assert gateway.fake.requests == []
+
+
 def test_a_chat_completions_job_answers_in_the_openai_shape(gateway):
     key = gateway.mint()
     with gateway.client(key["secret"]) as c:
@@ -214,6 +227,25 @@ def test_cancel_a_queued_job_and_it_never_runs(gateway):
     assert refused.status_code == 409 and refused.json()["error"]["type"] == "conflict_error"
     u = usage(gateway, key)
     assert u["reserved_micros"] == 0 and u["request_count"] == 0  # nothing was served before the cancels
+
+
+def test_a_job_whose_key_was_revoked_while_queued_runs_nothing(gateway):
+    busy_key, key = gateway.mint(), gateway.mint()
+    gateway.fake.delay_headers(3, times=4)
+    with gateway.client(busy_key["secret"]) as busy:
+        held = [accepted(busy, "/v1/messages", MESSAGES_BODY)["id"] for _ in range(4)]
+        for job_id in held:
+            wait_for(busy, job_id, statuses=("running",))
+        with gateway.client(key["secret"]) as c:
+            job_id = accepted(c, "/v1/messages", MESSAGES_BODY)["id"]
+        with gateway.admin() as admin:
+            assert admin.delete(f"/v1/keys/{key['id']}").status_code == 200
+            for held_id in held:
+                busy.delete(f"/v1/jobs/{held_id}")
+            job = wait_for(admin, job_id)
+
+    assert job["status"] == "failed" and job["error"]["type"] == "authentication_error"
+    assert len(gateway.fake.requests) == 4
 
 
 def test_cancel_a_running_thread_job_bills_what_was_streamed_once_and_keeps_the_thread_valid(gateway):
