@@ -340,7 +340,7 @@ def test_idempotency_key_returns_the_first_job(gateway):
     key = gateway.mint()
     with gateway.client(key["secret"]) as c:
         first = submit(c, "/v1/messages", MESSAGES_BODY, **{"Idempotency-Key": "job-1"})
-        repeat = submit(c, "/v1/messages", MESSAGES_BODY, **{"Idempotency-Key": "job-1"})
+        repeat = submit(c, "/v1/messages", {**MESSAGES_BODY, "stream": True}, **{"Idempotency-Key": "job-1"})
         other = submit(c, "/v1/messages", {**MESSAGES_BODY, "max_tokens": 61}, **{"Idempotency-Key": "job-1"})
         wait_for(c, first.json()["id"])
         listed = c.get("/v1/jobs").json()["data"]

@@ -33,6 +33,7 @@ from threadgate.domain.jobs import Endpoint, Job, JobOutcome, parse_endpoint, wi
 from threadgate.domain.keys import new_id, principal_of
 from threadgate.domain.models import Principal
 from threadgate.domain.turns import Turn
+from threadgate.ports import JobStore
 from threadgate.runtime import Runtime
 
 log = logging.getLogger("threadgate.jobs")
@@ -127,8 +128,8 @@ class LocalJobWorker:
         self._cancelled: set[str] = set()  # cancelled by the client, not by shutdown
 
     @property
-    def jobs(self):
-        return self._rt.stores.jobs
+    def jobs(self) -> JobStore:
+        return self._rt.stores.jobs  # type: ignore[return-value]  # set whenever jobs are served
 
     def submit(self, job_id: str) -> None:
         if job_id in self._tasks:
@@ -169,6 +170,12 @@ class LocalJobWorker:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, job_id: str) -> None:
+        try:
+            await self._run_once(job_id)
+        except Exception as exc:  # the store failed to start or finish it; the next start retries
+            log.error("job %s could not be recorded: %s", job_id, type(exc).__name__)
+
+    async def _run_once(self, job_id: str) -> None:
         async with self._slots:
             rt = self._rt
             job = self.jobs.start_job(job_id, rt.clock.now_ms())

@@ -83,7 +83,9 @@ async def create_job(
         created = {k: v for k, v in render_job(job).items() if k in ("id", "object", "status", "endpoint", "created_at")}
         return 202, created, {}
 
-    return await idempotency.idempotent(request, rt, p, body, submit)
+    # A repeat differing only in the ignored `stream` flag is the same job (as on the sync routes).
+    same_job = body.model_copy(update={"body": inner})
+    return await idempotency.idempotent(request, rt, p, same_job, submit)
 
 
 @router.get("/v1/jobs")
