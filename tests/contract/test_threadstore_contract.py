@@ -220,3 +220,19 @@ def test_the_holder_can_renew_its_lease(stores):
     assert ts.acquire_turn_lock("thr_renew", "turn-1", now_ms=1_000, ttl_ms=500) is True
     assert ts.acquire_turn_lock("thr_renew", "turn-1", now_ms=1_400, ttl_ms=500) is True
     assert ts.acquire_turn_lock("thr_renew", "turn-2", now_ms=1_600, ttl_ms=500) is False
+
+
+def test_retract_removes_only_the_last_message_and_keeps_seq_dense(stores):
+    ts = stores.threads
+    t = thread("acct_a")
+    ts.create_thread(t)
+    first, second = ts.append_messages("acct_a", t.id, [user_says("one"), user_says("two")], now_ms=10)
+
+    assert ts.retract_last_message("acct_a", t.id, first.seq) is False  # not the last one
+    assert ts.retract_last_message("acct_b", t.id, second.seq) is False  # foreign account
+    assert ts.retract_last_message("acct_a", t.id, second.seq) is True
+    assert ts.retract_last_message("acct_a", t.id, second.seq) is False  # exactly once
+    assert [m.seq for m in ts.list_messages("acct_a", t.id)] == [first.seq]
+    assert ts.get_thread("acct_a", t.id).message_count == 1
+    (again,) = ts.append_messages("acct_a", t.id, [user_says("three")], now_ms=20)
+    assert again.seq == second.seq  # the freed seq is reused: still dense

@@ -115,3 +115,18 @@ def test_official_anthropic_sdk_reads_a_turn_stream_and_passthrough(gateway):
     msg = client.messages.create(model="threadgate-local", max_tokens=20,
                                  messages=[{"role": "user", "content": "hello"}])
     assert msg.content[0].text.startswith("Echo: hello")
+
+
+def test_a_failed_first_call_leaves_no_trace_and_a_retry_sends_the_text_once(gateway):
+    key = gateway.mint()
+    with gateway.client(key["secret"]) as c:
+        t = c.post("/v1/threads", json={}).json()
+        gateway.fake.fail_next(status=400, message="temperature and top_p together are not allowed")
+        r = c.post(f"/v1/threads/{t['id']}/messages", json={**TURN, "stream": False, "content": "hello"})
+        assert r.status_code == 400 and "not allowed" in r.json()["error"]["message"]
+        assert c.get(f"/v1/threads/{t['id']}").json()["message_count"] == 0  # nothing changed
+        r = c.post(f"/v1/threads/{t['id']}/messages", json={**TURN, "content": "hello"})
+        assert r.status_code == 200
+        assert gateway.fake.requests[-1].body["messages"] == [
+            {"role": "user", "content": [{"type": "text", "text": "hello"}]}]
+        assert [m["seq"] for m in c.get(f"/v1/threads/{t['id']}/messages").json()["data"]] == [1, 2]

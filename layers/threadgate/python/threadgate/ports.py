@@ -109,6 +109,10 @@ class ThreadStore(Protocol):
         """Assign the next dense `seq` values atomically, store, bump `last_active_at` and
         `message_count`. Raises NotFound if the thread is gone."""
 
+    def retract_last_message(self, account_id: str, thread_id: str, seq: int) -> bool:
+        """Remove message `seq` only if it is still the thread's last one (seq stays dense).
+        Used when the first model call of a turn failed: the turn then leaves no trace."""
+
     def list_messages(
         self,
         account_id: str,

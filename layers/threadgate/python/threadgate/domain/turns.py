@@ -100,6 +100,8 @@ class Turn:
         self._tools_by_name = {t.name: t for t in spec.tools}
         self._history: list[dict[str, Any]] = []
         self._to_index: list[Message] = []
+        self._answered = False  # an assistant message of this turn was persisted
+        self._billed = False  # a model call of this turn was settled (the upstream served it)
 
     # --- composition -----------------------------------------------------------------------
 
@@ -109,9 +111,12 @@ class Turn:
         spec, result = self.spec, self.result
         self._history = self._initial_history()
         reservation, max_tokens = self._reserve(iteration=1)  # 402 raises here, before any write
+        user_message: Message | None = None
         if spec.thread is not None:
             try:
-                self._persist([NewMessage("user", spec.new_content or [], "user", request_id=spec.request_id)])
+                (user_message,) = self._persist(
+                    [NewMessage("user", spec.new_content or [], "user", request_id=spec.request_id)]
+                )
             except GatewayError:  # e.g. the thread was deleted while this turn waited for its lock
                 self.deps.meter.release(reservation)  # nothing was called: hold nothing back
                 raise
@@ -133,6 +138,8 @@ class Turn:
                     else:
                         yield event
                 if message is None:  # the call failed; call_model recorded the error
+                    if iteration == 1 and user_message is not None and not self._answered and not self._billed:
+                        self._retract(user_message)
                     yield self._error_event(result.error, iteration)
                     break
                 tool_uses = [b for b in message["content"] if b.get("type") == "tool_use"]
@@ -240,6 +247,7 @@ class Turn:
             if message is None and not acc.started:
                 meter.release(reservation)  # the upstream served nothing billable
             else:
+                self._billed = True
                 event = meter.settle(
                     reservation,
                     spec.model,
@@ -315,7 +323,15 @@ class Turn:
         self._to_index.extend(m for m in stored if m.kind in ("user", "assistant"))
         return stored
 
+    def _retract(self, user_message: Message) -> None:
+        """The first call failed before the model said anything: take the user turn back, so the
+        failed request changes nothing and a retry does not send the same text twice."""
+        spec = self.spec
+        if self.deps.threads.retract_last_message(spec.principal.account_id, spec.thread.id, user_message.seq):
+            self._to_index = [m for m in self._to_index if m.seq != user_message.seq]
+
     def _append_assistant(self, message: dict[str, Any], *, has_tools: bool) -> None:
+        self._answered = True
         self.result.message = message
         self._history.append({"role": "assistant", "content": message["content"]})
         kind = "tool_use" if has_tools else "assistant"

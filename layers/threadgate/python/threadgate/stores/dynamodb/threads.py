@@ -286,6 +286,27 @@ class DynamoThreadStore:
             return stored
         raise Conflict(f"Thread {thread_id} is too busy; try again.")
 
+    def retract_last_message(self, account_id: str, thread_id: str, seq: int) -> bool:
+        shrink = {
+            "Update": {
+                "TableName": self._table,
+                "Key": encode({"pk": thread_pk(thread_id), "sk": META}),
+                "UpdateExpression": "SET next_seq = :seq ADD message_count :minus",
+                "ConditionExpression": "next_seq = :after AND account_id = :acc",
+                "ExpressionAttributeValues": encode_values(
+                    {":seq": seq, ":after": seq + 1, ":minus": -1, ":acc": account_id}
+                ),
+            }
+        }
+        drop = {"Delete": {"TableName": self._table, "Key": encode({"pk": thread_pk(thread_id), "sk": msg_sk(seq)})}}
+        try:
+            transact(self._db, [shrink, drop])
+        except TransactionCancelled as cancelled:
+            if cancelled.condition_failed(0):
+                return False  # something was appended after it, or the thread is gone
+            raise
+        return True
+
     def list_messages(
         self,
         account_id: str,

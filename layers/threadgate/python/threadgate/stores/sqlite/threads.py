@@ -131,6 +131,18 @@ class SqliteThreadStore:
             )
             return stored
 
+    def retract_last_message(self, account_id: str, thread_id: str, seq: int) -> bool:
+        with self.db.tx() as c:
+            cur = c.execute(
+                "UPDATE threads SET next_seq = next_seq - 1, message_count = message_count - 1"
+                " WHERE id = ? AND account_id = ? AND next_seq = ?",
+                (thread_id, account_id, seq + 1),
+            )
+            if cur.rowcount != 1:
+                return False
+            c.execute("DELETE FROM messages WHERE thread_id = ? AND seq = ?", (thread_id, seq))
+            return True
+
     def list_messages(
         self,
         account_id: str,
