@@ -1,8 +1,8 @@
 """What every HTTP provider must do against its fake upstream, whatever the wire format: retry
 only before the first byte, map upstream failures to the same domain errors, never leak a key,
 pool its connections. Written once, run per provider: each provider's test module subclasses
-`UpstreamProviderContract` (as `TestUpstreamContract`) and says how to build a provider and
-where the first events of a stream end. Also the fixtures and helpers those modules share.
+`UpstreamProviderContract` (as `TestUpstreamContract`), says how to build a provider and where
+the first events of a stream end, and binds the `fake` and `provider` fixtures made here.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
@@ -48,6 +48,20 @@ def fake_fixtures(running_fake: Callable[[], AbstractContextManager[Any]]) -> tu
     return served_fake, fake
 
 
+def provider_fixture(contract: type[UpstreamProviderContract]) -> Any:
+    """`provider`: the contract's provider on the module's `fake`, closed after the test. Bind
+    it in the test module (`provider = provider_fixture(TestUpstreamContract)`): the contract's
+    tests and the module's own use it."""
+
+    @pytest.fixture
+    async def provider(fake: Any) -> Any:
+        provider = contract().make_provider(fake)
+        yield provider
+        await provider.aclose()
+
+    return provider
+
+
 async def collect(provider: Any, request: dict[str, Any]) -> list[dict[str, Any]]:
     return [event async for event in provider.stream(request)]
 
@@ -77,22 +91,24 @@ class UpstreamProviderContract:
         """The provider's `base_url` for an upstream served at `server_url`."""
         return server_url
 
-    def make_provider(self, fake: Any, **options: Any) -> Any:
-        return self.provider_class(self.api_root(fake.base_url), fake.api_key, **{**FAST_RETRIES, **options})
+    def make_provider(self, fake: Any, *, base_url: str | None = None, api_key: str | None = None, **options: Any):
+        """A provider of `fake` (or of `base_url`) with fast retries unless `options` say otherwise."""
+        base_url = self.api_root(fake.base_url) if base_url is None else base_url
+        return self.provider_class(base_url, api_key or fake.api_key, **{**FAST_RETRIES, **options})
 
-    @pytest.fixture
-    async def provider(self, fake: Any) -> Any:
-        provider = self.make_provider(fake)
-        yield provider
-        await provider.aclose()
+    @contextlib.asynccontextmanager
+    async def opened(self, fake: Any, **settings: Any) -> AsyncIterator[Any]:
+        """`make_provider(fake, **settings)`, closed on exit."""
+        provider = self.make_provider(fake, **settings)
+        try:
+            yield provider
+        finally:
+            await provider.aclose()
 
     # --- the HTTP client ---------------------------------------------------------------------
     async def test_base_url_with_trailing_slash_is_respected(self, fake):
-        provider = self.provider_class(self.api_root(fake.base_url) + "/", fake.api_key, attempts=1)
-        try:
+        async with self.opened(fake, base_url=self.api_root(fake.base_url) + "/", attempts=1) as provider:
             await provider.create(self.request)
-        finally:
-            await provider.aclose()
         assert [r.path for r in fake.requests] == [self.endpoint_path]
 
     async def test_the_http_client_is_reused_across_calls(self, provider):
@@ -103,7 +119,7 @@ class UpstreamProviderContract:
 
     async def test_an_injected_http_client_is_used_and_not_closed(self, fake):
         async with httpx.AsyncClient() as shared:
-            provider = self.provider_class(self.api_root(fake.base_url), fake.api_key, client=shared)
+            provider = self.make_provider(fake, client=shared)
             await provider.create(self.request)
             await provider.aclose()
             assert not shared.is_closed
@@ -150,57 +166,48 @@ class UpstreamProviderContract:
         await provider.create(self.request)
         assert len(fake.requests) == 2
 
-    async def test_persistent_429_raises_rate_limited_with_retry_after(self, provider, fake):
-        fake.fail_next(status=429, times=3, retry_after=0)
+    @pytest.mark.parametrize(
+        ("failures", "retry_after", "shown_retry_after", "calls"),
+        [
+            (3, 0, 1, 3),  # persistent: retried to the end; at least one second, never zero
+            (1, 120, 120, 1),  # a long retry-after is not waited for
+        ],
+        ids=["persistent", "long-retry-after"],
+    )
+    async def test_429_raises_rate_limited_with_retry_after(
+        self, provider, fake, failures, retry_after, shown_retry_after, calls
+    ):
+        fake.fail_next(status=429, times=failures, retry_after=retry_after)
         with pytest.raises(RateLimited) as raised:
             await provider.create(self.request)
-        assert raised.value.retry_after == 1  # at least one second, never zero
-        assert len(fake.requests) == 3
-
-    async def test_429_with_a_long_retry_after_is_not_waited_for(self, provider, fake):
-        fake.fail_next(status=429, times=1, retry_after=120)
-        with pytest.raises(RateLimited) as raised:
-            await provider.create(self.request)
-        assert raised.value.retry_after == 120
-        assert len(fake.requests) == 1
+        assert raised.value.retry_after == shown_retry_after
+        assert len(fake.requests) == calls
 
     async def test_headers_arriving_too_late_time_out_after_retries(self, fake):
-        provider = self.make_provider(fake, timeout_s=0.2, attempts=2)
         fake.delay_headers(1.0, times=2)
-        try:
+        async with self.opened(fake, timeout_s=0.2, attempts=2) as provider:
             with pytest.raises(UpstreamTimeout) as raised:
                 await provider.create(self.request)
-        finally:
-            await provider.aclose()
         assert raised.value.status == 504
         assert len(fake.requests) == 2
 
     async def test_one_slow_header_is_retried_and_then_answers(self, fake):
-        provider = self.make_provider(fake, timeout_s=0.3, attempts=2)
         fake.delay_headers(1.0, times=1)
-        try:
+        async with self.opened(fake, timeout_s=0.3, attempts=2) as provider:
             events = await collect(provider, self.request)
-        finally:
-            await provider.aclose()
         assert events[-1]["type"] == "message_stop"
 
     async def test_unreachable_upstream_is_unavailable(self, fake):
-        provider = self.provider_class(self.api_root(unreachable_root()), fake.api_key, attempts=2, backoff_initial_s=0.01)
-        try:
+        async with self.opened(fake, base_url=self.api_root(unreachable_root()), attempts=2) as provider:
             with pytest.raises(UpstreamOverloaded):
                 await provider.create(self.request)
-        finally:
-            await provider.aclose()
 
     # --- failures the caller sees --------------------------------------------------------------
     @pytest.mark.parametrize("our_key", ["sk-ant-api03-our-secret-provider-key", "sk-proj-our-secret-provider-key"])
     async def test_rejected_credentials_do_not_leak_the_key_or_body(self, fake, our_key):
-        provider = self.provider_class(self.api_root(fake.base_url), our_key, attempts=3)
-        try:
+        async with self.opened(fake, api_key=our_key) as provider:
             with pytest.raises(UpstreamError) as raised:
                 await provider.create(self.request)
-        finally:
-            await provider.aclose()
         assert raised.value.message == "upstream rejected the gateway's credentials"
         assert "secret" not in str(raised.value) and "x-api-key" not in str(raised.value)
         assert len(fake.requests) == 1  # a 401 is not retried
@@ -249,15 +256,12 @@ class UpstreamProviderContract:
         assert len(fake.requests) == 1  # never retried once an event was yielded
 
     async def test_a_stream_stalling_midway_is_broken_not_retried(self, fake):
-        provider = self.make_provider(fake, timeout_s=0.2)
         fake.slow_stream(1.0)
         received = []
-        try:
+        async with self.opened(fake, timeout_s=0.2) as provider:
             with pytest.raises(UpstreamStreamBroken):
                 async for event in provider.stream(self.request):
                     received.append(event)
-        finally:
-            await provider.aclose()
         assert [e["type"] for e in received] == ["message_start"]
         assert len(fake.requests) == 1
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes.fake_anthropic import FAKE_API_KEY, FakeReply, FakeToolUse, running_fake_anthropic
-from tests.integration.provider_contract import FAST_RETRIES, UpstreamProviderContract, collect, fake_fixtures
+from tests.integration.provider_contract import UpstreamProviderContract, collect, fake_fixtures, provider_fixture
 from threadgate.domain.errors import InvalidRequest, UpstreamError, UpstreamOverloaded
 from threadgate.providers import UpstreamStreamBroken
 from threadgate.providers.anthropic.client import AnthropicProvider
@@ -26,14 +26,7 @@ served_fake, fake = fake_fixtures(running_fake_anthropic)
 
 @pytest.fixture
 def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
-async def provider(fake):
-    provider = AnthropicProvider(fake.base_url, FAKE_API_KEY, **FAST_RETRIES)
-    yield provider
-    await provider.aclose()
+    return "asyncio"  # not every backend anyio could find (trio…): the providers run on asyncio
 
 
 class TestUpstreamContract(UpstreamProviderContract):
@@ -41,6 +34,9 @@ class TestUpstreamContract(UpstreamProviderContract):
     request = REQUEST
     endpoint_path = "/v1/messages"
     frames_before_two_words = 5  # message_start, block start, ping, two words
+
+
+provider = provider_fixture(TestUpstreamContract)
 
 
 async def test_create_returns_the_upstream_message_and_sends_anthropic_headers(provider, fake):

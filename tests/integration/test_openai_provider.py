@@ -13,7 +13,7 @@ from threadgate.providers.anthropic.stream_accumulator import accumulate
 from threadgate.providers.openai.client import OpenAIProvider
 
 from tests.fakes.fake_openai import FAKE_API_KEY, FakeReply, FakeToolCall, running_fake_openai
-from tests.integration.provider_contract import FAST_RETRIES, UpstreamProviderContract, collect, fake_fixtures
+from tests.integration.provider_contract import UpstreamProviderContract, collect, fake_fixtures, provider_fixture
 
 pytestmark = pytest.mark.anyio
 
@@ -36,14 +36,7 @@ served_fake, fake = fake_fixtures(running_fake_openai)
 
 @pytest.fixture
 def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
-async def provider(fake):
-    provider = OpenAIProvider(fake.v1_url, FAKE_API_KEY, **FAST_RETRIES)
-    yield provider
-    await provider.aclose()
+    return "asyncio"  # not every backend anyio could find (trio…): the providers run on asyncio
 
 
 class TestUpstreamContract(UpstreamProviderContract):
@@ -55,6 +48,9 @@ class TestUpstreamContract(UpstreamProviderContract):
     @staticmethod
     def api_root(server_url: str) -> str:
         return server_url + "/v1"
+
+
+provider = provider_fixture(TestUpstreamContract)
 
 
 # --- the fake speaks OpenAI: the official SDK is the judge ----------------------------------
