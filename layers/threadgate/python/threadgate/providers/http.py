@@ -1,11 +1,14 @@
 """The HTTP plumbing every upstream provider shares (httpx + httpx-sse + tenacity).
 
-`UpstreamHTTP` posts JSON to one endpoint over a pooled, lazily created `httpx.AsyncClient`,
-retrying (exponential backoff with jitter, `retry-after` honoured when small) only until a 2xx
-status arrives — connection failures, timeouts before the response headers, and the statuses the
-provider's `UpstreamStatusError` calls retryable. Once an answer has started nothing is retried:
-the caller may already have forwarded (and must bill) part of it. `UpstreamEvents` reads the SSE
-`data` of a streamed answer and names transport failures as domain errors.
+- `HTTPProvider` — the base of `AnthropicProvider` and `OpenAIProvider`: their shared
+  constructor, connection pooling and `aclose()`;
+- `UpstreamHTTP` posts JSON to one endpoint over a pooled, lazily created `httpx.AsyncClient`,
+  retrying under a `RetryPolicy` (exponential backoff with jitter, `retry-after` honoured when
+  small) only until a 2xx status arrives — connection failures, timeouts before the response
+  headers, and the statuses the provider's `UpstreamStatusError` calls retryable. Once an answer
+  has started nothing is retried: the caller may already have forwarded (and must bill) part of it;
+- `read_json` reads a whole answer, `UpstreamEvents` the SSE `data` of a streamed one, naming
+  transport failures as domain errors.
 
 Neither request bodies nor the API key are ever logged or put into an error.
 """
@@ -13,7 +16,8 @@ Neither request bodies nor the API key are ever logged or put into an error.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
@@ -36,10 +40,57 @@ logger = logging.getLogger(__name__)
 # An error body is only read to extract `error.message`; never buffer an unbounded page.
 MAX_ERROR_BODY_BYTES = 64 * 1024
 
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Which failures before the first byte are worth another attempt, and how long to wait.
+
+    `attempts` counts the first call. The wait is initial × 2^(n-1), capped, plus up to
+    `initial` of jitter so retries spread out; an upstream `retry-after` lengthens it up to
+    `max_retry_after_s`, and a 429 asking for longer than that is not retried at all."""
+
+    attempts: int = 3
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 8.0
+    max_retry_after_s: float = 10.0
+
+    def retrying(self, before_sleep: Callable[[RetryCallState], None]) -> AsyncRetrying:
+        backoff = wait_exponential(multiplier=self.backoff_initial_s, max=self.backoff_max_s) + wait_random(
+            0, self.backoff_initial_s
+        )
+
+        def wait(retry_state: RetryCallState) -> float:
+            delay = backoff(retry_state)
+            outcome = retry_state.outcome
+            hint = getattr(outcome.exception(), "retry_after_s", None) if outcome else None
+            if hint is not None:
+                delay = max(delay, min(hint, self.max_retry_after_s))
+            return delay
+
+        return AsyncRetrying(
+            stop=stop_after_attempt(max(1, self.attempts)),
+            wait=wait,
+            retry=retry_if_exception(self.is_retryable),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        if isinstance(exc, UpstreamStatusError):
+            if exc.status == 429 and exc.retry_after_s is not None and exc.retry_after_s > self.max_retry_after_s:
+                return False  # the upstream asks for a longer pause than a caller should wait
+            return exc.retryable
+        if isinstance(exc, httpx.PoolTimeout):
+            return False  # our own pool is saturated; another attempt would queue again
+        # Everything here happened before the response headers (see `UpstreamHTTP._send_once`).
+        return isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
+
+
 class UpstreamHTTP:
-    """`timeout_s` bounds every wait for bytes (headers, then each stream chunk), not the whole
-    answer; `attempts` counts the first call. Pass `client` to share one `httpx.AsyncClient`
-    (it is then not closed by `aclose()`). `name` only labels the retry log lines."""
+    """POSTs JSON to one upstream endpoint. `timeout` bounds every wait for bytes (its `read`:
+    before the headers, then between stream chunks), not the whole answer. Pass `client` to
+    share one `httpx.AsyncClient` (it is then not closed by `aclose()`). `name` only labels the
+    retry log lines; `secret` is redacted from anything the upstream sends back."""
 
     def __init__(
         self,
@@ -49,29 +100,19 @@ class UpstreamHTTP:
         name: str,
         secret: str,
         status_error: type[UpstreamStatusError],
-        timeout_s: float,
-        connect_timeout_s: float,
-        attempts: int,
-        client: httpx.AsyncClient | None,
-        backoff_initial_s: float,
-        backoff_max_s: float,
-        max_retry_after_s: float,
+        timeout: httpx.Timeout,
+        retry: RetryPolicy,
+        client: httpx.AsyncClient | None = None,
     ) -> None:
         self._url = url
         self._headers = dict(headers)
         self._name = name
         self._secrets = (secret,)
         self._status_error = status_error
-        # `read` bounds each wait for bytes: before the headers, and between stream chunks.
-        self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
-        self._attempts = max(1, attempts)
+        self._timeout = timeout
+        self._retry = retry
         self._client = client
         self._owns_client = client is None
-        # initial × 2^(n-1), capped, plus up to `initial` of jitter so retries spread out.
-        self._backoff = wait_exponential(multiplier=backoff_initial_s, max=backoff_max_s) + wait_random(
-            0, backoff_initial_s
-        )
-        self._max_retry_after_s = max_retry_after_s
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -94,15 +135,8 @@ class UpstreamHTTP:
         """POST `body` with retries until a 2xx status arrives; returns it with the body unread.
         The caller must close it (`read_json` and `UpstreamEvents` do)."""
         payload = orjson.dumps(body)
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=self._wait,
-            retry=retry_if_exception(self._is_retryable),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
         try:
-            async for attempt in retrying:
+            async for attempt in self._retry.retrying(before_sleep=self._log_retry):
                 with attempt:
                     return await self._send_once(payload)
         except UpstreamStatusError as exc:
@@ -124,24 +158,6 @@ class UpstreamHTTP:
         finally:
             await response.aclose()
         raise self._status_error(response.status_code, body, parse_retry_after(response.headers))
-
-    def _is_retryable(self, exc: BaseException) -> bool:
-        if isinstance(exc, UpstreamStatusError):
-            if exc.status == 429 and exc.retry_after_s is not None and exc.retry_after_s > self._max_retry_after_s:
-                return False  # the upstream asks for a longer pause than a caller should wait
-            return exc.retryable
-        if isinstance(exc, httpx.PoolTimeout):
-            return False  # our own pool is saturated; another attempt would queue again
-        # Everything here happened before the response headers (see `_send_once`).
-        return isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
-
-    def _wait(self, retry_state: RetryCallState) -> float:
-        delay = self._backoff(retry_state)
-        outcome = retry_state.outcome
-        hint = getattr(outcome.exception(), "retry_after_s", None) if outcome else None
-        if hint is not None:
-            delay = max(delay, min(hint, self._max_retry_after_s))
-        return delay
 
     def _log_retry(self, retry_state: RetryCallState) -> None:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
@@ -188,13 +204,9 @@ class HTTPProvider:
             name=self.name,
             secret=api_key,
             status_error=self.status_error,
-            timeout_s=timeout_s,
-            connect_timeout_s=connect_timeout_s,
-            attempts=attempts,
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            retry=RetryPolicy(attempts, backoff_initial_s, backoff_max_s, max_retry_after_s),
             client=client,
-            backoff_initial_s=backoff_initial_s,
-            backoff_max_s=backoff_max_s,
-            max_retry_after_s=max_retry_after_s,
         )
 
     @staticmethod
