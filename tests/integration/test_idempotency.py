@@ -233,3 +233,23 @@ def test_a_key_whose_request_died_is_taken_over_after_the_lease(gateway):
         assert r.status_code == 200, r.text
         assert c.post(path, json=TURN, headers=idem("dead")).json() == r.json()
         assert len(gateway.fake.requests) == 1
+
+
+def test_stored_answers_are_sealed_under_the_idempotency_key(gateway):
+    """The replay of POST /v1/keys must return the secret, yet the store must never hold it (or a
+    conversation) readable: only the SHA-256 of a key secret is ever stored (API.md §1)."""
+    headers = {"Idempotency-Key": "6f1c7c1e-0c7e-4d8b-9d43-2b1f4c1f0a11"}
+    with gateway.admin() as admin:
+        first = admin.post("/v1/keys", json={"name": "sealed"}, headers=headers).json()
+        again = admin.post("/v1/keys", json={"name": "sealed"}, headers=headers)
+    assert again.json()["secret"] == first["secret"] and again.headers["idempotent-replayed"] == "true"
+    from threadgate.api.idempotency import idempotency_scope
+
+    rt = gateway.runtime
+    admin_key = rt.stores.keys.find_by_hash(__import__("hashlib").sha256(gateway.admin_key.encode()).hexdigest())
+    scope = idempotency_scope(admin_key.id, "POST", "/v1/keys", headers["Idempotency-Key"])
+    record = rt.stores.idempotency.claim(scope, "-", rt.clock.now_ms(), 1000)  # the stored record
+    assert record is not None and record.state == "done"
+    stored = json.dumps(record.response)
+    assert first["secret"] not in stored and first["secret"][9:] not in stored
+    assert headers["Idempotency-Key"] not in scope  # the unsealing key is stored only as a hash

@@ -37,7 +37,7 @@ async def run_turn(
     rt: Runtime,
     turn: Turn,
     *,
-    scope: str | None,
+    scope: idempotency.Claim | None,
     render: Callable[[Turn], tuple[Any, dict[str, str]]],
     lock: tuple[str, str] | None = None,
     stream_render: Callable[[dict[str, Any]], list[bytes]] | None = None,
@@ -58,17 +58,16 @@ async def run_turn(
     async def finish() -> None:
         if lock is not None:
             rt.stores.threads.release_turn_lock(*lock)
-        if turn.result.message is not None and scope is not None:
+        if turn.result.message is not None:
             idempotency.complete(rt, scope, *answer())
-        elif scope is not None:
-            rt.stores.idempotency.abandon(scope)
+        else:
+            idempotency.abandon(rt, scope)
 
     try:
         if lock is not None:
             await acquire_thread(rt, *lock)
     except GatewayError:
-        if scope is not None:
-            rt.stores.idempotency.abandon(scope)
+        idempotency.abandon(rt, scope)
         raise
     queue = sse.run_in_background(turn.events(), on_finish=finish)
     first = await sse.next_item(queue)
