@@ -423,3 +423,20 @@ def test_jobs_on_dynamodb_run_list_and_refuse_a_late_cancel(gateway_factory):
     assert [j["id"] for j in listed["data"]] == [plain["id"]] and listed["has_more"] is True
     assert late.status_code == 409
     assert foreign.status_code == 404
+
+
+def test_on_aws_jobs_answer_501_until_the_queue_worker_exists(gateway_factory, monkeypatch):
+    from tests.conftest_dynamo import REGION, TABLE_NAMES, dynamodb_stores
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with dynamodb_stores() as dynamo:
+        gw = gateway_factory(stores=dynamo.stores, mode="aws", **TABLE_NAMES)
+        key = gw.mint()
+        with gw.client(key["secret"]) as c:
+            r = submit(c, "/v1/messages", MESSAGES_BODY)
+            listed = c.get("/v1/jobs")
+        stored = dynamo.client.scan(TableName=TABLE_NAMES["jobs_table"])["Items"]
+
+    assert r.status_code == listed.status_code == 501
+    assert r.json()["error"]["type"] == "api_error"
+    assert stored == []
