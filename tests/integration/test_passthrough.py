@@ -82,3 +82,14 @@ def test_anthropic_passthrough_returns_tool_use_and_persists_nothing(gateway):
     assert len(gateway.fake.requests) == 1  # returned to the caller, not dispatched
     with gateway.client(key["secret"]) as c:
         assert c.get("/v1/threads").json()["data"] == []
+
+
+def test_server_tools_are_refused_not_served_unbilled(gateway):
+    key = gateway.mint()
+    with gateway.client(key["secret"]) as c:
+        r = c.post("/v1/messages", json={
+            "model": "claude-haiku-4-5", "max_tokens": 20, "messages": [{"role": "user", "content": "news?"}],
+            "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]})
+    assert r.status_code == 400 and "server tools" in r.json()["error"]["message"]
+    assert "tools[0].type" in r.json()["error"]["message"]
+    assert gateway.fake.requests == []

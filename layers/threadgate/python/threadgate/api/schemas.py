@@ -162,4 +162,20 @@ class InputMessage(Body):
 
 class MessagesCreate(SamplingParams):
     messages: list[InputMessage] = Field(min_length=1)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+
+    @field_validator("tools")
+    @classmethod
+    def _client_tools_only(cls, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        # Server tools (web search, code execution, ...) carry per-use fees the usage report
+        # cannot meter, so they are refused rather than served unbilled.
+        for i, tool in enumerate(tools or []):
+            if tool.get("type") not in (None, "custom"):
+                raise InvalidRequest(
+                    f"tools[{i}].type: server tools ({tool.get('type')!r}) are not supported", param=f"tools[{i}].type"
+                )
+            if not isinstance(tool.get("name"), str) or not isinstance(tool.get("input_schema"), dict):
+                raise InvalidRequest(
+                    f"tools[{i}]: a tool needs a string name and an input_schema object", param=f"tools[{i}]"
+                )
+        return tools

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-import orjson
+from threadgate import jsoncodec
 
 _DONE = object()
 _background: set[asyncio.Task] = set()  # strong references: the loop only keeps weak ones
 
 
 def encode(event: dict[str, Any]) -> bytes:
-    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+    return b"event: " + event["type"].encode() + b"\ndata: " + jsoncodec.dumps(event) + b"\n\n"
 
 
 def run_in_background(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import orjson
+from threadgate import jsoncodec
 
 from threadgate.domain.errors import InvalidRequest
 from threadgate.domain.models import Message
@@ -115,7 +115,7 @@ def _exchanges(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 
 def _size(messages: list[dict[str, Any]]) -> int:
-    return len(orjson.dumps(messages))
+    return len(jsoncodec.dumps(messages))
 
 
 def build_history(

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Protocol, Sequence
 
-import orjson
+from threadgate import jsoncodec
 
 from threadgate.domain import billing
 from threadgate.domain.errors import GatewayError, NotFound, UpstreamError
@@ -198,7 +198,7 @@ class Turn:
     def _reserve(self, iteration: int):
         spec = self.spec
         requested = int(spec.params["max_tokens"])
-        body = orjson.dumps(self.upstream_request(requested))
+        body = jsoncodec.dumps(self.upstream_request(requested))
         return self.deps.meter.reserve(
             spec.principal,
             spec.model,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
 
 from threadgate.api import render
 from threadgate.api.deps import get_admin, get_principal, get_runtime

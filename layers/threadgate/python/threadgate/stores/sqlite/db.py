@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import orjson
+from threadgate import jsoncodec
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -83,11 +83,11 @@ CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs(created_at) WHERE status IN (
 
 
 def dumps(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
+    return None if value is None else jsoncodec.dumps(value).decode()
 
 
 def loads(raw: str | None) -> Any:
-    return None if raw is None else orjson.loads(raw)
+    return None if raw is None else jsoncodec.loads(raw)
 
 
 class Database:

@@ -87,7 +87,7 @@ class SqliteKeyStore:
 
     def list_keys(self, account_id: str) -> list[ApiKey]:
         rows = self.db.query(
-            "SELECT * FROM keys WHERE account_id = ? ORDER BY created_at DESC, id DESC", (account_id,)
+            "SELECT * FROM keys WHERE account_id = ? ORDER BY created_at DESC, rowid DESC", (account_id,)
         )
         return [_key(r) for r in rows]
 
