@@ -29,6 +29,7 @@ from threadgate.providers.openai.translate import (
     openai_response_to_anthropic,
 )
 from threadgate.providers.openai.wire import CHAT_COMPLETIONS_PATH, SSE_DONE
+from threadgate.providers.openai.wire import request_headers as openai_headers
 
 
 class OpenAIProvider(HTTPProvider):
@@ -39,14 +40,7 @@ class OpenAIProvider(HTTPProvider):
     name = "openai"
     endpoint_path = CHAT_COMPLETIONS_PATH
     status_error = UpstreamStatusError
-
-    @staticmethod
-    def request_headers(api_key: str) -> dict[str, str]:
-        return {
-            "authorization": f"Bearer {api_key}",
-            "content-type": "application/json",
-            "accept": "application/json, text/event-stream",
-        }
+    request_headers = staticmethod(openai_headers)
 
     async def create(self, request: dict[str, Any]) -> dict[str, Any]:
         model = _model(request)

@@ -16,6 +16,15 @@ CHUNK_OBJECT = "chat.completion.chunk"
 COMPLETION_OBJECT = "chat.completion"
 SSE_DONE = "[DONE]"
 
+
+def request_headers(api_key: str) -> dict[str, str]:
+    """Headers of every Chat Completions call. The key travels only here, never in a log or an error."""
+    return {
+        "authorization": f"Bearer {api_key}",
+        "content-type": "application/json",
+        "accept": "application/json, text/event-stream",
+    }
+
 # A tool_result flagged `is_error` has no equivalent field in a `role: "tool"` message, so the
 # flag travels as this prefix on its text; the reverse translation strips it and restores the flag.
 TOOL_ERROR_PREFIX = "[tool error] "
