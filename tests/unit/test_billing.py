@@ -34,8 +34,10 @@ markups = st.sampled_from([Fraction(1), MARKUP, Fraction("1.5"), Fraction("1.000
 
 def exact_cost(model: ModelInfo, usage: Usage, markup: Fraction) -> Fraction:
     """What the call costs in exact rational micro-dollars, before any rounding."""
+    one_hour = usage.cache_creation_1h_input_tokens  # billed at the 1-hour write price
     upstream = (usage.input_tokens * model.input_price + usage.output_tokens * model.output_price
-                + usage.cache_creation_input_tokens * model.cache_write_price
+                + (usage.cache_creation_input_tokens - one_hour) * model.cache_write_price
+                + one_hour * model.cache_write_1h
                 + usage.cache_read_input_tokens * model.cache_read_price)
     return Fraction(upstream, billing.MTOK) * markup
 
@@ -70,9 +72,10 @@ def test_estimate_is_an_upper_bound_of_the_charged_cost(call, markup):
 
 @pytest.mark.parametrize("model", ALL_MODELS, ids=lambda m: m.id)
 def test_estimate_is_tight_for_the_worst_case(model):
-    """All input as cache writes and all output used: the estimate is that exact cost, rounded up
-    once for the upstream and once for the markup — not a loose multiple of it."""
-    usage = Usage(0, 4_000, 100_000, 0)
+    """All input as 1-hour cache writes (the dearest input) and all output used: the estimate is
+    that exact cost, rounded up once for the upstream and once for the markup — not a loose
+    multiple of it."""
+    usage = Usage(0, 4_000, 100_000, 0, cache_creation_1h_input_tokens=100_000)
     worst = charged(model, usage, MARKUP)
     assert billing.estimate(model, 100_000, 4_000, MARKUP) == worst
     assert worst == ceil(Fraction(ceil(exact_cost(model, usage, Fraction(1))), 1) * MARKUP)
@@ -154,3 +157,13 @@ def test_input_bound_counts_bytes_and_media():
         {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image", "source": {}}]},
         {"type": "document", "source": {}}]}]
     assert billing.input_token_bound(body, with_media) == base + 2 * billing.IMAGE_TOKENS_MAX + billing.DOCUMENT_TOKENS_MAX
+
+
+def test_one_hour_cache_writes_cost_twice_the_input_price():
+    model = next(m for m in MODELS if m.id == "claude-sonnet-4-6")
+    five_min = billing.upstream_cost(model, Usage(0, 0, 1_000_000, 0))
+    one_hour = billing.upstream_cost(model, Usage(0, 0, 1_000_000, 0, cache_creation_1h_input_tokens=1_000_000))
+    assert (five_min, one_hour) == (3_750_000, 6_000_000)  # $3.75 and $6 per Mtok
+    usage = Usage.from_anthropic({"input_tokens": 5, "output_tokens": 7, "cache_creation_input_tokens": 300,
+                                  "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200}})
+    assert (usage.cache_creation_input_tokens, usage.cache_creation_1h_input_tokens) == (300, 200)

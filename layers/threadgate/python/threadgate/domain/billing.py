@@ -36,10 +36,12 @@ def apply_markup(upstream_micros: int, markup: Fraction) -> int:
 
 def upstream_cost(model: ModelInfo, usage: Usage) -> int:
     """Σ tokens × catalog price of that token kind, in micro-dollars (ceiling)."""
+    one_hour = min(usage.cache_creation_1h_input_tokens, usage.cache_creation_input_tokens)
     total = (
         usage.input_tokens * model.input_price
         + usage.output_tokens * model.output_price
-        + usage.cache_creation_input_tokens * model.cache_write_price
+        + (usage.cache_creation_input_tokens - one_hour) * model.cache_write_price
+        + one_hour * model.cache_write_1h
         + usage.cache_read_input_tokens * model.cache_read_price
     )
     return _ceil_div(total, MTOK)
@@ -76,9 +78,9 @@ def input_token_bound(request_body: bytes, messages: Iterable[dict[str, Any]]) -
 
 
 def estimate(model: ModelInfo, input_bound: int, max_tokens: int, markup: Fraction) -> int:
-    """Upper bound of one call's charged cost. Input is priced at the dearest input kind (cache
-    writes cost more than plain input), output at `max_tokens`."""
-    input_price = max(model.input_price, model.cache_write_price)
+    """Upper bound of one call's charged cost. Input is priced at the dearest input kind (1-hour
+    cache writes cost twice plain input), output at `max_tokens`."""
+    input_price = max(model.input_price, model.cache_write_price, model.cache_write_1h)
     upstream = _ceil_div(input_bound * input_price + max_tokens * model.output_price, MTOK)
     return apply_markup(upstream, markup)
 

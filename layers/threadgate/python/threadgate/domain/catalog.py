@@ -41,6 +41,7 @@ class Catalog:
                     upstream_id=entry.get("upstream_id", entry["id"]),
                     context_window=int(entry["context_window"]),
                     max_output_tokens=int(entry["max_output_tokens"]),
+                    cache_write_1h_price=usd_to_micros(entry.get("cache_write_1h_usd_per_mtok", 0)),
                     **prices,
                 )
             )

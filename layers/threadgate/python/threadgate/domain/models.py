@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any, Literal
 
 Scope = Literal["admin", "standard"]
@@ -168,20 +168,17 @@ class Tool:
 
 @dataclass
 class Usage:
-    """Token counts of one or more model calls."""
+    """Token counts of one or more model calls. `cache_creation_1h_input_tokens` is the part of
+    `cache_creation_input_tokens` written to the 1-hour cache, which is priced higher."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    cache_creation_1h_input_tokens: int = 0
 
     def __add__(self, other: "Usage") -> "Usage":
-        return Usage(
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.cache_creation_input_tokens + other.cache_creation_input_tokens,
-            self.cache_read_input_tokens + other.cache_read_input_tokens,
-        )
+        return Usage(*(a + b for a, b in zip(astuple(self), astuple(other))))
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -194,11 +191,13 @@ class Usage:
     @classmethod
     def from_anthropic(cls, raw: dict[str, Any] | None) -> "Usage":
         raw = raw or {}
+        split = raw.get("cache_creation") if isinstance(raw.get("cache_creation"), dict) else {}
         return cls(
             int(raw.get("input_tokens") or 0),
             int(raw.get("output_tokens") or 0),
             int(raw.get("cache_creation_input_tokens") or 0),
             int(raw.get("cache_read_input_tokens") or 0),
+            int(split.get("ephemeral_1h_input_tokens") or 0),
         )
 
 
@@ -213,5 +212,10 @@ class ModelInfo:
     input_price: int
     output_price: int
     cache_read_price: int
-    cache_write_price: int
+    cache_write_price: int  # 5-minute cache writes
+    cache_write_1h_price: int = 0  # 1-hour cache writes (0: twice the input price)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cache_write_1h(self) -> int:
+        return self.cache_write_1h_price or 2 * self.input_price
