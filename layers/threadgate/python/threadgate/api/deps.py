@@ -10,6 +10,7 @@ from threadgate.runtime import Runtime
 
 # last_used_at is bookkeeping, not auth: one write per key per minute is plenty.
 TOUCH_EVERY_MS = 60_000
+_touched: dict[str, int] = {}  # key id -> when this process last wrote last_used_at
 
 
 # Async on purpose: FastAPI runs sync dependencies in a threadpool, a hop that costs more than
@@ -32,8 +33,14 @@ def presented_key(request: Request) -> str | None:
 async def get_principal(request: Request, rt: Runtime = Depends(get_runtime)) -> Principal:
     key = authenticate(rt.stores.keys, presented_key(request))
     now = rt.clock.now_ms()
-    if key.last_used_at is None or now - key.last_used_at > TOUCH_EVERY_MS:
+    # The auth lookup may not carry last_used_at (DynamoDB reads only the hash item), so this
+    # process also remembers its own last touch: at most one write per key per minute.
+    last = max(key.last_used_at or 0, _touched.get(key.id, 0))
+    if now - last > TOUCH_EVERY_MS:
         rt.stores.keys.touch_key(key.id, now)
+        if len(_touched) > 100_000:  # bounded memory; forgetting only costs an early write
+            _touched.clear()
+        _touched[key.id] = now
     principal = principal_of(key)
     request.state.principal = principal
     return principal
