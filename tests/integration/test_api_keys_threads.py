@@ -563,3 +563,15 @@ def test_concurrent_metadata_patches_lose_nothing(gateway):
         r = c.patch(f"/v1/threads/{t['id']}", json={"title": "t", "metadata": {"keep": None}})
         assert r.status_code == 200 and "keep" not in r.json()["metadata"]
         threads.release_turn_lock(t["id"], "a-running-turn")
+
+
+def test_per_key_rate_limit_answers_429_with_retry_after(gateway_factory):
+    gw = gateway_factory(rate_limit_per_minute=2)
+    key = gw.mint()
+    with gw.client(key["secret"]) as c:
+        assert [c.get("/v1/key").status_code for _ in range(2)] == [200, 200]
+        r = c.get("/v1/key")
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    assert r.json()["error"]["type"] == "rate_limit_error"
+    with gw.admin() as admin:  # another key has its own budget
+        assert admin.get("/v1/key").status_code == 200

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     allow_private_webhooks: bool | None = None  # None: mode default (local allows loopback)
     key_prefix: str = "qlk_live_"
     max_body_bytes: int = 8 * 1024 * 1024
+    # Per-key request rate (token bucket, per process; burst = one minute's worth). None: off.
+    # On AWS, pair it with API Gateway throttling: each Lambda instance counts on its own.
+    rate_limit_per_minute: int | None = None
     # How long a reservation may stay open before the sweeper settles it at its estimate.
     reservation_ttl_ms: int = 20 * 60 * 1000
     sweep_interval_s: float = 30.0
@@ -63,6 +66,7 @@ class Settings(BaseSettings):
     admin_secret_name: str | None = None  # Secrets Manager secret holding the first admin key
     # Webhook retry backoff base (waits ≈ base × 1, 2, 4 plus jitter); tests shorten it.
     webhook_backoff_base_s: float = 0.5
+    jobs_queue_url: str | None = None  # SQS queue feeding the jobs worker; unset on AWS: /v1/jobs answers 501
 
     @property
     def private_webhooks_allowed(self) -> bool:

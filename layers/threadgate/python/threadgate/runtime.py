@@ -18,6 +18,7 @@ from threadgate.domain.catalog import Catalog
 from threadgate.domain.errors import NotFound
 from threadgate.domain.metering import Meter
 from threadgate.domain.models import ModelInfo, Tool
+from threadgate.domain.ratelimit import RateLimiter
 from threadgate.domain.turns import TurnDeps
 from threadgate.ports import ModelProvider
 from threadgate.stores import Stores
@@ -43,6 +44,11 @@ class Runtime:
     @cached_property
     def markup(self) -> Fraction:
         return Fraction(str(self.settings.markup))
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter | None:
+        per_minute = self.settings.rate_limit_per_minute
+        return RateLimiter(per_minute) if per_minute else None
 
     @cached_property
     def meter(self) -> Meter:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, Request
 
+from threadgate.domain.errors import RateLimited
 from threadgate.domain.keys import authenticate, principal_of, require_admin
 from threadgate.domain.models import Principal
 from threadgate.runtime import Runtime
@@ -41,6 +42,9 @@ async def get_principal(request: Request, rt: Runtime = Depends(get_runtime)) ->
         if len(_touched) > 100_000:  # bounded memory; forgetting only costs an early write
             _touched.clear()
         _touched[key.id] = now
+    limiter = rt.rate_limiter
+    if limiter is not None and (wait := limiter.retry_after(key.id, now)):
+        raise RateLimited(f"rate limit of {limiter.per_minute} requests per minute reached", retry_after=wait)
     principal = principal_of(key)
     request.state.principal = principal
     return principal
