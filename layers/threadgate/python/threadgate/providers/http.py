@@ -32,6 +32,7 @@ from tenacity import (
     wait_random,
 )
 
+from threadgate import jsoncodec
 from threadgate.domain.errors import UpstreamError, UpstreamTimeout
 from threadgate.providers.errors import UpstreamStatusError, error_for_transport, parse_retry_after
 
@@ -134,7 +135,7 @@ class UpstreamHTTP:
     async def open(self, body: dict[str, Any]) -> httpx.Response:
         """POST `body` with retries until a 2xx status arrives; returns it with the body unread.
         The caller must close it (`read_json` and `UpstreamEvents` do)."""
-        payload = orjson.dumps(body)
+        payload = jsoncodec.dumps(body)
         try:
             async for attempt in self._retry.retrying(before_sleep=self._log_retry):
                 with attempt:
