@@ -90,3 +90,22 @@ def gateway_factory(tmp_path: Path, fake_anthropic: Any):
 @pytest.fixture
 def gateway(gateway_factory) -> Gateway:
     return gateway_factory()
+
+
+@pytest.fixture
+def gateway_on_store(gateway_factory):
+    """`gateway_on_store("sqlite" | "dynamodb")`: a gateway on that store (DynamoDB under moto).
+    Search indexing has its own tests; here it would only load an embedding model."""
+    from contextlib import ExitStack
+
+    from tests.conftest_dynamo import dynamodb_stores
+
+    with ExitStack() as stack:
+
+        def start(store: str) -> Gateway:
+            stores = stack.enter_context(dynamodb_stores()).stores if store == "dynamodb" else None
+            gw = gateway_factory(stores=stores)
+            gw.runtime.indexer = None
+            return gw
+
+        yield start

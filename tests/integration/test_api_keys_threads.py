@@ -18,29 +18,9 @@ HAIKU = "claude-haiku-4-5"
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
-def gateway(request, gateway_factory):
-    """The same behaviour on both storage backends (DynamoDB under moto). Search indexing is
-    tested on its own; here it would only load an embedding model per test."""
-    stores = request.getfixturevalue("_dynamo").stores if request.param == "dynamodb" else None
-    gw = gateway_factory(stores=stores)
-    gw.runtime.indexer = None
-    return without_keep_alive(gw)
-
-
-def without_keep_alive(gw):
-    """A reused loopback connection to the test server waits for delayed ACKs (~40 ms a
-    request); a fresh connection per request does not."""
-    make = gw.client
-    gw.client = lambda key=None, **kw: make(key, limits=httpx.Limits(max_keepalive_connections=0), **kw)
-    return gw
-
-
-@pytest.fixture
-def _dynamo():
-    from tests.conftest_dynamo import dynamodb_stores
-
-    with dynamodb_stores() as dynamo:
-        yield dynamo
+def gateway(request, gateway_on_store):
+    """The same behaviour on both storage backends (DynamoDB under moto)."""
+    return gateway_on_store(request.param)
 
 
 KEY_FIELDS = {"id", "object", "name", "prefix", "scope", "max_spend_usd", "end_user_id", "metadata",
@@ -497,7 +477,7 @@ def test_usage_window_bounds(gateway):
 
 
 def test_configured_markup_is_applied_and_shown(gateway_factory):
-    gw = without_keep_alive(gateway_factory(markup="1.5"))
+    gw = gateway_factory(markup="1.5")
     with gw.admin() as c:
         t = new_thread(c)
         assert turn(c, t["id"]).status_code == 200

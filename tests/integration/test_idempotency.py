@@ -16,29 +16,9 @@ TURN = {"model": HAIKU, "max_tokens": 40, "content": "what is the capital of Fra
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
-def gateway(request, gateway_factory):
-    """Both storage backends (DynamoDB under moto). Search indexing is tested on its own; here
-    it would only load an embedding model per test."""
-    stores = request.getfixturevalue("_dynamo").stores if request.param == "dynamodb" else None
-    gw = gateway_factory(stores=stores)
-    gw.runtime.indexer = None
-    return without_keep_alive(gw)
-
-
-def without_keep_alive(gw):
-    """A reused loopback connection to the test server waits for delayed ACKs (~40 ms a
-    request); a fresh connection per request does not."""
-    make = gw.client
-    gw.client = lambda key=None, **kw: make(key, limits=httpx.Limits(max_keepalive_connections=0), **kw)
-    return gw
-
-
-@pytest.fixture
-def _dynamo():
-    from tests.conftest_dynamo import dynamodb_stores
-
-    with dynamodb_stores() as dynamo:
-        yield dynamo
+def gateway(request, gateway_on_store):
+    """The same behaviour on both storage backends (DynamoDB under moto)."""
+    return gateway_on_store(request.param)
 
 
 def idem(key: str) -> dict[str, str]:
@@ -158,7 +138,7 @@ def test_streamed_turn_replays_as_json(gateway):
 
 
 def test_a_failed_request_may_be_retried_with_the_same_key(gateway_factory):
-    gateway = without_keep_alive(gateway_factory(upstream_attempts=1))  # one 529 fails the request
+    gateway = gateway_factory(upstream_attempts=1)  # one 529 fails the request
     gateway.runtime.indexer = None
     key = gateway.mint(max_spend_usd=0.000001)
     with gateway.client(key["secret"]) as c, gateway.admin() as admin:
