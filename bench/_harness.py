@@ -41,13 +41,10 @@ def _wait(url: str, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def fake_upstream() -> Iterator[str]:
+def serve_python(code: str) -> Iterator[str]:
+    """Run `code` (a uvicorn server; `{port}` is filled in) in its own process; yield its URL."""
     port = free_port()
-    code = (
-        "import uvicorn; from tests.fakes.fake_anthropic import FakeAnthropic; "
-        f"uvicorn.run(FakeAnthropic().app, host='127.0.0.1', port={port}, log_level='warning', access_log=False)"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-c", code.format(port=port)], cwd=ROOT)
     try:
         url = f"http://127.0.0.1:{port}"
         _wait(url + "/health")
@@ -55,6 +52,13 @@ def fake_upstream() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def fake_upstream() -> contextlib.AbstractContextManager[str]:
+    return serve_python(
+        "import uvicorn; from tests.fakes.fake_anthropic import FakeAnthropic; "
+        "uvicorn.run(FakeAnthropic().app, host='127.0.0.1', port={port}, log_level='warning', access_log=False)"
+    )
 
 
 @contextlib.contextmanager

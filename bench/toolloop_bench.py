@@ -18,7 +18,6 @@ which the tool loop's overhead is the part above it.
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "layers" / "threadgate" / "python"), str(ROOT)]
 
-from bench._harness import MASTER, _wait, free_port, gateway, pct, summary, write  # noqa: E402
+from bench._harness import MASTER, gateway, pct, serve_python, summary, write  # noqa: E402
 from tests.fakes.fake_anthropic import FAKE_API_KEY  # noqa: E402
 
 WARMUP = 20
@@ -37,18 +36,6 @@ TOOL = {"name": "instant", "description": "answers at once",
         "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}
 MODEL = "claude-haiku-4-5"
 UPSTREAM_HEADERS = {"x-api-key": FAKE_API_KEY, "anthropic-version": "2023-06-01"}
-
-
-def _serve(code: str) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", code.format(port=port)], cwd=ROOT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait(url + "/health")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @contextlib.contextmanager
@@ -64,7 +51,8 @@ def scripted_upstream(samples: int) -> Iterator[str]:
         "    fake.enqueue(tool, text, tool, text, text, text)\n"
         "uvicorn.run(fake.app, host='127.0.0.1', port={port}, log_level='warning', access_log=False)\n"
     )
-    yield from _serve(code)
+    with serve_python(code) as url:
+        yield url
 
 
 @contextlib.contextmanager
@@ -80,7 +68,8 @@ def instant_receiver() -> Iterator[str]:
         "app = Starlette(routes=[Route('/tool', tool, methods=['POST'])])\n"
         "uvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning', access_log=False)\n"
     )
-    yield from _serve(code)
+    with serve_python(code) as url:
+        yield url
 
 
 def gateway_turn(gw: httpx.Client, tool_id: str | None) -> float:
