@@ -12,8 +12,11 @@ non-streaming call could only release its reservation. The answer is the same me
 
 A job the process was running when it stopped (crash, restart) is run again from the start on
 the next start (`recover`): a client retrying a failed synchronous request would do the same.
-This assumes ONE gateway process per data directory, which is what local mode is. On AWS the
-jobs need a queue-fed worker (Step Functions / SQS); until it exists, /v1/jobs answers 501 there.
+This assumes ONE gateway process per data directory, which is what local mode is.
+
+How a stored job reaches a worker is a `JobDispatcher`, picked by `dispatcher_for`: locally the
+in-process `LocalJobWorker`; on AWS an `SqsJobQueue` that sends the job to the queue feeding the
+jobs Lambda (threadgate.jobs_worker).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -131,7 +134,8 @@ class LocalJobWorker:
     def jobs(self) -> JobStore:
         return self._rt.stores.jobs  # type: ignore[return-value]  # set whenever jobs are served
 
-    def submit(self, job_id: str) -> None:
+    def submit(self, job: Job | str) -> None:
+        job_id = job if isinstance(job, str) else job.id
         if job_id in self._tasks:
             return
         task = asyncio.create_task(self._run(job_id), name=f"job:{job_id}")
@@ -202,28 +206,91 @@ class LocalJobWorker:
             self.jobs.finish_job(job_id, outcome, rt.clock.now_ms())
 
     def _prepare(self, job: Job) -> PreparedJob:
-        """The job's turn, for the key as it is now (a key revoked meanwhile runs nothing)."""
-        key = self._rt.stores.keys.get_key(job.account_id, job.key_id)
-        if key is None or key.revoked:
-            raise AuthenticationFailed("the key that submitted this job was revoked")
-        return prepare_job(self._rt, principal_of(key), parse_endpoint(job.endpoint), job.body, new_id("req_"))
+        return prepare_stored_job(self._rt, job)
 
 
-def worker_for(app: Any, rt: Runtime) -> LocalJobWorker:
-    worker = getattr(app.state, "job_worker", None)
-    if worker is None:
-        worker = app.state.job_worker = LocalJobWorker(rt)
-    return worker
+def prepare_stored_job(rt: Runtime, job: Job) -> PreparedJob:
+    """The job's turn, for the key as it is now (a key revoked meanwhile runs nothing)."""
+    key = rt.stores.keys.get_key(job.account_id, job.key_id)
+    if key is None or key.revoked:
+        raise AuthenticationFailed("the key that submitted this job was revoked")
+    return prepare_job(rt, principal_of(key), parse_endpoint(job.endpoint), job.body, new_id("req_"))
+
+
+class JobDispatcher(Protocol):
+    """Hands a stored queued job to whatever runs it."""
+
+    def submit(self, job: Job) -> None:
+        """Called right after the job is stored; raises if the job will not reach a worker."""
+
+    async def cancel(self, job_id: str) -> None:
+        """Called after the store marked the job cancelled: stop it if it runs here."""
+
+
+class JobNotQueued(GatewayError):
+    status, type = 503, "api_error"
+
+
+class SqsJobQueue:
+    """AWS: one SQS message per job, `{job_id, account_id}` (the account lets the worker read
+    the job back through the account-scoped store). Cancelling needs nothing here: the worker
+    skips a cancelled job and watches the store while one runs."""
+
+    def __init__(self, queue_url: str, client: Any):
+        self._url = queue_url
+        self._sqs = client
+
+    def submit(self, job: Job) -> None:
+        import json
+
+        self._sqs.send_message(QueueUrl=self._url, MessageBody=json.dumps(
+            {"job_id": job.id, "account_id": job.account_id}))
+
+    async def cancel(self, job_id: str) -> None:
+        return None
+
+
+def sqs_job_queue(settings: Any) -> SqsJobQueue:
+    import boto3
+
+    return SqsJobQueue(settings.jobs_queue_url, boto3.client("sqs", endpoint_url=settings.aws_endpoint_url))
+
+
+def dispatcher_for(app: Any, rt: Runtime) -> JobDispatcher:
+    """The app's dispatcher, made on first use: the SQS queue on AWS, the in-process worker
+    otherwise."""
+    dispatcher = getattr(app.state, "job_worker", None)
+    if dispatcher is None:
+        aws = rt.settings.mode == "aws"
+        dispatcher = app.state.job_worker = sqs_job_queue(rt.settings) if aws else LocalJobWorker(rt)
+    return dispatcher
+
+
+def dispatch(rt: Runtime, dispatcher: JobDispatcher, job: Job) -> None:
+    """Submit a just-stored job; if it cannot be handed over, end it failed (never an orphan
+    `queued` job that no worker will run) and answer 503."""
+    try:
+        dispatcher.submit(job)
+    except Exception as exc:
+        log.error("job %s could not be queued: %s", job.id, type(exc).__name__)
+        err = JobNotQueued("the job could not be queued; try again")
+        jobs: JobStore = rt.stores.jobs  # type: ignore[assignment]
+        if jobs.start_job(job.id, rt.clock.now_ms()) is not None:
+            jobs.finish_job(job.id, JobOutcome.failed(error_object(parse_endpoint(job.endpoint), err)),
+                            rt.clock.now_ms())
+        raise err from None
 
 
 async def start_jobs(app: Any, rt: Runtime) -> None:
     """App startup (local and test modes): the worker, and the jobs a previous run left."""
     if rt.stores.jobs is None or rt.settings.mode == "aws":
-        return
-    worker_for(app, rt).recover()
+        return  # on AWS the queue redelivers what a dead worker left
+    worker = dispatcher_for(app, rt)
+    assert isinstance(worker, LocalJobWorker)
+    worker.recover()
 
 
 async def stop_jobs(app: Any) -> None:
-    worker = getattr(app.state, "job_worker", None)
-    if worker is not None:
-        await worker.aclose()
+    close = getattr(getattr(app.state, "job_worker", None), "aclose", None)  # the SQS queue has nothing to close
+    if close is not None:
+        await close()

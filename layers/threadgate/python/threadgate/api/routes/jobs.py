@@ -14,7 +14,7 @@ from pydantic import Field
 
 from threadgate.api import idempotency
 from threadgate.api.deps import get_principal, get_runtime
-from threadgate.api.jobs_runner import prepare_job, worker_for
+from threadgate.api.jobs_runner import dispatch, dispatcher_for, prepare_job
 from threadgate.api.schemas import Body
 from threadgate.domain.errors import GatewayError, InvalidRequest, NotFound
 from threadgate.domain.jobs import Job, new_job, parse_endpoint, without_stream
@@ -36,9 +36,9 @@ class JobCreate(Body):
 
 
 def _store(rt: Runtime) -> JobStore:
-    if rt.stores.jobs is None or rt.settings.mode == "aws":
-        # The AWS job worker (Step Functions / SQS) is not built yet: accepting a job that no
-        # worker would ever run is worse than saying so.
+    if rt.stores.jobs is None or (rt.settings.mode == "aws" and not rt.settings.jobs_queue_url):
+        # A deployment without the jobs queue has no worker: accepting a job that nothing would
+        # ever run is worse than saying so.
         raise JobsUnavailable("async jobs are not available on this deployment")
     return rt.stores.jobs
 
@@ -79,7 +79,7 @@ async def create_job(
         job = new_job(new_id("job_"), account_id=p.account_id, key_id=p.key_id, endpoint=endpoint, body=inner,
                       now_ms=rt.clock.now_ms())
         store.create_job(job)
-        worker_for(request.app, rt).submit(job.id)
+        dispatch(rt, dispatcher_for(request.app, rt), job)  # 503 (job stored failed) if it cannot be queued
         created = {k: v for k, v in render_job(job).items() if k in ("id", "object", "status", "endpoint", "created_at")}
         return 202, created, {}
 
@@ -114,5 +114,5 @@ async def cancel_job(
     job = store.cancel_job(p.account_id, job_id, _visible_to(p), rt.clock.now_ms())  # 409 once finished
     if job is None:
         raise NotFound("job not found")
-    await worker_for(request.app, rt).cancel(job_id)  # a running job settles what it used first
+    await dispatcher_for(request.app, rt).cancel(job_id)  # a running job settles what it used first
     return render_job(store.get_job(p.account_id, job_id) or job)
