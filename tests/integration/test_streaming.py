@@ -130,3 +130,17 @@ def test_a_failed_first_call_leaves_no_trace_and_a_retry_sends_the_text_once(gat
         assert gateway.fake.requests[-1].body["messages"] == [
             {"role": "user", "content": [{"type": "text", "text": "hello"}]}]
         assert [m["seq"] for m in c.get(f"/v1/threads/{t['id']}/messages").json()["data"]] == [1, 2]
+
+
+def test_a_slow_upstream_start_gets_pings_instead_of_silence(gateway_factory):
+    """The response starts (with pings) when the upstream takes longer than the ping interval to
+    answer at all; the turn then streams normally."""
+    gateway = gateway_factory(ping_interval_s=0.2)
+    gateway.fake.delay_headers(0.7)
+    key = gateway.mint()
+    with gateway.client(key["secret"]) as c:
+        t = c.post("/v1/threads", json={}).json()
+        r = c.post(f"/v1/threads/{t['id']}/messages", json={**TURN, "max_tokens": 3})
+    names = [n for n, _ in sse_events(r.text)]
+    assert r.status_code == 200 and names[0] == "ping"
+    assert "message_start" in names and names[-1] == "qlaud.done"

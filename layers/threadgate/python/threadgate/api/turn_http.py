@@ -70,7 +70,13 @@ async def run_turn(
         idempotency.abandon(rt, scope)
         raise
     queue = sse.run_in_background(turn.events(), on_finish=finish)
-    first = await sse.next_item(queue)
+    ping_s = rt.settings.ping_interval_s
+    try:
+        # Errors before the first event still get a plain status; but a stream whose upstream is
+        # slow to start (a long prompt, thinking) must not sit silent past a proxy's idle timeout.
+        first = await asyncio.wait_for(sse.next_item(queue), timeout=ping_s if turn.spec.stream else None)
+    except asyncio.TimeoutError:
+        first = {"type": "ping"}
     if isinstance(first, Exception):
         await sse.drain(queue)
         raise first
@@ -82,5 +88,5 @@ async def run_turn(
         await sse.drain(queue)
         status, body, headers = answer()
         return FastJSONResponse(body, status_code=status, headers=headers)
-    body = sse.stream(first, queue, rt.settings.ping_interval_s, stream_render or sse.native)
+    body = sse.stream(first, queue, ping_s, stream_render or sse.native)
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
