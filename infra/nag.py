@@ -50,6 +50,7 @@ def suppress_reviewed_findings(stack: "ThreadgateStack") -> None:
              "resource-level permissions.")
 
     _ack(stack.indexing.dlq, "SQS3", "This queue is itself the dead-letter destination of the indexer.")
+    _ack(stack.jobs.dlq, "SQS3", "This queue is itself the dead-letter destination of the jobs queue.")
 
     provider = stack.bootstrap.provider
     _ack(provider, "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",

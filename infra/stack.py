@@ -14,6 +14,7 @@ from infra.config import StageConfig
 from infra.constructs.api import Api
 from infra.constructs.data import Data
 from infra.constructs.functions import AppFunction, SharedLayers
+from infra.constructs.jobs import WORKER_TIMEOUT, JobQueue
 from infra.constructs.observability import Observability
 from infra.constructs.search import Search
 from infra.constructs.workers import Bootstrap, Indexing, Sweeping
@@ -29,6 +30,7 @@ class ThreadgateStack(Stack):
         self.data = Data(self, "Data", config=config)
         self.search = Search(self, "Search", config=config)
         self.layers = SharedLayers(self, "Layers", config=config)
+        self.jobs = JobQueue(self, "Jobs")
         env = self._settings_environment()
 
         self.api_fn = self._function("api", "api_handler.handler", env, memory_mb=1024,
@@ -47,7 +49,9 @@ class ThreadgateStack(Stack):
             memory_mb=1024, timeout=Duration.minutes(15), extra_layers=[lwa],
             description="Streaming API routes (Lambda Web Adapter + uvicorn)",
         )
-        # Workers serve no model: without the secrets prefix they never ask Secrets Manager.
+        self.jobs_fn = self._function("jobs", "jobs_handler.handler", env, memory_mb=1024, timeout=WORKER_TIMEOUT,
+                                      description="Run queued /v1/jobs (SQS), fail dead-lettered ones")
+        # Other workers serve no model: without the secrets prefix they never ask Secrets Manager.
         worker_env = {k: v for k, v in env.items() if k != "THREADGATE_PROVIDER_SECRETS_PREFIX"}
         self.indexer_fn = self._function("indexer", "indexer_handler.handler", worker_env, memory_mb=512,
                                          timeout=Duration.minutes(1), description="Threads stream to search index")
@@ -63,6 +67,7 @@ class ThreadgateStack(Stack):
         self.api = Api(self, "Api", config=config, buffered=self.api_fn.function, streaming=self.stream_fn.function)
         self.indexing = Indexing(self, "Indexing", indexer=self.indexer_fn.function,
                                  threads=self.data.tables["threads"])
+        self.jobs.feed(self.jobs_fn.function)
         self.sweeping = Sweeping(self, "Sweeping", config=config, sweeper=self.sweeper_fn.function)
         self.bootstrap = Bootstrap(self, "Bootstrap", function=self.bootstrap_fn.function, properties={
             "Index": env["THREADGATE_OPENSEARCH_INDEX"],
@@ -74,7 +79,7 @@ class ThreadgateStack(Stack):
         self.observability = Observability(
             self, "Observability", config=config, rest_api=self.api.rest_api,
             functions={name: fn.function for name, fn in self.app_functions.items()},
-            indexer_dlq=self.indexing.dlq,
+            indexer_dlq=self.indexing.dlq, jobs_queue=self.jobs.queue, jobs_dlq=self.jobs.dlq,
         )
 
         CfnOutput(self, "ApiUrl", value=self.api.rest_api.url, description="Base URL (append v1/...)")
@@ -87,7 +92,7 @@ class ThreadgateStack(Stack):
 
     def _settings_environment(self) -> dict[str, str]:
         env = {"THREADGATE_MODE": "aws", "THREADGATE_MARKUP": self.config.markup,
-               **self.data.environment(), **self.search.environment()}
+               **self.data.environment(), **self.search.environment(), **self.jobs.environment()}
         if self.layers.catalog:
             env["THREADGATE_MODELS_FILE"] = self.layers.catalog_path
         return env
@@ -102,7 +107,7 @@ class ThreadgateStack(Stack):
 
     @property
     def app_functions(self) -> dict[str, AppFunction]:
-        return {"api": self.api_fn, "stream": self.stream_fn, "indexer": self.indexer_fn,
+        return {"api": self.api_fn, "stream": self.stream_fn, "jobs": self.jobs_fn, "indexer": self.indexer_fn,
                 "sweeper": self.sweeper_fn, "bootstrap": self.bootstrap_fn}
 
     def _grant(self) -> None:
@@ -114,6 +119,13 @@ class ThreadgateStack(Stack):
             for secret in data.provider_secrets.values():
                 secret.grant_read(serving.role)
             self.search.grant_documents(serving.role)
+            self.jobs.grant_send(serving.role)
+        # A job runs a turn: keys/usage (billing), threads and tools (thread turns, webhooks).
+        for logical in ("jobs", "keys", "usage", "threads", "tools"):
+            data.grant_table(self.jobs_fn.role, logical, write=True)
+        data.webhook_key.grant(self.jobs_fn.role, "kms:Decrypt")
+        for secret in data.provider_secrets.values():
+            secret.grant_read(self.jobs_fn.role)
         data.grant_table(self.indexer_fn.role, "threads", write=False)  # the stream itself: event source
         self.search.grant_documents(self.indexer_fn.role)
         data.grant_table(self.sweeper_fn.role, "usage", write=True)

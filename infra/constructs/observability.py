@@ -1,5 +1,5 @@
 """CloudWatch alarms for what a user would notice: server errors, throttling, search falling
-behind or dropping records, and crashed reservations not being settled."""
+behind or dropping records, crashed reservations not being settled, jobs waiting or dead-lettered."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ class Observability(Construct):
         rest_api: apigw.RestApi,
         functions: dict[str, lambda_.IFunction],
         indexer_dlq: sqs.IQueue,
+        jobs_queue: sqs.IQueue,
+        jobs_dlq: sqs.IQueue,
     ) -> None:
         super().__init__(scope, construct_id)
         self.alarms: list[cloudwatch.Alarm] = []
@@ -44,7 +46,7 @@ class Observability(Construct):
             self._alarm(f"{name.title()}Throttles", function.metric_throttles(period=FIVE_MINUTES, statistic="Sum"),
                         threshold=1, description=f"The {name} function is being throttled")
             self._alarm(f"{name.title()}Errors", function.metric_errors(period=FIVE_MINUTES, statistic="Sum"),
-                        threshold=1 if name in ("indexer", "sweeper") else 5,
+                        threshold=1 if name in ("indexer", "sweeper", "jobs") else 5,
                         description=f"The {name} function reports invocation errors")
         indexer = functions["indexer"]
         self._alarm(
@@ -58,6 +60,18 @@ class Observability(Construct):
             indexer_dlq.metric_approximate_number_of_messages_visible(period=FIVE_MINUTES, statistic="Maximum"),
             threshold=1,
             description="Thread stream records could not be indexed (see the indexer DLQ)",
+        )
+        self._alarm(
+            "JobsDlqDepth",
+            jobs_dlq.metric_approximate_number_of_messages_visible(period=FIVE_MINUTES, statistic="Maximum"),
+            threshold=1,
+            description="Dead-lettered jobs could not be marked failed (see the jobs DLQ)",
+        )
+        self._alarm(
+            "JobsQueueAge",
+            jobs_queue.metric_approximate_age_of_oldest_message(period=FIVE_MINUTES, statistic="Maximum"),
+            threshold=15 * 60,
+            description="Queued jobs have waited more than 15 minutes for the jobs function",
         )
         if config.alarm_topic_arn:
             topic = sns.Topic.from_topic_arn(self, "AlarmTopic", config.alarm_topic_arn)

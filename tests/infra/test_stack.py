@@ -164,9 +164,14 @@ def test_function_environment_names_are_settings_fields_and_hold_no_secrets(synt
     assert "THREADGATE_ADMIN_SECRET_NAME" in _function(synth, "bootstrap")["Environment"]["Variables"]
 
 
+def _mappings_of(synth, name: str) -> list[dict[str, Any]]:
+    function = {"Ref": synth.logical_id(synth.stack.app_functions[name].function)}
+    return [m["Properties"] for m in synth.of_type("AWS::Lambda::EventSourceMapping").values()
+            if m["Properties"]["FunctionName"] == function]
+
+
 def test_indexer_reads_the_threads_stream_with_partial_failures_bisect_and_a_dlq(synth):
-    (mapping,) = synth.of_type("AWS::Lambda::EventSourceMapping").values()
-    props = mapping["Properties"]
+    (props,) = _mappings_of(synth, "indexer")
     threads = synth.logical_id(synth.stack.data.tables["threads"])
     assert props["EventSourceArn"] == {"Fn::GetAtt": [threads, "StreamArn"]}
     assert props["FunctionName"] == {"Ref": synth.logical_id(synth.stack.indexer_fn.function)}
@@ -174,6 +179,63 @@ def test_indexer_reads_the_threads_stream_with_partial_failures_bisect_and_a_dlq
     assert props["BisectBatchOnFunctionError"] is True
     dlq = synth.logical_id(synth.stack.indexing.dlq)
     assert props["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": [dlq, "Arn"]}
+
+
+def _statements_of(synth, name: str) -> list[dict[str, Any]]:
+    role = {"Ref": synth.logical_id(synth.stack.app_functions[name].role)}
+    return [st for p in synth.of_type("AWS::IAM::Policy").values() if role in p["Properties"]["Roles"]
+            for st in p["Properties"]["PolicyDocument"]["Statement"]]
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    return statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+
+
+def test_jobs_queue_is_encrypted_with_a_dlq_and_outlasts_six_worker_timeouts(synth):
+    queues = synth.of_type("AWS::SQS::Queue")
+    queue = queues[synth.logical_id(synth.stack.jobs.queue)]["Properties"]
+    dlq_id = synth.logical_id(synth.stack.jobs.dlq)
+    dlq = queues[dlq_id]["Properties"]
+    worker_timeout = _function(synth, "jobs")["Timeout"]
+    assert worker_timeout == 900
+    assert queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
+    assert queue["VisibilityTimeout"] >= 6 * worker_timeout
+    assert dlq["VisibilityTimeout"] >= worker_timeout  # the jobs function consumes the DLQ too
+    redrive = queue["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": [dlq_id, "Arn"]}
+    assert 1 < redrive["maxReceiveCount"] <= 10
+    queue_policies = json.dumps(list(synth.of_type("AWS::SQS::QueuePolicy").values()))
+    assert queue_policies.count("aws:SecureTransport") >= 3  # indexer DLQ, jobs queue, jobs DLQ
+
+
+def test_jobs_function_consumes_the_queue_and_its_dlq_reporting_failed_records(synth):
+    props = _function(synth, "jobs")
+    assert props["Handler"] == "jobs_handler.handler"
+    asset = synth.outdir / f"asset.{props['Code']['S3Key'].removesuffix('.zip')}"
+    assert "threadgate.jobs_worker" in (asset / "jobs_handler.py").read_text()
+    mappings = _mappings_of(synth, "jobs")
+    sources = {m["EventSourceArn"]["Fn::GetAtt"][0] for m in mappings}
+    assert sources == {synth.logical_id(synth.stack.jobs.queue), synth.logical_id(synth.stack.jobs.dlq)}
+    for mapping in mappings:
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue_url = {"Ref": synth.logical_id(synth.stack.jobs.queue)}
+    for name, env in ((n, p["Environment"]["Variables"]) for n, p in _functions(synth).items()):
+        assert env["THREADGATE_JOBS_QUEUE_URL"] == queue_url, name
+
+
+def test_only_api_and_stream_may_send_jobs_and_only_sendmessage(synth):
+    queue_id = synth.logical_id(synth.stack.jobs.queue)
+    for name in synth.stack.app_functions:
+        on_queue = [st for st in _statements_of(synth, name) if queue_id in json.dumps(st["Resource"])]
+        sends = [a for st in on_queue for a in _actions(st) if a == "sqs:SendMessage"]
+        if name in ("api", "stream"):
+            assert [_actions(st) for st in on_queue] == [["sqs:SendMessage"]], name
+        elif name == "jobs":
+            actions = {a for st in on_queue for a in _actions(st)}
+            assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"} <= actions
+            assert not sends
+        else:
+            assert on_queue == [], name
 
 
 def test_sweeper_runs_on_a_schedule(synth):
@@ -246,6 +308,7 @@ def test_each_function_may_write_only_the_tables_it_needs(synth):
         return found
 
     assert writable("api") == writable("stream") == set(TABLES)
+    assert writable("jobs") == {"jobs", "keys", "usage", "threads", "tools"}
     assert writable("sweeper") == {"keys", "usage"}
     assert writable("bootstrap") == {"keys"}
     assert writable("indexer") == set()
@@ -268,6 +331,10 @@ def test_alarms_cover_5xx_rate_throttles_indexer_errors_and_dlq_depth(synth):
     for name in synth.stack.app_functions:
         assert f"{name.title()}Throttles" in json.dumps(list(synth.of_type("AWS::CloudWatch::Alarm")))
     assert "IteratorAge" in alarms and "ApproximateNumberOfMessagesVisible" in alarms
+    jobs_dlq = synth.logical_id(synth.stack.jobs.dlq)
+    assert any(a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
+               and jobs_dlq in json.dumps(a["Properties"]["Dimensions"])
+               for a in synth.of_type("AWS::CloudWatch::Alarm").values())
     indexer = synth.logical_id(synth.stack.indexer_fn.function)
     assert any(
         a["Properties"].get("MetricName") == "Errors" and indexer in json.dumps(a["Properties"]["Dimensions"])
@@ -298,4 +365,4 @@ def test_only_the_serving_functions_know_or_can_read_the_provider_secrets(synth)
         reads = any(sid in json.dumps(st["Resource"]) and "secretsmanager:GetSecretValue" in st["Action"]
                     for st in statements for sid in secret_ids)
         knows = "THREADGATE_PROVIDER_SECRETS_PREFIX" in props["Environment"]["Variables"]
-        assert reads == knows == (name in ("api", "stream")), name
+        assert reads == knows == (name in ("api", "stream", "jobs")), name

@@ -310,7 +310,7 @@ class LocalOnly(importlib.abc.MetaPathFinder):
             raise ImportError(f"{name} is local-only: not in the Lambda deps layer")
 
 sys.meta_path.insert(0, LocalOnly())
-for name in ("api", "indexer", "sweeper", "bootstrap"):
+for name in ("api", "jobs", "indexer", "sweeper", "bootstrap"):
     path = os.path.join("functions", name, f"{name}_handler.py")
     spec = importlib.util.spec_from_file_location(f"{name}_handler", path)
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
