@@ -37,6 +37,7 @@ PYTHON_VERSION = "3.12"
 ENTRY_MODULES = {
     "api": "api_handler",
     "stream": "threadgate.api.asgi",  # plus uvicorn, imported by `python -m uvicorn`
+    "jobs": "jobs_handler",
     "indexer": "indexer_handler",
     "sweeper": "sweeper_handler",
     "bootstrap": "bootstrap_handler",
