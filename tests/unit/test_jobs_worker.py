@@ -262,3 +262,21 @@ def test_a_job_the_queue_refuses_is_stored_failed_not_left_queued(rt, admin_key)
     assert refused["error"]["type"] == "api_error"
     _, _, listed = api("GET", "/v1/jobs", key=admin_key)
     assert [j["status"] for j in listed["data"]] == ["failed"]
+
+
+def test_a_thread_turn_job_runs_once_even_when_delivered_twice(rt, admin_key, jobs_env):
+    api, jobs = Api(), Jobs()
+    _, _, thread = api("POST", "/v1/threads", key=admin_key, body={"end_user_id": "alice"})
+    status, _, created = api("POST", "/v1/jobs", key=admin_key, body={
+        "endpoint": f"/v1/threads/{thread['id']}/messages",
+        "body": {"model": MODEL, "max_tokens": 60, "content": "name three rivers"}})
+    assert status == 202, created
+    records = jobs.receive()
+
+    assert jobs(records) == [] and jobs(records) == []
+    done = job(api, admin_key, created["id"])
+    assert done["status"] == "succeeded", done
+    assert done["response"]["hit_max_iterations"] is False
+    _, _, history = api("GET", f"/v1/threads/{thread['id']}/messages", key=admin_key)
+    assert [m["role"] for m in history["data"]] == ["user", "assistant"]
+    assert len(jobs_env.requests) == 1
