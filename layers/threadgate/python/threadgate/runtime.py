@@ -24,6 +24,7 @@ from threadgate.ports import ModelProvider
 from threadgate.stores import Stores
 
 CATALOG_FILE = Path(__file__).parent / "catalog" / "models.json"
+PROVIDER_RECHECK_S = 300.0
 
 
 class SystemClock:
@@ -39,6 +40,7 @@ class Runtime:
     providers: dict[str, ModelProvider]
     clock: Any = field(default_factory=SystemClock)
     indexer: Any = None  # threadgate.search.indexing.Indexer, when search is available
+    _providers_checked_at: float = field(default_factory=time.monotonic)
     webhook_client: Any = None
 
     @cached_property
@@ -54,12 +56,24 @@ class Runtime:
     def meter(self) -> Meter:
         return Meter(self.stores.keys, self.stores.ledger, self.clock, self.markup, self.settings.reservation_ttl_ms)
 
+    def _usable(self, provider: str) -> bool:
+        """On AWS a provider key set after deploy (Secrets Manager) is picked up by running
+        containers too: a missing provider is looked up again at most every 5 minutes."""
+        if provider in self.providers or self.settings.mode != "aws":
+            return provider in self.providers
+        now = time.monotonic()
+        if now - self._providers_checked_at > PROVIDER_RECHECK_S:
+            self._providers_checked_at = now
+            for name, fresh in build_providers(self.settings).items():
+                self.providers.setdefault(name, fresh)
+        return provider in self.providers
+
     def available_models(self) -> list[ModelInfo]:
-        return [m for m in self.catalog if m.provider in self.providers]
+        return [m for m in self.catalog if self._usable(m.provider)]
 
     def model(self, model_id: str) -> ModelInfo:
         model = self.catalog.get(model_id)
-        if model.provider not in self.providers:
+        if not self._usable(model.provider):
             raise NotFound(f"model {model_id!r} is not available on this gateway (no {model.provider} key)", param="model")
         return model
 
