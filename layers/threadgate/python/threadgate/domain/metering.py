@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from fractions import Fraction
 
 from threadgate.domain import billing
@@ -32,7 +33,16 @@ class Meter:
         thread_id: str | None,
     ) -> tuple[Reservation, int]:
         """Reserve the call's upper-bound cost; returns the reservation and the max_tokens it
-        covers (lowered when the remaining budget cannot cover the requested one)."""
+        covers (lowered when the remaining budget cannot cover the requested one).
+
+        Optimistic: the conditional write alone decides whether the full request fits, so the
+        common case costs one atomic write and no reads; balances are read only to lower
+        max_tokens once it did not fit."""
+        reservation = partial(self._reserve, principal, model, input_bound, request_id, reservation_id, thread_id)
+        try:
+            return reservation(max_tokens), max_tokens
+        except (KeyCapExceeded, AccountBudgetExceeded):
+            pass
         key = self.keys.get_key(principal.account_id, principal.key_id)
         account = self.keys.get_account(principal.account_id)
         key_left = billing.remaining(key.cap_micros, key.spent_micros, key.reserved_micros) if key else 0
@@ -46,12 +56,24 @@ class Meter:
             if key_left is not None and (account_left is None or key_left <= account_left):
                 raise KeyCapExceeded("the key's remaining budget cannot cover this request")
             raise AccountBudgetExceeded("the account's remaining budget cannot cover this request")
+        return reservation(covered), covered  # atomic again; raises if a concurrent call won
+
+    def _reserve(
+        self,
+        principal: Principal,
+        model: ModelInfo,
+        input_bound: int,
+        request_id: str,
+        reservation_id: str,
+        thread_id: str | None,
+        max_tokens: int,
+    ) -> Reservation:
         now = self.clock.now_ms()
         reservation = Reservation(
             id=reservation_id,
             key_id=principal.key_id,
             account_id=principal.account_id,
-            estimate_micros=billing.estimate(model, input_bound, covered, self.markup),
+            estimate_micros=billing.estimate(model, input_bound, max_tokens, self.markup),
             created_at=now,
             expires_at=now + self.reservation_ttl_ms,
             request_id=request_id,
@@ -59,8 +81,8 @@ class Meter:
             provider=model.provider,
             thread_id=thread_id,
         )
-        self.ledger.reserve(reservation)  # atomic; raises on a lost race
-        return reservation, covered
+        self.ledger.reserve(reservation)
+        return reservation
 
     def settle(
         self, reservation: Reservation, model: ModelInfo, usage: Usage, *, latency_ms: int, status: str
