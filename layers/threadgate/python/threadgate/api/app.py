@@ -60,14 +60,10 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     if runtime is not None:
         app.state.runtime = runtime  # also usable without running the lifespan (Mangum "off")
     errors.install(app)
-    from threadgate.api.routes import keys, messages, threads
+    from threadgate.api.routes import chat, jobs, keys, messages, search, threads, tools
 
-    for module in (keys, threads, messages):
+    for module in (keys, threads, messages, chat, tools, search, jobs):
         app.include_router(module.router)
-    for optional in ("search", "tools", "chat", "jobs"):
-        module: Any = _optional_router(optional)
-        if module is not None:
-            app.include_router(module.router)
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:
@@ -88,17 +84,6 @@ class ThreadgateApp(FastAPI):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.outer(scope, receive, send)
-
-
-def _optional_router(name: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(f"threadgate.api.routes.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"threadgate.api.routes.{name}":
-            return None
-        raise
 
 
 def _max_body() -> int:

@@ -100,7 +100,6 @@ class Turn:
         self._tools_by_name = {t.name: t for t in spec.tools}
         self._history: list[dict[str, Any]] = []
         self._to_index: list[Message] = []
-        self._answered = False  # an assistant message of this turn was persisted
         self._billed = False  # a model call of this turn was settled (the upstream served it)
 
     # --- composition -----------------------------------------------------------------------
@@ -138,7 +137,7 @@ class Turn:
                     else:
                         yield event
                 if message is None:  # the call failed; call_model recorded the error
-                    if iteration == 1 and user_message is not None and not self._answered and not self._billed:
+                    if iteration == 1 and user_message is not None and not self._billed:
                         self._retract(user_message)
                     yield self._error_event(result.error, iteration)
                     break
@@ -331,7 +330,6 @@ class Turn:
             self._to_index = [m for m in self._to_index if m.seq != user_message.seq]
 
     def _append_assistant(self, message: dict[str, Any], *, has_tools: bool) -> None:
-        self._answered = True
         self.result.message = message
         self._history.append({"role": "assistant", "content": message["content"]})
         kind = "tool_use" if has_tools else "assistant"
