@@ -144,3 +144,49 @@ def test_a_slow_upstream_start_gets_pings_instead_of_silence(gateway_factory):
     names = [n for n, _ in sse_events(r.text)]
     assert r.status_code == 200 and names[0] == "ping"
     assert "message_start" in names and names[-1] == "qlaud.done"
+
+
+def test_the_request_handler_outlives_a_disconnected_client_until_the_turn_is_done(gateway):
+    """On Lambda the invocation lasts as long as the app answers: the ASGI call must not return
+    at the disconnect, or the rest of the turn would be frozen. Driven at the ASGI level."""
+    import asyncio
+
+    from threadgate.api.app import create_app
+
+    gateway.fake.default_reply = " ".join(f"w{i}" for i in range(20))
+    gateway.fake.slow_stream(0.05)
+    key = gateway.mint()
+    with gateway.client(key["secret"]) as c:
+        thread = c.post("/v1/threads", json={}).json()["id"]
+    app = create_app(gateway.runtime)
+    body = json.dumps(TURN).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": f"/v1/threads/{thread}/messages", "raw_path": b"",
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+             "headers": [(b"x-api-key", key["secret"].encode()), (b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode())]}
+
+    async def run() -> int:
+        sent: list[dict] = []
+        gone = asyncio.Event()
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict:
+            if messages:
+                return messages.pop(0)
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+            if b"content_block_delta" in message.get("body", b""):
+                gone.set()  # the client leaves after the first delta
+
+        await app(scope, receive, send)
+        # The call returned: by now the whole reply must be persisted.
+        return len(gateway.runtime.stores.threads.list_messages(account_id, thread))
+
+    import hashlib
+
+    account_id = gateway.runtime.stores.keys.find_by_hash(hashlib.sha256(key["secret"].encode()).hexdigest()).account_id
+    assert asyncio.run(run()) == 2

@@ -20,11 +20,17 @@ def encode(event: dict[str, Any]) -> bytes:
     return b"event: " + event["type"].encode() + b"\ndata: " + jsoncodec.dumps(event) + b"\n\n"
 
 
+class Feed(asyncio.Queue):
+    """A queue of a turn's events, filled by `task` (which no reader's departure cancels)."""
+
+    task: asyncio.Task
+
+
 def run_in_background(
     events: AsyncIterator[dict[str, Any]], on_finish: Callable[[], Awaitable[None]] | None = None
-) -> asyncio.Queue:
+) -> Feed:
     """Drive `events` to completion in a task; items (or the raised exception) go to the queue."""
-    queue: asyncio.Queue = asyncio.Queue()
+    queue = Feed()
 
     async def drive() -> None:
         try:
@@ -37,7 +43,7 @@ def run_in_background(
                 await on_finish()
             queue.put_nowait(_DONE)
 
-    task = asyncio.create_task(drive())
+    task = queue.task = asyncio.create_task(drive())
     _background.add(task)
     task.add_done_callback(_background.discard)
     return queue

@@ -89,4 +89,23 @@ async def run_turn(
         status, body, headers = answer()
         return FastJSONResponse(body, status_code=status, headers=headers)
     body = sse.stream(first, queue, ping_s, stream_render or sse.native)
-    return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+    return TurnStreamingResponse(body, queue.task, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+class TurnStreamingResponse(StreamingResponse):
+    """Returns from the ASGI call only once the turn is over, even when the client left early.
+
+    On Lambda (Web Adapter, response streaming) an invocation lives as long as the app is
+    answering: returning at the disconnect would freeze the rest of the turn (its persistence
+    and exact settlement) until the sweeper bills the estimate. Locally it changes nothing a
+    client can see."""
+
+    def __init__(self, content: Any, turn: asyncio.Task, **kwargs: Any):
+        super().__init__(content, **kwargs)
+        self.turn = turn
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await asyncio.shield(self.turn)
