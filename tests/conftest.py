@@ -68,6 +68,7 @@ def gateway_factory(tmp_path: Path, fake_anthropic: Any):
     def start(stores: Any = None, **overrides: Any) -> Gateway:
         """`stores`: run on these adapters (e.g. DynamoDB under moto) instead of SQLite."""
         fake_anthropic.reset()
+        fake_anthropic.default_reply = None  # a test's scripted default must not leak into the next
         settings = make_settings(
             tmp_path, anthropic_api_key=fake_anthropic.api_key, anthropic_base_url=fake_anthropic.base_url,
             **overrides,
