@@ -19,6 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from threadgate.domain.billing import remaining
 from threadgate.domain.errors import Conflict
 from threadgate.domain.models import UNSET, Account, ApiKey
 from threadgate.stores.dynamodb._items import (
@@ -49,10 +50,6 @@ def hash_pk(secret_hash: str) -> str:
     return f"KEY#{secret_hash}"
 
 
-def headroom(cap: int | None, spent: int, reserved: int) -> int | None:
-    return None if cap is None else cap - spent - reserved
-
-
 class DynamoKeyStore:
     def __init__(self, client: Any, table: str):
         self._db = client
@@ -69,7 +66,7 @@ class DynamoKeyStore:
             "cap_micros": account.cap_micros,
             "spent_micros": account.spent_micros,
             "reserved_micros": account.reserved_micros,
-            "headroom_micros": headroom(account.cap_micros, account.spent_micros, account.reserved_micros),
+            "headroom_micros": remaining(account.cap_micros, account.spent_micros, account.reserved_micros),
             "created_at": account.created_at,
             "gsi1pk": "ACCOUNTS",
             "gsi1sk": f"{ts_key(account.created_at)}#{account.id}",
@@ -113,7 +110,7 @@ class DynamoKeyStore:
             "metadata": dumps(key.metadata),
             "spent_micros": key.spent_micros,
             "reserved_micros": key.reserved_micros,
-            "headroom_micros": headroom(key.cap_micros, key.spent_micros, key.reserved_micros),
+            "headroom_micros": remaining(key.cap_micros, key.spent_micros, key.reserved_micros),
             "created_at": key.created_at,
             "last_used_at": key.last_used_at,
             "gsi1pk": account_pk(key.account_id),
@@ -236,7 +233,7 @@ class DynamoKeyStore:
                     removes += ["cap_micros", "headroom_micros"]
                 else:
                     sets["cap_micros"] = cap_micros
-                    sets["headroom_micros"] = headroom(cap_micros, item["spent_micros"], item["reserved_micros"])
+                    sets["headroom_micros"] = remaining(cap_micros, item["spent_micros"], item["reserved_micros"])
             if not sets and not removes:
                 return item
             if "headroom_micros" in sets:
