@@ -93,3 +93,11 @@ def test_server_tools_are_refused_not_served_unbilled(gateway):
     assert r.status_code == 400 and "server tools" in r.json()["error"]["message"]
     assert "tools[0].type" in r.json()["error"]["message"]
     assert gateway.fake.requests == []
+
+
+def test_integers_beyond_64_bits_are_refused_naming_where(gateway):
+    key = gateway.mint()
+    with gateway.client(key["secret"]) as c:
+        r = c.post("/v1/threads", content=b'{"metadata": {"order": 123456789012345678901234567890}}',
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith("metadata.order: integers must fit")

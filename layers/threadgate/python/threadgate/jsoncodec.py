@@ -1,5 +1,5 @@
 """JSON on the hot path: orjson, with the standard library as the fallback for what orjson
-refuses (integers beyond 64 bits, which valid JSON from a client may contain)."""
+refuses to write (integers beyond 64 bits, which a model's tool input may contain)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,6 @@ def dumps(value: Any) -> bytes:
 
 
 def loads(raw: str | bytes) -> Any:
-    # The standard parser: orjson would turn an integer beyond 64 bits into a float, silently
-    # changing stored user data; reads are small documents, where the difference is microseconds.
-    return json.loads(raw)
+    # orjson reads an integer beyond 64 bits as a float. The API refuses such integers on input
+    # (api/schemas.py), so only model-made data (a tool input) could ever lose that precision.
+    return orjson.loads(raw)

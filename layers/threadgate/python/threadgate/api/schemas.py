@@ -23,15 +23,17 @@ def check_metadata_size(value: dict[str, Any] | None) -> dict[str, Any] | None:
 Metadata = Annotated[dict[str, Any], AfterValidator(check_metadata_size)]
 
 
-def _non_finite_path(body: Any) -> str | None:
-    """Where a NaN/Infinity hides (Python's JSON parser accepts them; JSON and our responses
-    do not, so storing one would break every later read of that record). Iterative: a body
-    may nest as deep as the parser allows."""
+def _unstorable_number(body: Any) -> tuple[str, str] | None:
+    """(where, why) of a number we cannot store faithfully: NaN/Infinity (Python's JSON parser
+    accepts them; JSON and our responses do not) or an integer beyond 64 bits (our JSON codec
+    would read it back as a float). Iterative: a body may nest as deep as the parser allows."""
     stack: list[tuple[Any, str]] = [(body, "")]
     while stack:
         value, path = stack.pop()
         if isinstance(value, float) and not math.isfinite(value):
-            return path or "body"
+            return path or "body", "NaN and Infinity are not valid JSON numbers"
+        if isinstance(value, int) and not -(2**63) <= value < 2**64:
+            return path or "body", "integers must fit in 64 bits"
         if isinstance(value, dict):
             stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in value.items())
         elif isinstance(value, list):
@@ -45,9 +47,10 @@ class Body(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _finite_numbers(cls, data: Any) -> Any:
-        where = _non_finite_path(data)
-        if where:
-            raise InvalidRequest(f"{where}: NaN and Infinity are not valid JSON numbers", param=where)
+        found = _unstorable_number(data)
+        if found:
+            where, why = found
+            raise InvalidRequest(f"{where}: {why}", param=where)
         return data
 
     def given(self, name: str) -> bool:
