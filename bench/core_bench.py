@@ -71,7 +71,8 @@ async def run_level(n: int, concurrency: int, make) -> list[float]:
 
 async def main() -> None:
     with fake_upstream() as upstream, gateway(upstream) as gw:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        # Expire idle connections before uvicorn does (5 s), or a reused one may be closed under us.
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=3)
         async with httpx.AsyncClient(timeout=60, limits=limits) as client:
             admin = {"x-api-key": MASTER}
             key = (await client.post(gw + "/v1/keys", headers=admin, json={"name": "bench", "max_spend_usd": 1000})).json()["secret"]
