@@ -6,6 +6,7 @@ from typing import Any
 
 from threadgate.domain import billing
 from threadgate.domain.catalog import micros_to_usd
+from threadgate.domain.jobs import Job
 from threadgate.domain.models import Account, ApiKey, Message, ModelInfo, Thread, Tool
 
 
@@ -110,3 +111,19 @@ def tool(t: Tool, *, secret: str | None = None) -> dict[str, Any]:
     if secret is not None:
         out["secret"] = secret
     return out
+
+
+def job(j: Job) -> dict[str, Any]:
+    return {
+        "id": j.id,
+        "object": "job",
+        "status": j.status,
+        "endpoint": j.endpoint,
+        "model": j.model,
+        "created_at": j.created_at,
+        "started_at": j.started_at,
+        "completed_at": j.completed_at,
+        "response": j.response,
+        "error": j.error,
+        "cost_micros": j.cost_micros,
+    }

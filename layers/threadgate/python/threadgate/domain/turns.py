@@ -19,7 +19,7 @@ from threadgate import jsoncodec
 
 from threadgate.domain import billing
 from threadgate.domain.errors import GatewayError, NotFound, UpstreamError
-from threadgate.domain.history import as_blocks, build_history
+from threadgate.domain.history import build_history
 from threadgate.domain.metering import Meter
 from threadgate.domain.models import (
     Message,
@@ -395,7 +395,3 @@ def _result_block(tool_use_id: str, text: str, is_error: bool) -> dict[str, Any]
     if is_error:
         block["is_error"] = True
     return block
-
-
-def user_blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return as_blocks(content)

@@ -12,12 +12,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import Field
 
-from threadgate.api import idempotency
+from threadgate.api import idempotency, render
 from threadgate.api.deps import get_principal, get_runtime
 from threadgate.api.jobs_runner import dispatch, dispatcher_for, prepare_job
 from threadgate.api.schemas import Body
 from threadgate.domain.errors import GatewayError, InvalidRequest, NotFound
-from threadgate.domain.jobs import Job, new_job, parse_endpoint, without_stream
+from threadgate.domain.jobs import new_job, parse_endpoint, without_stream
 from threadgate.domain.keys import new_id
 from threadgate.domain.models import Principal
 from threadgate.ports import JobStore
@@ -48,22 +48,6 @@ def _visible_to(p: Principal) -> str | None:
     return None if p.is_admin else p.key_id
 
 
-def render_job(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "object": "job",
-        "status": job.status,
-        "endpoint": job.endpoint,
-        "model": job.model,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "completed_at": job.completed_at,
-        "response": job.response,
-        "error": job.error,
-        "cost_micros": job.cost_micros,
-    }
-
-
 @router.post("/v1/jobs", status_code=202)
 async def create_job(
     body: JobCreate, request: Request, p: Principal = Depends(get_principal), rt: Runtime = Depends(get_runtime)
@@ -80,7 +64,7 @@ async def create_job(
                       now_ms=rt.clock.now_ms())
         store.create_job(job)
         dispatch(rt, dispatcher_for(request.app, rt), job)  # 503 (job stored failed) if it cannot be queued
-        created = {k: v for k, v in render_job(job).items() if k in ("id", "object", "status", "endpoint", "created_at")}
+        created = {k: v for k, v in render.job(job).items() if k in ("id", "object", "status", "endpoint", "created_at")}
         return 202, created, {}
 
     # A repeat differing only in the ignored `stream` flag is the same job (as on the sync routes).
@@ -95,7 +79,7 @@ async def list_jobs(
     rt: Runtime = Depends(get_runtime),
 ) -> Any:
     jobs = _store(rt).list_jobs(p.account_id, p.key_id, limit + 1)
-    return {"object": "list", "data": [render_job(j) for j in jobs[:limit]], "has_more": len(jobs) > limit}
+    return {"object": "list", "data": [render.job(j) for j in jobs[:limit]], "has_more": len(jobs) > limit}
 
 
 @router.get("/v1/jobs/{job_id}")
@@ -103,7 +87,7 @@ async def get_job(job_id: str, p: Principal = Depends(get_principal), rt: Runtim
     job = _store(rt).get_job(p.account_id, job_id, _visible_to(p))
     if job is None:
         raise NotFound("job not found")
-    return render_job(job)
+    return render.job(job)
 
 
 @router.delete("/v1/jobs/{job_id}")
@@ -115,4 +99,4 @@ async def cancel_job(
     if job is None:
         raise NotFound("job not found")
     await dispatcher_for(request.app, rt).cancel(job_id)  # a running job settles what it used first
-    return render_job(store.get_job(p.account_id, job_id) or job)
+    return render.job(store.get_job(p.account_id, job_id) or job)

@@ -13,7 +13,8 @@ from threadgate.api.schemas import MessagesCreate, TurnCreate
 from threadgate.api.turn_http import run_turn
 from threadgate.domain.errors import InvalidRequest
 from threadgate.domain.models import Principal
-from threadgate.domain.turns import Turn, TurnSpec, user_blocks
+from threadgate.domain.history import as_blocks
+from threadgate.domain.turns import Turn, TurnSpec
 from threadgate.runtime import Runtime
 
 router = APIRouter()
@@ -61,7 +62,7 @@ def thread_turn(rt: Runtime, p: Principal, thread_id: str, body: TurnCreate, rid
         request_id=rid,
         stream=stream,
         thread=thread,
-        new_content=user_blocks(body.content),
+        new_content=as_blocks(body.content),
         tools=tools,
         max_iterations=body.max_iterations,
     )

@@ -48,24 +48,26 @@ class SqliteLedger:
                  r.request_id, r.model, r.provider, r.thread_id),
             )
 
-    def _take(self, c: sqlite3.Connection, reservation_id: str) -> Reservation | None:
+    def _close(self, c: sqlite3.Connection, reservation_id: str, spent_micros: int) -> bool:
+        """Delete the reservation and move its estimate out of `reserved` (and `spent_micros`
+        into `spent`) on key and account. False if it was already closed: exactly once."""
         row = c.execute("SELECT * FROM reservations WHERE id = ?", (reservation_id,)).fetchone()
         if row is None:
-            return None
+            return False
+        r = _reservation(row)
         c.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
-        return _reservation(row)
+        for table, id_ in (("keys", r.key_id), ("accounts", r.account_id)):
+            c.execute(
+                f"UPDATE {table} SET reserved_micros = reserved_micros - ?,"
+                " spent_micros = spent_micros + ? WHERE id = ?",
+                (r.estimate_micros, spent_micros, id_),
+            )
+        return True
 
     def settle(self, reservation_id: str, event: UsageEvent) -> bool:
         with self.db.tx() as c:
-            r = self._take(c, reservation_id)
-            if r is None:
+            if not self._close(c, reservation_id, event.cost_micros):
                 return False
-            for table, id_ in (("keys", r.key_id), ("accounts", r.account_id)):
-                c.execute(
-                    f"UPDATE {table} SET reserved_micros = reserved_micros - ?,"
-                    " spent_micros = spent_micros + ? WHERE id = ?",
-                    (r.estimate_micros, event.cost_micros, id_),
-                )
             fields = list(vars(event))
             c.execute(
                 f"INSERT INTO usage_events ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})",
@@ -75,15 +77,7 @@ class SqliteLedger:
 
     def release(self, reservation_id: str) -> bool:
         with self.db.tx() as c:
-            r = self._take(c, reservation_id)
-            if r is None:
-                return False
-            for table, id_ in (("keys", r.key_id), ("accounts", r.account_id)):
-                c.execute(
-                    f"UPDATE {table} SET reserved_micros = reserved_micros - ? WHERE id = ?",
-                    (r.estimate_micros, id_),
-                )
-            return True
+            return self._close(c, reservation_id, 0)
 
     def expired_reservations(self, now_ms: int, limit: int = 100) -> list[Reservation]:
         rows = self.db.query(
