@@ -4,29 +4,21 @@ proof that API Gateway + Lambda Web Adapter stream rather than buffer."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
-from pathlib import Path
 
 import httpx
 import pytest
+
+from examples import tutorial
 
 BASE_URL = os.environ.get("THREADGATE_BASE_URL")
 ADMIN_KEY = os.environ.get("THREADGATE_ADMIN_KEY")
 pytestmark = pytest.mark.skipif(not (BASE_URL and ADMIN_KEY), reason="no deployed stage (THREADGATE_BASE_URL)")
 
 
-def _tutorial():
-    path = Path(__file__).resolve().parents[2] / "examples" / "tutorial.py"
-    spec = importlib.util.spec_from_file_location("tutorial", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_tutorial_runs_against_the_stage():
-    assert _tutorial().main(["--base-url", BASE_URL, "--master-key", ADMIN_KEY]) == 0
+    assert tutorial.main(["--base-url", BASE_URL, "--master-key", ADMIN_KEY]) == 0
 
 
 def test_a_streamed_turn_arrives_incrementally():

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-
-def _load():
-    path = Path(__file__).resolve().parents[2] / "examples" / "tutorial.py"
-    spec = importlib.util.spec_from_file_location("tutorial", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from examples import tutorial
 
 
 def test_tutorial_script_runs_and_finds_the_refund_turn(gateway, capsys):
-    tutorial = _load()
     assert tutorial.main(["--base-url", gateway.url, "--master-key", gateway.admin_key]) == 0
     out = capsys.readouterr().out
     assert "1. minted a $5 key for u_42" in out

@@ -6,22 +6,11 @@ and in the thread history. No provider key, no fake upstream: everything runs on
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 from typing import Any
 
+from examples import webhook_receiver
 from tests.fakes.servers import serve_asgi
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "webhook_receiver.py"
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("tutorial_webhook_receiver", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 class LateApp:
     """The receiver needs the tool's secret, which exists only once the tool is registered with
@@ -47,7 +36,7 @@ def sse(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
 
 def test_tutorial_tool_flow_in_local_mode(gateway_factory):
     gw = gateway_factory(mode="local")  # local mode: loopback webhooks allowed by default
-    example = load_example()
+    example = webhook_receiver
     late = LateApp()
     with serve_asgi(late) as receiver_url:
         # 1. Signup: a capped key bound to an end user, and a thread.

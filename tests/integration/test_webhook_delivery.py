@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import socket
 import ssl
@@ -328,16 +327,9 @@ def test_the_fake_receiver_rejects_a_bad_signature_like_a_real_one(receiver):
     assert receiver.deliveries_for("d1")[0].signature_valid is False
 
 
-def load_example_receiver():
-    path = Path(__file__).resolve().parents[2] / "examples" / "webhook_receiver.py"
-    spec = importlib.util.spec_from_file_location("example_webhook_receiver", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_example_receiver_answers_verified_deliveries_once_per_delivery_id():
-    example = load_example_receiver()
+    from examples import webhook_receiver as example
+
     app = example.create_app(SECRET)
     with serve_asgi(app) as base_url:
         tool = make_tool(base_url + "/tools/lookup_account")
