@@ -41,10 +41,9 @@ def _wait(url: str, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def serve_python(code: str) -> Iterator[str]:
-    """Run `code` (a uvicorn server; `{port}` is filled in) in its own process; yield its URL."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", code.format(port=port)], cwd=ROOT)
+def _server(argv: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A server process on 127.0.0.1:`port`, up until the block exits; yields its URL."""
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
         _wait(url + "/health")
@@ -52,6 +51,12 @@ def serve_python(code: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def serve_python(code: str) -> contextlib.AbstractContextManager[str]:
+    """Run `code` (a uvicorn server; `{port}` is filled in) in its own process."""
+    port = free_port()
+    return _server([sys.executable, "-c", code.format(port=port)], port)
 
 
 def fake_upstream() -> contextlib.AbstractContextManager[str]:
@@ -63,6 +68,7 @@ def fake_upstream() -> contextlib.AbstractContextManager[str]:
 
 @contextlib.contextmanager
 def gateway(upstream: str, **env: str) -> Iterator[str]:
+    """`python -m threadgate serve` in local mode on a throwaway data dir, against `upstream`."""
     from tests.fakes.fake_anthropic import FAKE_API_KEY
 
     port = free_port()
@@ -79,15 +85,8 @@ def gateway(upstream: str, **env: str) -> Iterator[str]:
             "PYTHONPATH": str(ROOT / "layers" / "threadgate" / "python"),
             **env,
         }
-        proc = subprocess.Popen([sys.executable, "-m", "threadgate", "serve"], cwd=ROOT, env=environ,
-                                stdout=subprocess.DEVNULL)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            _wait(url + "/health")
+        with _server([sys.executable, "-m", "threadgate", "serve"], port, environ) as url:
             yield url
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 def pct(values: list[float], p: float) -> float:
