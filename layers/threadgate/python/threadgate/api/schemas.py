@@ -41,8 +41,15 @@ def _unstorable_number(body: Any) -> tuple[str, str] | None:
     return None
 
 
-class Body(BaseModel):
+class Part(BaseModel):
+    """A nested part of a request body: strict types, unknown fields ignored."""
+
     model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class Body(Part):
+    """A whole request body. Its numbers are checked once, here, with the full path named (nested
+    parts are Part, not Body, so a long history is not walked again per message)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -158,7 +165,7 @@ class TurnCreate(SamplingParams):
         return self
 
 
-class InputMessage(Body):
+class InputMessage(Part):
     role: Literal["user", "assistant"]
     content: str | list[Block]
 
