@@ -58,8 +58,10 @@ async def run_turn(
     async def finish() -> None:
         if lock is not None:
             rt.stores.threads.release_turn_lock(*lock)
+        if scope is None:
+            return
         if turn.result.message is not None:
-            idempotency.complete(rt, scope, *answer())
+            idempotency.complete(rt, scope, *answer())  # rendered only when it is to be stored
         else:
             idempotency.abandon(rt, scope)
 
