@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 Scope = Literal["admin", "standard"]
@@ -178,7 +178,7 @@ class Usage:
     cache_creation_1h_input_tokens: int = 0
 
     def __add__(self, other: "Usage") -> "Usage":
-        return Usage(*(a + b for a, b in zip(astuple(self), astuple(other))))
+        return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(Usage)))
 
     def as_dict(self) -> dict[str, int]:
         return {
