@@ -3,7 +3,7 @@
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
 from threadgate.runtime import get_runtime
-from threadgate.search import stream_indexer
+from threadgate.background import search_indexer
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
 
@@ -12,4 +12,4 @@ logger, tracer, metrics = Logger(), Tracer(), Metrics()
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event, context):
-    return stream_indexer.handle(event, context, get_runtime().indexer)
+    return search_indexer.handle(event, context, get_runtime().indexer)

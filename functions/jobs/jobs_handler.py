@@ -3,7 +3,7 @@ are reported one by one (SQS retries them, then dead-letters them to be marked f
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
-from threadgate.jobs_worker import handle
+from threadgate.background.jobs_worker import handle
 from threadgate.runtime import get_runtime
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()

@@ -1,5 +1,5 @@
 """Async jobs (API.md §11): the SQS queue the api/stream functions send `{job_id, account_id}` to,
-its dead-letter queue, and both wired to the jobs function (threadgate.jobs_worker), which runs
+its dead-letter queue, and both wired to the jobs function (threadgate.background.jobs_worker), which runs
 queued jobs and marks dead-lettered ones failed."""
 
 from __future__ import annotations

@@ -212,7 +212,7 @@ def test_jobs_function_consumes_the_queue_and_its_dlq_reporting_failed_records(s
     props = _function(synth, "jobs")
     assert props["Handler"] == "jobs_handler.handler"
     asset = synth.outdir / f"asset.{props['Code']['S3Key'].removesuffix('.zip')}"
-    assert "threadgate.jobs_worker" in (asset / "jobs_handler.py").read_text()
+    assert "threadgate.background.jobs_worker" in (asset / "jobs_handler.py").read_text()
     mappings = _mappings_of(synth, "jobs")
     sources = {m["EventSourceArn"]["Fn::GetAtt"][0] for m in mappings}
     assert sources == {synth.logical_id(synth.stack.jobs.queue), synth.logical_id(synth.stack.jobs.dlq)}

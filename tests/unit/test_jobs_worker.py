@@ -162,7 +162,7 @@ def test_a_poison_record_is_reported_alone_and_the_rest_of_the_batch_runs(rt, ad
 
 
 def test_a_store_failure_before_the_turn_requeues_the_job_for_the_redelivery(rt, admin_key, monkeypatch):
-    import threadgate.jobs_worker as worker
+    import threadgate.background.jobs_worker as worker
 
     api, jobs = Api(), Jobs()
     created = submit(api, admin_key)
@@ -182,7 +182,7 @@ def test_a_store_failure_before_the_turn_requeues_the_job_for_the_redelivery(rt,
 
 
 def test_a_job_left_running_by_a_dead_worker_is_failed_on_redelivery_not_run_twice(rt, admin_key, jobs_env):
-    from threadgate.jobs_worker import LEASE_MS
+    from threadgate.background.jobs_worker import LEASE_MS
 
     api, jobs = Api(), Jobs()
     created = submit(api, admin_key)
@@ -202,7 +202,7 @@ def test_a_job_left_running_by_a_dead_worker_is_failed_on_redelivery_not_run_twi
 
 
 def test_a_running_job_stops_when_the_client_cancels_it_and_keeps_what_it_cost(rt, admin_key, jobs_env, monkeypatch):
-    import threadgate.jobs_worker as worker
+    import threadgate.background.jobs_worker as worker
 
     monkeypatch.setattr(worker, "CANCEL_POLL_S", 0.05)
     api, jobs = Api(), Jobs()

@@ -90,7 +90,7 @@ def test_the_aws_search_path_imports_without_local_only_packages() -> None:
         "import sys\n"
         "sys.modules['numpy'] = None; sys.modules['wordllama'] = None\n"
         "import threadgate.search.embedders, threadgate.search.opensearch\n"
-        "import threadgate.search.indexing, threadgate.search.stream_indexer\n"
+        "import threadgate.search.indexing, threadgate.background.search_indexer\n"
         "from threadgate.search.indexing import Indexer\n"
         "class E:\n"
         "    dimensions = 2\n"

@@ -11,7 +11,7 @@ from threadgate.domain.models import Message
 from threadgate.search.embedders import load_local_embedder
 from threadgate.search.indexing import Indexer
 from threadgate.search.local_index import LocalVectorIndex
-from threadgate.search.stream_indexer import handle
+from threadgate.background.search_indexer import handle
 from threadgate.stores.dynamodb._items import encode
 from threadgate.stores.dynamodb.threads import _message_item
 

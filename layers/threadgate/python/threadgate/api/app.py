@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from typing import Any
 
 from fastapi import FastAPI
@@ -16,29 +15,13 @@ from threadgate.api.middleware import RequestContext
 from threadgate.api.responses import FastJSONResponse
 from threadgate.runtime import Runtime, get_runtime
 
-log = logging.getLogger("threadgate")
-
-
-async def _sweep_forever(rt: Runtime) -> None:
-    """Local mode: settle reservations a crash left open (AWS runs this on a schedule)."""
-    from threadgate.domain.metering import sweep_expired
-
-    while True:
-        try:
-            swept = await asyncio.to_thread(sweep_expired, rt.stores.ledger, rt.clock)
-            if swept:
-                log.warning("settled %d expired reservations at their estimate", swept)
-        except Exception as exc:  # keep sweeping; the next round retries
-            log.error("sweeper failed: %s", type(exc).__name__)
-        await asyncio.sleep(rt.settings.sweep_interval_s)
-
-
 def create_app(runtime: Runtime | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         rt = app.state.runtime = runtime or get_runtime()
-        sweeper = asyncio.create_task(_sweep_forever(rt)) if rt.settings.mode == "local" else None
-        from threadgate.api import jobs_runner
+        from threadgate.background import jobs_runner, sweeper as sweeping
+
+        sweeper = asyncio.create_task(sweeping.sweep_forever(rt)) if rt.settings.mode == "local" else None
 
         await jobs_runner.start_jobs(app, rt)  # re-queue what a previous run left unfinished
         yield

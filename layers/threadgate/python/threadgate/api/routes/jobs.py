@@ -14,7 +14,7 @@ from pydantic import Field
 
 from threadgate.api import idempotency, render
 from threadgate.api.deps import get_principal, get_runtime
-from threadgate.api.jobs_runner import dispatch, dispatcher_for, prepare_job
+from threadgate.background.jobs_runner import dispatch, dispatcher_for, prepare_job
 from threadgate.api.schemas import Body
 from threadgate.domain.errors import GatewayError, InvalidRequest, NotFound
 from threadgate.domain.jobs import new_job, parse_endpoint, without_stream

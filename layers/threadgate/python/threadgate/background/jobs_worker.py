@@ -30,7 +30,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from threadgate.api.jobs_runner import PreparedJob, error_object, prepare_stored_job, run_prepared
+from threadgate.background.jobs_runner import PreparedJob, error_object, prepare_stored_job, run_prepared
 from threadgate.domain.errors import GatewayError
 from threadgate.domain.jobs import Job, JobOutcome, parse_endpoint
 from threadgate.ports import JobStore

@@ -16,7 +16,7 @@ This assumes ONE gateway process per data directory, which is what local mode is
 
 How a stored job reaches a worker is a `JobDispatcher`, picked by `dispatcher_for`: locally the
 in-process `LocalJobWorker`; on AWS an `SqsJobQueue` that sends the job to the queue feeding the
-jobs Lambda (threadgate.jobs_worker).
+jobs Lambda (threadgate.background.jobs_worker).
 """
 
 from __future__ import annotations

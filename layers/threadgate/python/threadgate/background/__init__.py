@@ -1,0 +1,11 @@
+"""Everything that runs outside a client's request, in one place.
+
+| module | what it does | local mode | AWS |
+|---|---|---|---|
+| `jobs_runner` | `/v1/jobs`: validate, store, hand a job to a runner | in-process worker (asyncio tasks) | sends the job to the jobs SQS queue |
+| `jobs_worker` | runs a queued job once (never twice), marks dead letters failed | — | `jobs` Lambda (SQS event source) |
+| `search_indexer` | keeps the search index in step with the threads table | the turn indexes inline | `indexer` Lambda (DynamoDB stream) |
+
+Expired reservations are settled by `domain.metering.sweep_expired` (the `sweeper` Lambda on a
+schedule on AWS; `python -m threadgate sweep` and the local server's periodic task locally).
+"""
