@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: dev test bench synth deploy layers clean
+.PHONY: dev test bench bench-peer synth deploy layers clean
 
 # The package is imported from where the Lambda layer ships it (layers/threadgate/python):
 # a .pth file puts that directory on the venv's path, so there is no second copy to drift.
@@ -29,6 +29,10 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/run_all.py
+
+# Threadgate next to LiteLLM's proxy (installs LiteLLM into bench/.peers/ once); needs a quiet machine.
+bench-peer: $(VENV)/.dev
+	$(BIN)/python bench/peer_bench.py
 
 # AWS bundle (docs/deploy.md). The deps layer is built from manylinux wheels for the Lambda
 # architecture with pip, no Docker; the CDK CLI is pinned in package.json.
