@@ -24,7 +24,7 @@ def gateway(request, gateway_on_store):
 
 
 KEY_FIELDS = {"id", "object", "name", "prefix", "scope", "max_spend_usd", "end_user_id", "metadata",
-              "spent_micros", "created_at", "last_used_at", "revoked"}
+              "spent_micros", "reserved_micros", "created_at", "last_used_at", "revoked"}
 
 
 def turn(c: httpx.Client, thread_id: str, content: str = "hello", model: str = LOCAL, **kw: Any) -> httpx.Response:

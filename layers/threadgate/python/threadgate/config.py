@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     jobs_table: str | None = None
     run_events_table: str | None = None
     idempotency_table: str | None = None
+    deliveries_table: str | None = None  # webhook delivery attempts; unset: not recorded
     aws_endpoint_url: str | None = None  # tests and local emulators only
     provider_secrets_prefix: str | None = None  # Secrets Manager name prefix for provider keys
     webhook_kms_key_id: str | None = None

@@ -14,6 +14,8 @@ from threadgate.domain.jobs import Job, JobOutcome
 from threadgate.domain.models import (
     Account,
     ApiKey,
+    DayCounts,
+    DeliveryRecord,
     IdempotencyRecord,
     Message,
     NewMessage,
@@ -148,6 +150,25 @@ class ToolStore(Protocol):
 
     def list_tools(self, account_id: str) -> list[Tool]: ...
     def delete_tool(self, account_id: str, tool_id: str) -> bool: ...
+
+
+class DeliveryLog(Protocol):
+    """Webhook delivery attempts, for operators (API.md §7.1). Observability, not billing:
+    records expire after DELIVERY_RETENTION_MS."""
+
+    def record(self, delivery: DeliveryRecord) -> None: ...
+    def recent(self, account_id: str, tool_id: str, limit: int) -> list[DeliveryRecord]:
+        """The tool's newest attempts first (ties: later attempt first), at most `limit`."""
+
+
+class RequestCounts(Protocol):
+    """Per account and UTC day: inference requests answered, errors, 402s (API.md §4.2)."""
+
+    def add(self, account_id: str, day: str, *, error: bool = False, cap_refusal: bool = False) -> None:
+        """Count one request (atomic increments; concurrent adds all count)."""
+
+    def daily(self, account_id: str, first_day: str, last_day: str) -> list[DayCounts]:
+        """Days with counts in first_day..last_day (inclusive, YYYY-MM-DD), oldest first."""
 
 
 class JobStore(Protocol):

@@ -107,6 +107,7 @@ class Runtime:
             client=self.webhook_client,
             allow_private=self.settings.private_webhooks_allowed,
             backoff_base_s=self.settings.webhook_backoff_base_s,
+            delivery_log=self.stores.deliveries,
         )
 
     async def aclose(self) -> None:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from threadgate import __version__
 from threadgate.api import errors, sse
 from threadgate.api.middleware import RequestContext
+from threadgate.api.request_counting import CountInferenceRequests
 from threadgate.api.responses import FastJSONResponse
 from threadgate.runtime import Runtime, get_runtime
 
@@ -53,7 +54,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     app.outer = RequestContext(
-        super(ThreadgateApp, app).__call__,
+        CountInferenceRequests(super(ThreadgateApp, app).__call__, app),
         max_body_bytes=runtime.settings.max_body_bytes if runtime else _max_body(),
     )
     return app

@@ -7,7 +7,7 @@ from typing import Any
 from threadgate.domain import billing
 from threadgate.domain.catalog import micros_to_usd
 from threadgate.domain.jobs import Job
-from threadgate.domain.models import Account, ApiKey, Message, ModelInfo, Thread, Tool
+from threadgate.domain.models import Account, ApiKey, DeliveryRecord, Message, ModelInfo, Thread, Tool
 
 
 def key(k: ApiKey) -> dict[str, Any]:
@@ -21,6 +21,7 @@ def key(k: ApiKey) -> dict[str, Any]:
         "end_user_id": k.end_user_id,
         "metadata": k.metadata,
         "spent_micros": k.spent_micros,
+        "reserved_micros": k.reserved_micros,
         "created_at": k.created_at,
         "last_used_at": k.last_used_at,
         "revoked": k.revoked,
@@ -126,4 +127,20 @@ def job(j: Job) -> dict[str, Any]:
         "response": j.response,
         "error": j.error,
         "cost_micros": j.cost_micros,
+    }
+
+
+def delivery(d: DeliveryRecord) -> dict[str, Any]:
+    return {
+        "object": "delivery",
+        "tool_id": d.tool_id,
+        "tool_use_id": d.tool_use_id,
+        "attempt": d.attempt,
+        "outcome": d.outcome,
+        "status_code": d.status_code,
+        "reason": d.reason,
+        "latency_ms": d.latency_ms,
+        "created_at": d.created_at,
+        "thread_id": d.thread_id,
+        "request_id": d.request_id,
     }

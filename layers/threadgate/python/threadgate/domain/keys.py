@@ -29,6 +29,17 @@ def display_prefix(secret: str) -> str:
     return f"{secret[:13]}…{secret[-4:]}"
 
 
+def matching_keys(keys: list[ApiKey], q: str | None, end_user_id: str | None) -> list[ApiKey]:
+    """The keys (in their order) bound to `end_user_id` if given, whose name, id, prefix or end
+    user contains `q` (case-insensitive) if given."""
+    needle = (q or "").strip().casefold()
+    return [
+        k for k in keys
+        if (end_user_id is None or k.end_user_id == end_user_id)
+        and (not needle or any(needle in (v or "").casefold() for v in (k.name, k.id, k.prefix, k.end_user_id)))
+    ]
+
+
 def authenticate(keys: KeyStore, presented: str | None) -> ApiKey:
     """Resolve a presented secret. Unknown, malformed and revoked keys all answer 401.
 

@@ -166,6 +166,40 @@ class Tool:
     deleted: bool = False
 
 
+# A delivery attempt's outcome (API.md §7.1): the receiver answered 2xx ("ok") or 2xx with
+# is_error ("tool_error"); a timeout, connection error, 5xx or 429 ("transient": retried while
+# attempts remain); any other answer ("failed"); nothing sent: SSRF guard or tool gone ("refused").
+DeliveryOutcome = Literal["ok", "tool_error", "transient", "failed", "refused"]
+DELIVERY_RETENTION_MS = 30 * 24 * 3600 * 1000  # delivery records are kept 30 days
+
+
+@dataclass
+class DeliveryRecord:
+    """One attempt to deliver a tool call to its webhook (recorded by webhooks/delivery.py)."""
+
+    account_id: str
+    tool_id: str
+    tool_use_id: str
+    attempt: int  # X-Qlaud-Attempt of this attempt
+    outcome: DeliveryOutcome
+    status_code: int | None  # HTTP status of the answer, None when there was none
+    reason: str | None  # short failure reason, None on success
+    latency_ms: int
+    created_at: int
+    thread_id: str | None = None
+    request_id: str | None = None
+
+
+@dataclass
+class DayCounts:
+    """Inference requests of one account on one UTC day, by how they were answered."""
+
+    day: str  # YYYY-MM-DD (UTC)
+    requests: int = 0
+    errors: int = 0  # answered 4xx/5xx other than 402
+    cap_refusals: int = 0  # answered 402 (key cap or account budget)
+
+
 @dataclass
 class Usage:
     """Token counts of one or more model calls. `cache_creation_1h_input_tokens` is the part of

@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from threadgate.ports import IdempotencyStore, JobStore, KeyStore, Ledger, ThreadStore, ToolStore
+from threadgate.ports import (
+    DeliveryLog,
+    IdempotencyStore,
+    JobStore,
+    KeyStore,
+    Ledger,
+    RequestCounts,
+    ThreadStore,
+    ToolStore,
+)
 
 
 @dataclass
@@ -17,3 +26,5 @@ class Stores:
     tools: ToolStore
     close: Callable[[], Any] = lambda: None
     jobs: JobStore | None = None  # None: this deployment runs no async jobs
+    deliveries: DeliveryLog | None = None  # None: webhook deliveries are not recorded
+    request_counts: RequestCounts | None = None  # None: requests per day are not counted

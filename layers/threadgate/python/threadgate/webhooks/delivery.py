@@ -3,6 +3,8 @@
 The tool loop calls `deliver()` once per `tool_use` block and gives `result.output_text` (with
 `result.is_error`) to the model as the `tool_result`. `deliver()` never raises for anything the
 receiver or the network does; every failure becomes a short `reason` the model can read.
+Every attempt (and a refusal before any) is written to the `DeliveryLog` it is given, whichever
+path makes the attempts: the in-process retry loop, or a queue worker making one per receive.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from threadgate import __version__
 from threadgate.domain.errors import InvalidRequest
-from threadgate.domain.models import Tool
+from threadgate.domain.models import DeliveryOutcome, DeliveryRecord, Tool
+from threadgate.ports import DeliveryLog
 from threadgate.webhooks.address_guard import (
     AddressNotAllowed,
     Resolver,
@@ -91,6 +94,7 @@ async def deliver(
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     first_attempt: int = 1,
+    delivery_log: DeliveryLog | None = None,
 ) -> DeliveryResult:
     """POST one tool call to ``tool.webhook_url`` and return what the model should see.
 
@@ -99,9 +103,11 @@ async def deliver(
     ``backoff_base_s`` × 1, 2, 4… plus up to half of ``backoff_base_s`` of random jitter between
     them; any other answer is final. ``resolver`` (socket.getaddrinfo's shape) is for tests.
     ``first_attempt`` numbers the first attempt of this call (X-Qlaud-Attempt), for a worker whose
-    queue redelivers: it passes the receive count and ``max_attempts=1``.
+    queue redelivers: it passes the receive count and ``max_attempts=1``. ``delivery_log`` gets
+    one record per attempt.
     """
     started = time.monotonic()
+    recorder = _Recorder(delivery_log, tool, tool_use_id, thread_id, request_id)
     refusal = None
     if not tool.secret:
         # Deleted mid-turn (the store drops its secret) or loaded without it: never send a
@@ -114,12 +120,13 @@ async def deliver(
             refusal = "webhook refused: URL not allowed"
     if refusal is not None:
         outcome, attempts = _Outcome.failure(refusal, attempted=False), 0
+        await recorder(first_attempt, time.monotonic(), "refused", None, refusal)
     else:
         body = encode_body(
             tool, tool_use_id=tool_use_id, input=input, thread_id=thread_id, end_user_id=end_user_id,
             request_id=request_id,
         )
-        post = _Poster(tool, target, body, tool_use_id, client, allow_private, resolver)
+        post = _Poster(tool, target, body, tool_use_id, client, allow_private, resolver, recorder)
         outcome, attempts = await _with_retries(post, first_attempt, max_attempts, backoff_base_s, sleep)
     result = DeliveryResult(
         output=outcome.output,
@@ -187,6 +194,12 @@ class _Outcome:
     ) -> "_Outcome":
         return cls(reason, True, status, reason, attempted, failed=True, retryable=retryable)
 
+    @property
+    def kind(self) -> DeliveryOutcome:
+        if self.failed:
+            return "failed" if self.attempted else "refused"
+        return "tool_error" if self.is_error else "ok"
+
 
 class _Retryable(Exception):
     def __init__(self, reason: str, status: int | None = None):
@@ -196,8 +209,37 @@ class _Retryable(Exception):
 
 
 @dataclass
+class _Recorder:
+    """Writes one DeliveryRecord per attempt. Best effort: the records are for operators, and a
+    store that fails must not fail the tool call (the model's answer depends on it)."""
+
+    log: DeliveryLog | None
+    tool: Tool
+    tool_use_id: str
+    thread_id: str | None
+    request_id: str | None
+
+    async def __call__(
+        self, attempt: int, started: float, outcome: DeliveryOutcome, status: int | None, reason: str | None
+    ) -> None:
+        if self.log is None:
+            return
+        record = DeliveryRecord(
+            account_id=self.tool.account_id, tool_id=self.tool.id, tool_use_id=self.tool_use_id,
+            attempt=attempt, outcome=outcome, status_code=status, reason=reason,
+            latency_ms=int((time.monotonic() - started) * 1000), created_at=time.time_ns() // 1_000_000,
+            thread_id=self.thread_id, request_id=self.request_id,
+        )
+        try:
+            await asyncio.to_thread(self.log.record, record)  # a network write on AWS: off the loop
+        except Exception as exc:
+            logger.warning("delivery record not written: %s", type(exc).__name__,
+                           extra={"tool_id": self.tool.id, "tool_use_id": self.tool_use_id})
+
+
+@dataclass
 class _Poster:
-    """One attempt: vet the addresses, connect to a vetted one, post, read the answer."""
+    """One attempt: vet the addresses, connect to a vetted one, post, read the answer; record it."""
 
     tool: Tool
     target: WebhookTarget
@@ -206,8 +248,19 @@ class _Poster:
     client: httpx.AsyncClient
     allow_private: bool
     resolver: Resolver | None
+    record: _Recorder
 
     async def __call__(self, attempt: int) -> _Outcome:
+        started = time.monotonic()
+        try:
+            outcome = await self._attempt(attempt)
+        except _Retryable as transient:
+            await self.record(attempt, started, "transient", transient.status, transient.reason)
+            raise
+        await self.record(attempt, started, outcome.kind, outcome.status, outcome.reason)
+        return outcome
+
+    async def _attempt(self, attempt: int) -> _Outcome:
         timeout_s = self.tool.timeout_ms / 1000
         try:
             async with asyncio.timeout(timeout_s):

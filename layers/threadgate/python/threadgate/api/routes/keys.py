@@ -13,7 +13,7 @@ from threadgate.api.schemas import AccountPatch, KeyCreate, KeyPatch
 from threadgate.domain import usage as usage_domain
 from threadgate.domain.catalog import usd_to_micros
 from threadgate.domain.errors import InvalidRequest, NotFound
-from threadgate.domain.keys import display_prefix, hash_secret, new_id, new_secret
+from threadgate.domain.keys import display_prefix, hash_secret, matching_keys, new_id, new_secret
 from threadgate.domain.models import UNSET, ApiKey, Principal
 from threadgate.runtime import Runtime
 
@@ -60,8 +60,17 @@ async def create_key(
 
 
 @router.get("/v1/keys")
-def list_keys(p: Principal = Depends(get_admin), rt: Runtime = Depends(get_runtime)) -> Any:
-    return {"keys": [render.key(k) for k in rt.stores.keys.list_keys(p.account_id)]}
+def list_keys(
+    q: str | None = Query(default=None, max_length=256),
+    end_user_id: str | None = Query(default=None, min_length=1, max_length=256),
+    limit: int | None = Query(default=None, ge=1, le=1000),
+    offset: int = Query(default=0, ge=0, le=MAX_MS),
+    p: Principal = Depends(get_admin),
+    rt: Runtime = Depends(get_runtime),
+) -> Any:
+    found = matching_keys(rt.stores.keys.list_keys(p.account_id), q, end_user_id)
+    page = found[offset:] if limit is None else found[offset:offset + limit]
+    return {"keys": [render.key(k) for k in page], "total": len(found), "has_more": offset + len(page) < len(found)}
 
 
 def _key_or_404(rt: Runtime, p: Principal, key_id: str) -> ApiKey:
@@ -165,17 +174,55 @@ def patch_account(body: AccountPatch, p: Principal = Depends(get_admin), rt: Run
     return render.account(account)
 
 
+def _group_by(raw: str | None) -> list[str]:
+    by = [d.strip() for d in (raw or "").split(",") if d.strip()]
+    unknown = [d for d in by if d not in usage_domain.GROUP_BY]
+    if unknown:
+        raise InvalidRequest(
+            f"group_by: unknown dimension {unknown[0]!r} (one or more of {', '.join(usage_domain.GROUP_BY)})",
+            param="group_by",
+        )
+    return by
+
+
 @router.get("/v1/usage")
 def account_usage(
+    from_ms: int | None = Query(default=None, le=MAX_MS),
+    to_ms: int | None = Query(default=None, le=MAX_MS),
+    group_by: str | None = Query(default=None, max_length=200),
+    key_id: str | None = Query(default=None, min_length=1, max_length=128),
+    end_user_id: str | None = Query(default=None, min_length=1, max_length=256),
+    thread_id: str | None = Query(default=None, min_length=1, max_length=128),
+    p: Principal = Depends(get_admin),
+    rt: Runtime = Depends(get_runtime),
+) -> Any:
+    by = _group_by(group_by)
+    start, end = window(rt, from_ms, to_ms)
+    events = rt.stores.ledger.usage_events(p.account_id, start, end, key_id=key_id)
+    keys = {k.id: k for k in rt.stores.keys.list_keys(p.account_id)}
+    if end_user_id is not None:
+        events = [e for e in events if e.key_id in keys and keys[e.key_id].end_user_id == end_user_id]
+    if thread_id is not None:
+        events = [e for e in events if e.thread_id == thread_id]
+    out = {"object": "usage", "from_ms": start, "to_ms": end, **usage_domain.summarize(events, keys)}
+    if by:
+        out["groups"] = usage_domain.group(events, keys, by)
+    return out
+
+
+@router.get("/v1/usage/requests")
+def request_counts(
     from_ms: int | None = Query(default=None, le=MAX_MS),
     to_ms: int | None = Query(default=None, le=MAX_MS),
     p: Principal = Depends(get_admin),
     rt: Runtime = Depends(get_runtime),
 ) -> Any:
     start, end = window(rt, from_ms, to_ms)
-    events = rt.stores.ledger.usage_events(p.account_id, start, end)
-    keys = {k.id: k for k in rt.stores.keys.list_keys(p.account_id)}
-    return {"object": "usage", "from_ms": start, "to_ms": end, **usage_domain.summarize(events, keys)}
+    counter = rt.stores.request_counts
+    counts = [] if counter is None or end <= start else counter.daily(
+        p.account_id, usage_domain.day_of(start), usage_domain.day_of(end - 1)
+    )
+    return {"object": "list", "from_ms": start, "to_ms": end, "data": usage_domain.daily_requests(counts)}
 
 
 @router.get("/v1/models")

@@ -6,7 +6,7 @@ import asyncio
 import secrets
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import Field
 
 from threadgate.api import render
@@ -79,3 +79,17 @@ def delete_tool(tool_id: str, p: Principal = Depends(get_admin), rt: Runtime = D
     if not rt.stores.tools.delete_tool(p.account_id, tool_id):
         raise NotFound("tool not found")
     return {"ok": True}
+
+
+@router.get("/v1/tools/{tool_id}/deliveries")
+def list_deliveries(
+    tool_id: str,
+    limit: int = Query(default=50, ge=1, le=200),
+    p: Principal = Depends(get_admin),
+    rt: Runtime = Depends(get_runtime),
+) -> Any:
+    if rt.stores.tools.get_tool(p.account_id, tool_id) is None:
+        raise NotFound("tool not found")
+    log = rt.stores.deliveries
+    records = [] if log is None else log.recent(p.account_id, tool_id, limit)
+    return {"object": "list", "data": [render.delivery(r) for r in records]}

@@ -27,10 +27,12 @@ def open_dynamodb(settings: Settings, *, session: Any = None, endpoint_url: str 
     from botocore.config import Config
 
     from threadgate.stores.dynamodb._items import Tables
+    from threadgate.stores.dynamodb.deliveries import DynamoDeliveryLog
     from threadgate.stores.dynamodb.idempotency import DynamoIdempotencyStore
     from threadgate.stores.dynamodb.jobs import DynamoJobStore
     from threadgate.stores.dynamodb.keys import DynamoKeyStore
     from threadgate.stores.dynamodb.ledger import DynamoLedger
+    from threadgate.stores.dynamodb.request_counts import DynamoRequestCounts
     from threadgate.stores.dynamodb.threads import DynamoThreadStore
     from threadgate.stores.dynamodb.tools import DynamoToolStore, SecretBox
 
@@ -56,6 +58,8 @@ def open_dynamodb(settings: Settings, *, session: Any = None, endpoint_url: str 
         close=close,
         # Optional: a deployment without a jobs table serves everything but /v1/jobs.
         jobs=DynamoJobStore(db, settings.jobs_table) if settings.jobs_table else None,
+        deliveries=DynamoDeliveryLog(db, settings.deliveries_table) if settings.deliveries_table else None,
+        request_counts=DynamoRequestCounts(db, tables.usage),
     )
 
 

@@ -46,6 +46,7 @@ TABLES: dict[str, TableSpec] = {
         settings_field="threads_table",
     ),
     # events: pk = KEY#<key>#<yyyy-mm>, sk = <ts:015d>#<request id>; gsi1 by account month
+    # request counters: pk = REQS#<account>#<yyyy-mm>, sk = <yyyy-mm-dd>#<shard>
     # reservations: pk = RES#<id>, sk = RES, ttl; gsi1pk = RESERVATIONS, gsi1sk = <expires:015d>#<id>
     "usage": TableSpec(
         logical="usage",
@@ -74,6 +75,13 @@ TABLES: dict[str, TableSpec] = {
         sk_type="N",
         ttl_attribute="ttl",
         settings_field="run_events_table",
+    ),
+    # webhook delivery attempts: pk = TOOL#<account>#<tool>, sk = <created:015d>#<attempt:03d>#<tool_use_id>; TTL 30 days
+    "deliveries": TableSpec(
+        logical="deliveries",
+        sk="sk",
+        ttl_attribute="ttl",
+        settings_field="deliveries_table",
     ),
     # pk = IDEM#<scope>; TTL 24 h
     "idempotency": TableSpec(

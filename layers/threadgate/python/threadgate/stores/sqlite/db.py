@@ -79,6 +79,19 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs(key_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs(created_at) WHERE status IN ('queued', 'running');
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+  account_id TEXT NOT NULL, tool_id TEXT NOT NULL, tool_use_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+  outcome TEXT NOT NULL, status_code INTEGER, reason TEXT, latency_ms INTEGER NOT NULL,
+  created_at INTEGER NOT NULL, thread_id TEXT, request_id TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_tool
+  ON webhook_deliveries(account_id, tool_id, created_at DESC, attempt DESC);
+CREATE INDEX IF NOT EXISTS deliveries_by_age ON webhook_deliveries(created_at);
+CREATE TABLE IF NOT EXISTS request_counts (
+  account_id TEXT NOT NULL, day TEXT NOT NULL, requests INTEGER NOT NULL DEFAULT 0,
+  errors INTEGER NOT NULL DEFAULT 0, cap_refusals INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (account_id, day)
+) WITHOUT ROWID;
 """
 
 

@@ -1,0 +1,28 @@
+"""RequestCounts on SQLite: one row per account and day, incremented in place."""
+
+from __future__ import annotations
+
+from threadgate.domain.models import DayCounts
+from threadgate.stores.sqlite.db import Database
+
+
+class SqliteRequestCounts:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def add(self, account_id: str, day: str, *, error: bool = False, cap_refusal: bool = False) -> None:
+        with self.db.tx() as c:
+            c.execute(
+                "INSERT INTO request_counts (account_id, day, requests, errors, cap_refusals) VALUES (?, ?, 1, ?, ?)"
+                " ON CONFLICT (account_id, day) DO UPDATE SET requests = requests + 1,"
+                " errors = errors + excluded.errors, cap_refusals = cap_refusals + excluded.cap_refusals",
+                (account_id, day, int(error), int(cap_refusal)),
+            )
+
+    def daily(self, account_id: str, first_day: str, last_day: str) -> list[DayCounts]:
+        rows = self.db.query(
+            "SELECT day, requests, errors, cap_refusals FROM request_counts"
+            " WHERE account_id = ? AND day BETWEEN ? AND ? ORDER BY day",
+            (account_id, first_day, last_day),
+        )
+        return [DayCounts(**dict(row)) for row in rows]
