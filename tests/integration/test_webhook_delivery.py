@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import json
 import socket
 import ssl
@@ -19,7 +20,7 @@ import threadgate
 from tests.fakes.servers import serve_asgi
 from tests.fakes.webhook_receivers import ERROR_PAGE, running_webhook_receiver, resolver_for
 from threadgate.domain.models import Tool
-from threadgate.webhooks import check_webhook_url, deliver, new_webhook_client, verify_request
+from threadgate.webhooks import check_webhook_url, deliver, new_webhook_client, prepare, verify_request
 
 SECRET = "wsk_" + "ab" * 32
 FAST = 0.01  # backoff base in tests: the policy is the same, only shorter
@@ -119,13 +120,51 @@ def test_always_500_gives_up_after_four_deliveries_without_leaking_the_error_pag
         assert base <= wait <= base + 0.25
 
 
-def test_a_queue_worker_makes_one_numbered_attempt_and_learns_whether_to_requeue(receiver):
-    result, tool_use_id = run_delivery(make_tool(receiver.url("/status/503")), max_attempts=1, first_attempt=3)
+def attempt_once(tool: Tool, number: int, *, last: bool = False):
+    """What the queue worker does per receive: one prepared attempt, numbered by the receive count."""
+    tool_use_id = new_tool_use_id()
+    delivery = prepare(tool, tool_use_id=tool_use_id, input={"account_id": "acct_42"}, thread_id="thr_1",
+                       end_user_id="user_9", request_id="req_1", allow_private=True)
+
+    async def go():
+        async with new_webhook_client() as client:
+            return await delivery.attempt(number, last=last, client=client)
+
+    return asyncio.run(go()), tool_use_id
+
+
+def test_a_queue_worker_makes_one_numbered_attempt_and_learns_whether_to_retry(receiver):
+    result, tool_use_id = attempt_once(make_tool(receiver.url("/status/503")), 3)
     assert (result.output_text, result.attempts, result.retryable) == ("webhook failed: HTTP 503 after 3 attempts", 3, True)
     assert [d.attempt for d in receiver.deliveries_for(tool_use_id)] == [3]
 
-    final, _ = run_delivery(make_tool(receiver.url("/status/400")), max_attempts=1, first_attempt=2)
-    assert (final.attempts, final.retryable) == (2, False)
+    final, _ = attempt_once(make_tool(receiver.url("/status/400")), 2)
+    assert (final.output_text, final.attempts, final.retryable) == ("webhook failed: HTTP 400", 2, False)
+
+    refused, _ = attempt_once(make_tool(receiver.url("/echo"), secret=""), 2)
+    assert (refused.output_text, refused.attempts, refused.retryable) == ("webhook refused: tool unavailable", 1, False)
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_on_429_and_503_is_read_in_seconds_or_as_an_http_date(receiver, status):
+    receiver.respond(f"/busy-{status}", status=status, body="slow down", headers={"retry-after": "7"})
+    in_seconds, _ = attempt_once(make_tool(receiver.url(f"/busy-{status}")), 1)
+    assert (in_seconds.retryable, in_seconds.retry_after_s) == (True, 7.0)
+
+    soon = email.utils.formatdate(time.time() + 120, usegmt=True)
+    receiver.respond(f"/busy-date-{status}", status=status, body="slow down", headers={"retry-after": soon})
+    dated, _ = attempt_once(make_tool(receiver.url(f"/busy-date-{status}")), 1)
+    assert 100 <= dated.retry_after_s <= 121
+
+    receiver.respond(f"/busy-junk-{status}", status=status, body="slow down", headers={"retry-after": "soon-ish"})
+    junk, _ = attempt_once(make_tool(receiver.url(f"/busy-junk-{status}")), 1)
+    assert (junk.retryable, junk.retry_after_s) == (True, None)
+
+
+def test_retry_after_on_a_500_is_not_a_promise(receiver):
+    receiver.respond("/busy-500", status=500, body="oops", headers={"retry-after": "7"})
+    result, _ = attempt_once(make_tool(receiver.url("/busy-500")), 1)
+    assert (result.retryable, result.retry_after_s) == (True, None)
 
 
 def test_429_is_retried_like_a_5xx(receiver):

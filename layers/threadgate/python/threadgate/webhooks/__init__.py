@@ -26,9 +26,16 @@ from threadgate.webhooks.signing import (
 )
 
 if TYPE_CHECKING:
-    from threadgate.webhooks.delivery import MAX_RESPONSE_BYTES, DeliveryResult, deliver, new_webhook_client
+    from threadgate.webhooks.delivery import (
+        MAX_RESPONSE_BYTES,
+        DeliveryResult,
+        PreparedDelivery,
+        deliver,
+        new_webhook_client,
+        prepare,
+    )
 
-_LAZY = {"deliver", "DeliveryResult", "new_webhook_client", "MAX_RESPONSE_BYTES"}
+_LAZY = {"deliver", "prepare", "DeliveryResult", "PreparedDelivery", "new_webhook_client", "MAX_RESPONSE_BYTES"}
 
 __all__ = [
     "ATTEMPT_HEADER",
@@ -38,11 +45,13 @@ __all__ = [
     "AddressNotAllowed",
     "DeliveryResult",
     "MAX_RESPONSE_BYTES",
+    "PreparedDelivery",
     "UnresolvableHost",
     "check_webhook_url",
     "deliver",
     "is_address_allowed",
     "new_webhook_client",
+    "prepare",
     "resolve_safe",
     "sign",
     "verify",

@@ -1,16 +1,19 @@
 """Deliver one tool call to its webhook: sign, post, retry, read a bounded answer.
 
-The tool loop calls `deliver()` once per `tool_use` block and gives `result.output_text` (with
-`result.is_error`) to the model as the `tool_result`. `deliver()` never raises for anything the
-receiver or the network does; every failure becomes a short `reason` the model can read.
-Every attempt (and a refusal before any) is written to the `DeliveryLog` it is given, whichever
-path makes the attempts: the in-process retry loop, or a queue worker making one per receive.
+The in-process tool loop calls `deliver()` once per `tool_use` block (it retries here, with
+backoff); the webhook queue worker (`background/webhook_worker`) makes ONE `PreparedDelivery.attempt`
+per SQS receive, numbered by the receive count. Both give `result.output_text` (with
+`result.is_error`) to the model as the `tool_result`. Neither raises for anything the receiver or
+the network does; every failure becomes a short `reason` the model can read. Every attempt (and a
+refusal before any) is written to the `DeliveryLog` it is given, whichever path makes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import http.cookiejar
+import itertools
 import json
 import logging
 import time
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
+from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_exponential, wait_random
 
 from threadgate import __version__
 from threadgate.domain.errors import InvalidRequest
@@ -50,9 +53,9 @@ class DeliveryResult:
     status: int | None  # HTTP status of the last answer, None when there was none
     reason: str | None  # short failure reason, None on success
     duration_ms: int
-    # The last failure was transient (timeout, connection, DNS, 5xx, 429): a queue worker that
-    # retries by redelivery (max_attempts=1) requeues these and gives up on the others.
+    # The failure was transient (timeout, connection, DNS, 5xx, 429): another attempt may succeed.
     retryable: bool = False
+    retry_after_s: float | None = None  # the receiver's Retry-After on a 429/503, in seconds
 
 
 def new_webhook_client(**kwargs: Any) -> httpx.AsyncClient:
@@ -93,22 +96,32 @@ async def deliver(
     backoff_base_s: float = 0.5,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    first_attempt: int = 1,
     delivery_log: DeliveryLog | None = None,
 ) -> DeliveryResult:
-    """POST one tool call to ``tool.webhook_url`` and return what the model should see.
+    """POST one tool call to ``tool.webhook_url`` and return what the model should see (the
+    in-process path: the attempts run here, in this request).
 
-    Each attempt has ``tool.timeout_ms`` in all (DNS, connect, send, read). A timeout, a connection
-    error, a 5xx or a 429 is retried up to ``max_attempts`` attempts in all, waiting about
-    ``backoff_base_s`` × 1, 2, 4… plus up to half of ``backoff_base_s`` of random jitter between
-    them; any other answer is final. ``resolver`` (socket.getaddrinfo's shape) is for tests.
-    ``first_attempt`` numbers the first attempt of this call (X-Qlaud-Attempt), for a worker whose
-    queue redelivers: it passes the receive count and ``max_attempts=1``. ``delivery_log`` gets
-    one record per attempt.
+    A timeout, a connection error, a 5xx or a 429 is retried up to ``max_attempts`` attempts in
+    all, waiting about ``backoff_base_s`` × 1, 2, 4… plus up to half of ``backoff_base_s`` of random
+    jitter between them; any other answer is final. ``resolver`` (socket.getaddrinfo's shape) is
+    for tests. A queue worker, whose queue redelivers, calls `PreparedDelivery.attempt` once per
+    receive instead. ``delivery_log`` gets one record per attempt.
     """
-    started = time.monotonic()
-    recorder = _Recorder(delivery_log, tool, tool_use_id, thread_id, request_id)
-    refusal = None
+    delivery = prepare(
+        tool, tool_use_id=tool_use_id, input=input, thread_id=thread_id, end_user_id=end_user_id,
+        request_id=request_id, allow_private=allow_private, delivery_log=delivery_log,
+    )
+    return await delivery.with_retries(
+        client=client, resolver=resolver, backoff_base_s=backoff_base_s, max_attempts=max_attempts, sleep=sleep
+    )
+
+
+def prepare(
+    tool: Tool, *, tool_use_id: str, input: Any, thread_id: str | None, end_user_id: str | None,
+    request_id: str, allow_private: bool, delivery_log: DeliveryLog | None = None,
+) -> PreparedDelivery:
+    """Check what can be checked before any request, and serialize the body once."""
+    refusal, target = None, None
     if not tool.secret:
         # Deleted mid-turn (the store drops its secret) or loaded without it: never send a
         # delivery the receiver cannot verify.
@@ -118,64 +131,148 @@ async def deliver(
             target = parse_webhook_url(tool.webhook_url, allow_private=allow_private)
         except InvalidRequest:  # registered under another deployment policy, or edited in the store
             refusal = "webhook refused: URL not allowed"
-    if refusal is not None:
-        outcome, attempts = _Outcome.failure(refusal, attempted=False), 0
-        await recorder(first_attempt, time.monotonic(), "refused", None, refusal)
-    else:
-        body = encode_body(
-            tool, tool_use_id=tool_use_id, input=input, thread_id=thread_id, end_user_id=end_user_id,
-            request_id=request_id,
-        )
-        post = _Poster(tool, target, body, tool_use_id, client, allow_private, resolver, recorder)
-        outcome, attempts = await _with_retries(post, first_attempt, max_attempts, backoff_base_s, sleep)
-    result = DeliveryResult(
-        output=outcome.output,
-        output_text=outcome.output if isinstance(outcome.output, str) else json.dumps(outcome.output, ensure_ascii=False),
-        is_error=outcome.is_error,
-        attempts=attempts,
-        status=outcome.status,
-        reason=outcome.reason,
-        duration_ms=int((time.monotonic() - started) * 1000),
-        retryable=outcome.retryable,
+    body = encode_body(
+        tool, tool_use_id=tool_use_id, input=input, thread_id=thread_id, end_user_id=end_user_id,
+        request_id=request_id,
     )
-    if outcome.failed:
-        # Ids and the short reason only: the URL may carry the receiver's own token in its query.
-        logger.warning(
-            "webhook delivery failed",
-            extra={"tool_id": tool.id, "tool_use_id": tool_use_id, "reason": result.reason,
-                   "attempts": attempts, "status": result.status, "duration_ms": result.duration_ms},
-        )
-    return result
+    recorder = _Recorder(delivery_log, tool, tool_use_id, thread_id, request_id)
+    return PreparedDelivery(tool, tool_use_id, body, target, refusal, allow_private, recorder)
 
 
-async def _with_retries(
-    post: _Poster,
-    first_attempt: int,
-    max_attempts: int,
-    backoff_base_s: float,
-    sleep: Callable[[float], Awaitable[None]],
-) -> tuple[_Outcome, int]:
-    """The final outcome and the number of the last attempt made."""
-    # tenacity instead of a hand loop: the stop/wait/retry policy reads as one declaration.
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(max_attempts),
-        wait=wait_exponential(multiplier=backoff_base_s, exp_base=2) + wait_random(0, backoff_base_s / 2),
-        retry=retry_if_exception_type(_Retryable),
-        sleep=sleep,
-        reraise=True,
-    )
-    number = first_attempt - 1
-    try:
-        async for attempt in retrying:
-            with attempt:
-                number = first_attempt - 1 + attempt.retry_state.attempt_number
-                outcome = await post(number)
-    except _Retryable as last:
-        plural = "" if number == 1 else "s"
-        reason = f"webhook failed: {last.reason} after {number} attempt{plural}"
-        return _Outcome.failure(reason, last.status, retryable=True), number
-    # A refusal happens before the request of its attempt is sent.
-    return outcome, number if outcome.attempted else number - 1
+@dataclass(frozen=True)
+class PreparedDelivery:
+    """One tool call ready to send. `attempt` is THE delivery attempt: the in-process loop
+    (`deliver`) and the queue worker (one attempt per receive) both make it."""
+
+    tool: Tool
+    tool_use_id: str
+    body: bytes  # these exact bytes are signed and sent on every attempt
+    target: WebhookTarget | None
+    refusal: str | None
+    allow_private: bool
+    record: _Recorder
+
+    async def with_retries(
+        self,
+        *,
+        client: httpx.AsyncClient,
+        resolver: Resolver | None = None,
+        backoff_base_s: float = 0.5,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> DeliveryResult:
+        """The in-process path: attempts 1…max_attempts here, with backoff (see `deliver`)."""
+        # tenacity instead of a hand loop: the stop/wait/retry policy reads as one declaration.
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(max_attempts),
+            wait=wait_exponential(multiplier=backoff_base_s, exp_base=2) + wait_random(0, backoff_base_s / 2),
+            retry=retry_if_result(lambda result: result.retryable),
+            sleep=sleep,
+            retry_error_callback=lambda state: state.outcome.result(),  # gave up: the last attempt's result
+        )
+        numbers = itertools.count(1)
+
+        async def next_attempt() -> DeliveryResult:
+            number = next(numbers)
+            return await self.attempt(number, last=number >= max_attempts, client=client, resolver=resolver)
+
+        return await retrying(next_attempt)
+
+    async def attempt(
+        self, number: int, *, last: bool, client: httpx.AsyncClient, resolver: Resolver | None = None
+    ) -> DeliveryResult:
+        """Attempt ``number`` (its X-Qlaud-Attempt), with ``tool.timeout_ms`` in all (DNS, connect,
+        send, read). ``last``: no attempt follows, so a failure is logged as the delivery's end.
+        Never raises for anything the receiver or the network does."""
+        started = time.monotonic()
+        if self.target is None:
+            outcome = _Outcome.failure(self.refusal or "webhook refused", attempted=False)
+            await self.record(number, started, "refused", None, outcome.reason)
+        else:
+            try:
+                outcome = await self._post(self.target, number, client, resolver)
+            except _Retryable as failed:
+                await self.record(number, started, "transient", failed.status, failed.reason)
+                plural = "" if number == 1 else "s"
+                outcome = _Outcome.failure(
+                    f"webhook failed: {failed.reason} after {number} attempt{plural}", failed.status,
+                    retryable=True, retry_after_s=failed.retry_after_s,
+                )
+            else:
+                await self.record(number, started, outcome.kind, outcome.status, outcome.reason)
+        result = DeliveryResult(
+            output=outcome.output,
+            output_text=outcome.output if isinstance(outcome.output, str) else json.dumps(outcome.output, ensure_ascii=False),
+            is_error=outcome.is_error,
+            attempts=number if outcome.attempted else number - 1,  # a refusal comes before its request
+            status=outcome.status,
+            reason=outcome.reason,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            retryable=outcome.retryable,
+            retry_after_s=outcome.retry_after_s,
+        )
+        if outcome.failed and (last or not outcome.retryable):
+            # Ids and the short reason only: the URL may carry the receiver's own token in its query.
+            logger.warning(
+                "webhook delivery failed",
+                extra={"tool_id": self.tool.id, "tool_use_id": self.tool_use_id, "reason": result.reason,
+                       "attempts": result.attempts, "status": result.status, "duration_ms": result.duration_ms},
+            )
+        return result
+
+    async def _post(
+        self, target: WebhookTarget, attempt: int, client: httpx.AsyncClient, resolver: Resolver | None
+    ) -> _Outcome:
+        """Vet the addresses, connect to a vetted one, post, read the answer."""
+        timeout_s = self.tool.timeout_ms / 1000
+        try:
+            async with asyncio.timeout(timeout_s):
+                # Re-vetted on every attempt, on the addresses we are about to use (DNS rebinding).
+                addresses = await asyncio.to_thread(
+                    resolve_safe, target.host, target.port, allow_private=self.allow_private, resolver=resolver
+                )
+                address = addresses[(attempt - 1) % len(addresses)]  # retries rotate over the addresses
+                response = await client.send(
+                    self._request(target, address, attempt, timeout_s), stream=True, follow_redirects=False,
+                    auth=None,
+                )
+                try:
+                    return await _read_answer(response)
+                finally:
+                    await response.aclose()
+        except AddressNotAllowed:
+            return _Outcome.failure("webhook refused: address not allowed", attempted=False)
+        except UnresolvableHost:
+            raise _Retryable("DNS lookup failed") from None
+        except (TimeoutError, httpx.TimeoutException):
+            raise _Retryable("timeout") from None
+        except httpx.TransportError:
+            raise _Retryable("connection error") from None
+
+    def _request(self, target: WebhookTarget, address: str, attempt: int, timeout_s: float) -> httpx.Request:
+        timestamp = int(time.time())  # re-signed per attempt so a late retry is not stale
+        headers = {
+            "host": target.host_header,
+            "content-type": "application/json",
+            "user-agent": f"threadgate/{__version__}",
+            # Compressed answers could expand far past the size limit before we can count them.
+            "accept-encoding": "identity",
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(self.tool.secret, timestamp, self.body),
+            DELIVERY_HEADER: self.tool_use_id,
+            ATTEMPT_HEADER: str(attempt),
+        }
+        extensions: dict[str, Any] = {"timeout": httpx.Timeout(timeout_s).as_dict()}
+        if target.scheme == "https":
+            if not target.host_is_ip:
+                # We connect to the IP but TLS must name (SNI) and verify the certificate for the host.
+                extensions["sni_hostname"] = target.host
+            # The pool keys connections by IP: without this, a TLS session set up for one
+            # hostname could carry the next delivery to another hostname on the same IP.
+            headers["connection"] = "close"
+        # Built directly, not with client.build_request: nothing of the client (cookies, default
+        # headers, base_url) must mix into a tenant's delivery.
+        return httpx.Request("POST", target.url_for(address), headers=headers, content=self.body, extensions=extensions)
 
 
 @dataclass(frozen=True)
@@ -187,12 +284,15 @@ class _Outcome:
     attempted: bool = True  # False: refused before any request was sent
     failed: bool = False  # the delivery failed (not: the tool answered is_error)
     retryable: bool = False
+    retry_after_s: float | None = None
 
     @classmethod
     def failure(
-        cls, reason: str, status: int | None = None, *, attempted: bool = True, retryable: bool = False
+        cls, reason: str, status: int | None = None, *, attempted: bool = True, retryable: bool = False,
+        retry_after_s: float | None = None,
     ) -> "_Outcome":
-        return cls(reason, True, status, reason, attempted, failed=True, retryable=retryable)
+        return cls(reason, True, status, reason, attempted, failed=True, retryable=retryable,
+                   retry_after_s=retry_after_s)
 
     @property
     def kind(self) -> DeliveryOutcome:
@@ -201,11 +301,13 @@ class _Outcome:
         return "tool_error" if self.is_error else "ok"
 
 
+
 class _Retryable(Exception):
-    def __init__(self, reason: str, status: int | None = None):
+    def __init__(self, reason: str, status: int | None = None, retry_after_s: float | None = None):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.retry_after_s = retry_after_s
 
 
 @dataclass
@@ -237,88 +339,11 @@ class _Recorder:
                            extra={"tool_id": self.tool.id, "tool_use_id": self.tool_use_id})
 
 
-@dataclass
-class _Poster:
-    """One attempt: vet the addresses, connect to a vetted one, post, read the answer; record it."""
-
-    tool: Tool
-    target: WebhookTarget
-    body: bytes
-    tool_use_id: str
-    client: httpx.AsyncClient
-    allow_private: bool
-    resolver: Resolver | None
-    record: _Recorder
-
-    async def __call__(self, attempt: int) -> _Outcome:
-        started = time.monotonic()
-        try:
-            outcome = await self._attempt(attempt)
-        except _Retryable as transient:
-            await self.record(attempt, started, "transient", transient.status, transient.reason)
-            raise
-        await self.record(attempt, started, outcome.kind, outcome.status, outcome.reason)
-        return outcome
-
-    async def _attempt(self, attempt: int) -> _Outcome:
-        timeout_s = self.tool.timeout_ms / 1000
-        try:
-            async with asyncio.timeout(timeout_s):
-                # Re-vetted on every attempt, on the addresses we are about to use (DNS rebinding).
-                addresses = await asyncio.to_thread(
-                    resolve_safe,
-                    self.target.host,
-                    self.target.port,
-                    allow_private=self.allow_private,
-                    resolver=self.resolver,
-                )
-                address = addresses[(attempt - 1) % len(addresses)]  # retries rotate over the addresses
-                response = await self.client.send(
-                    self._request(address, attempt, timeout_s), stream=True, follow_redirects=False, auth=None
-                )
-                try:
-                    return await _read_answer(response)
-                finally:
-                    await response.aclose()
-        except AddressNotAllowed:
-            return _Outcome.failure("webhook refused: address not allowed", attempted=False)
-        except UnresolvableHost:
-            raise _Retryable("DNS lookup failed") from None
-        except (TimeoutError, httpx.TimeoutException):
-            raise _Retryable("timeout") from None
-        except httpx.TransportError:
-            raise _Retryable("connection error") from None
-
-    def _request(self, address: str, attempt: int, timeout_s: float) -> httpx.Request:
-        timestamp = int(time.time())  # re-signed per attempt so a late retry is not stale
-        headers = {
-            "host": self.target.host_header,
-            "content-type": "application/json",
-            "user-agent": f"threadgate/{__version__}",
-            # Compressed answers could expand far past the size limit before we can count them.
-            "accept-encoding": "identity",
-            TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: sign(self.tool.secret, timestamp, self.body),
-            DELIVERY_HEADER: self.tool_use_id,
-            ATTEMPT_HEADER: str(attempt),
-        }
-        extensions: dict[str, Any] = {"timeout": httpx.Timeout(timeout_s).as_dict()}
-        if self.target.scheme == "https":
-            if not self.target.host_is_ip:
-                # We connect to the IP but TLS must name (SNI) and verify the certificate for the host.
-                extensions["sni_hostname"] = self.target.host
-            # The pool keys connections by IP: without this, a TLS session set up for one
-            # hostname could carry the next delivery to another hostname on the same IP.
-            headers["connection"] = "close"
-        # Built directly, not with client.build_request: nothing of the client (cookies, default
-        # headers, base_url) must mix into a tenant's delivery.
-        return httpx.Request("POST", self.target.url_for(address), headers=headers, content=self.body, extensions=extensions)
-
-
 async def _read_answer(response: httpx.Response) -> _Outcome:
     status = response.status_code
     if status == 429 or status >= 500:
-        raise _Retryable(f"HTTP {status}", status)
+        retry_after = _retry_after_s(response.headers.get("retry-after")) if status in (429, 503) else None
+        raise _Retryable(f"HTTP {status}", status, retry_after)
     if not 200 <= status < 300:
         return _Outcome.failure(f"webhook failed: HTTP {status}", status)  # redirects included: never followed
     if response.headers.get("content-encoding", "identity").lower() not in ("identity", ""):
@@ -344,3 +369,19 @@ def _tool_output(raw: bytes) -> tuple[Any, bool]:
     if isinstance(document, dict) and "output" in document and isinstance(document.get("is_error", False), bool):
         return document["output"], document.get("is_error", False)
     return raw.decode("utf-8", errors="replace"), False
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """RFC 9110 Retry-After: delay-seconds or an HTTP-date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
