@@ -47,7 +47,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._harness import MASTER, RESULTS, ROOT, free_port, machine, pct  # noqa: E402
 
-LITELLM_VERSION = "1.110.2"
+# The version the issue measured; 1.110 moved the proxy into a `litellm-proxy` package that PyPI
+# does not serve (yet).
+LITELLM_VERSION = "1.108.7"
+LITELLM_KEY = "sk-bench-" + "c" * 48
 PEERS = ROOT / "bench" / ".peers"
 FOREIGN_CPU_LIMIT = 0.15  # cores used by other processes during a phase before it is refused
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -285,7 +288,7 @@ def targets(up: str, tg: str, ll: str | None, s: Setup, threads: Iterator[str]) 
         "threadgate_turn": (lambda: f"{tg}/v1/threads/{next(threads)}/messages", tg_headers, lambda st: turn_body(s.anthropic_model, st), b"content_block_delta"),
     }
     if ll:
-        out["litellm_chat"] = (lambda: f"{ll}/v1/chat/completions", {"authorization": "Bearer sk-none"},
+        out["litellm_chat"] = (lambda: f"{ll}/v1/chat/completions", {"authorization": f"Bearer {LITELLM_KEY}"},
                                lambda st: chat_body("bench", st), b'"content":"word0')
     return out
 
@@ -393,7 +396,8 @@ def run(reps: int, rounds: int, load_requests: int, with_litellm: bool) -> dict[
             cfg = Path(data) / "litellm.yaml"
             cfg.write_text(json.dumps({"model_list": [{"model_name": "bench", "litellm_params": {
                 "model": f"openai/{s.openai_model}", "api_base": up + "/v1", "api_key": "sk-lean"}}],
-                "litellm_settings": {"set_verbose": False}}))
+                "litellm_settings": {"set_verbose": False},
+                "general_settings": {"master_key": LITELLM_KEY}}))  # its only auth without a database
             ll_url = f"http://127.0.0.1:{ll_port}"
             ll = stack.enter_context(process([str(litellm), "--config", str(cfg), "--host", "127.0.0.1",
                                               "--port", str(ll_port), "--num_workers", "1"],
@@ -431,7 +435,7 @@ def run(reps: int, rounds: int, load_requests: int, with_litellm: bool) -> dict[
             }
             if ll_url:
                 litellm_chat = json.dumps(chat_body("bench"))
-                phases["litellm_chat"] = (ll_url, ll.pid, lambda n: [["POST", "/v1/chat/completions", {"authorization": "Bearer x"}, litellm_chat]] * n)
+                phases["litellm_chat"] = (ll_url, ll.pid, lambda n: [["POST", "/v1/chat/completions", {"authorization": f"Bearer {LITELLM_KEY}"}, litellm_chat]] * n)
             for name, (url, pid, make) in phases.items():
                 if name == "direct_chat":
                     pin(pid, GATEWAY_CORE)  # measured like a gateway: alone on core 0
