@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: dev test bench bench-peer synth deploy layers clean
+.PHONY: dev chat test bench bench-peer synth deploy layers vendor chromium clean
 
 # The package is imported from where the Lambda layer ships it (layers/threadgate/python):
 # a .pth file puts that directory on the venv's path, so there is no second copy to drift.
@@ -22,8 +22,12 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 dev: $(VENV)/.runtime
 	$(BIN)/python -m threadgate serve
 
+# The reference chat app (examples/chat): its own gateway and data dir, http://127.0.0.1:8090
+chat: $(VENV)/.runtime
+	$(BIN)/python -m examples.chat
+
 # pytest exits 5 when it collects no test: that is a failure of the suite, not a pass.
-test: $(VENV)/.dev
+test: $(VENV)/.dev node_modules/.bin/cdk chromium
 	$(BIN)/python -m pytest -n 2 --dist loadfile tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
@@ -39,9 +43,24 @@ bench-peer: $(VENV)/.dev
 layers: $(VENV)/.dev
 	$(BIN)/python scripts/build_layers.py
 
-node_modules/.bin/cdk: package.json
-	npm install --no-audit --no-fund --loglevel=error
+# npm ci installs exactly package-lock.json and checks every tarball against its sha512 integrity.
+node_modules/.bin/cdk: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The console's chart library, copied from the verified npm install into the package (committed,
+# so `make dev` needs no Node): after changing its version in package.json, run `make vendor`.
+vendor: node_modules/.bin/cdk
+	$(BIN)/python scripts/vendor_assets.py
+
+# Browser tests (tests/browser) drive Debian's chromium; installed here when running as root (CI),
+# otherwise those tests skip and say why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "chromium could not be installed: browser tests will skip"; \
+	  else echo "chromium is not installed (apt-get install chromium): browser tests will skip"; fi; }
 
 synth: layers node_modules/.bin/cdk
 	node_modules/.bin/cdk synth --quiet

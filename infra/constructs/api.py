@@ -19,6 +19,8 @@ STREAMING_ROUTES = (
     ("POST", "/v1/messages"),
     ("POST", "/v1/chat/completions"),
 )
+# The operator console (API.md §13): its page and static files, served by the buffered function.
+CONSOLE_ROUTES = (("ANY", "/console"), ("ANY", "/console/{proxy+}"))
 STREAM_TIMEOUT = Duration.minutes(15)  # the most API Gateway allows for a streamed response
 # API Gateway rejects bodies over 10 MB before the app sees them; the app enforces its own
 # (smaller, configurable) THREADGATE_MAX_BODY_BYTES with a 413 in the API.md error shape.
@@ -104,6 +106,10 @@ def _add_routes(
     gets its own `{proxy+}` child (unless it already has a path-variable child)."""
     root.add_method("ANY", buffered)
     root.add_proxy(default_integration=buffered, any_method=True)
+    # Named rather than left to the root {proxy+}: the console is part of the API's surface.
+    console = root.add_resource("console")
+    console.add_method("ANY", buffered)
+    console.add_proxy(default_integration=buffered, any_method=True)
     created: dict[str, apigw.Resource] = {}
     methods = []
     for http_method, path in STREAMING_ROUTES:

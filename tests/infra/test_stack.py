@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from infra.constructs.api import STREAMING_ROUTES
+from infra.constructs.api import CONSOLE_ROUTES, STREAMING_ROUTES
 from infra.constructs.functions import RUNTIME
 from threadgate.config import Settings
 from tests.infra.synth import STACK_NAME, cfn_lint_errors, nag_findings
@@ -75,6 +75,17 @@ def test_every_other_method_is_a_buffered_proxy_to_the_mangum_function(synth):
         integration = method["Integration"]
         assert integration.get("ResponseTransferMode", "BUFFERED") == "BUFFERED", key
         assert _target(integration) == (api_fn, "/invocations"), key
+
+
+def test_console_page_and_files_are_buffered_routes_of_the_mangum_function(synth):
+    methods = _methods(synth)
+    api_fn = synth.logical_id(synth.stack.api_fn.function)
+    assert CONSOLE_ROUTES == (("ANY", "/console"), ("ANY", "/console/{proxy+}"))
+    for route in CONSOLE_ROUTES:
+        integration = methods[route]["Integration"]
+        assert integration["Type"] == "AWS_PROXY" and "ResponseTransferMode" not in integration, route
+        assert _target(integration) == (api_fn, "/invocations"), route
+        assert methods[route]["AuthorizationType"] == "NONE"  # the page loads; its API calls carry the key
 
 
 def test_no_path_dead_ends_where_a_streaming_route_branches_off(synth):

@@ -168,6 +168,23 @@ def test_api_handler_refuses_a_missing_key_with_the_error_envelope(aws):
     assert body == {"type": "error", "error": {"type": "authentication_error", "message": body["error"]["message"]}}
 
 
+def test_api_handler_serves_the_console_as_text_with_its_csp_under_a_stage(aws, admin_key):
+    handler = load_handler("api").handler
+    context = LambdaContext(function_name="threadgate-api")
+    redirect = handler(rest_event("GET", "/console"), context)
+    assert redirect["statusCode"] == 308 and redirect["headers"]["location"] == "console/"  # → /dev/console/
+    for path, kind in (("/console/", "text/html"), ("/console/js/app.js", "text/javascript"),
+                       ("/console/vendor/chart.umd.min.js", "text/javascript")):
+        answer = handler(rest_event("GET", path), context)
+        headers = {k.lower(): v for k, v in answer["headers"].items()}
+        assert answer["statusCode"] == 200 and headers["content-type"].startswith(kind), path
+        assert answer["isBase64Encoded"] is False, path  # text through API Gateway, no binary media types
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    # The page's calls are the public API's (here: the overview's grouped usage), on the same function.
+    status, _, usage = Api()("GET", "/v1/usage", key=admin_key, query={"group_by": "day,model"})
+    assert status == 200 and usage["groups"] == []
+
+
 # --- sweeper ---------------------------------------------------------------------------------
 
 

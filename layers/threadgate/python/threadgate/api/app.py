@@ -44,9 +44,9 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     if runtime is not None:
         app.state.runtime = runtime  # also usable without running the lifespan (Mangum "off")
     errors.install(app)
-    from threadgate.api.routes import chat, jobs, keys, messages, search, threads, tools
+    from threadgate.api.routes import chat, console, jobs, keys, messages, search, threads, tools
 
-    for module in (keys, threads, messages, chat, tools, search, jobs):
+    for module in (keys, threads, messages, chat, tools, search, jobs, console):
         app.include_router(module.router)
 
     @app.get("/health", include_in_schema=False)
