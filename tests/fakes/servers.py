@@ -29,14 +29,11 @@ def serve_asgi(
     log_level: str = "warning",
     startup_timeout_s: float = 10.0,
     shutdown_grace_s: float = 1.0,
+    sock: socket.socket | None = None,
 ) -> Iterator[str]:
-    """Serve `app` until the block exits; yields its base URL (no trailing slash)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # Accepted sockets inherit it: without it a reused keep-alive connection waits out the
-    # client's Nagle + our delayed ACK (~40 ms) on every request.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, 0))
+    """Serve `app` until the block exits; yields its base URL (no trailing slash). `sock`: a
+    socket from `bound_socket()`, for an app that must know its own URL before it is served."""
+    sock = sock or bound_socket(host)
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
@@ -66,3 +63,14 @@ def serve_asgi(
             server.force_exit = True
             thread.join(5)
         sock.close()
+
+
+def bound_socket(host: str = HOST) -> socket.socket:
+    """A listening-ready socket on a free port (port 0: the OS picks)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted sockets inherit it: without it a reused keep-alive connection waits out the
+    # client's Nagle + our delayed ACK (~40 ms) on every request.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, 0))
+    return sock
