@@ -120,9 +120,9 @@ class ThreadgateStack(Stack):
                 secret.grant_read(serving.role)
             self.search.grant_documents(serving.role)
             self.jobs.grant_send(serving.role)
-        # A job runs a turn: keys/usage (billing), threads and tools (thread turns, webhooks),
+        # A job runs a turn: keys/usage (billing), threads, tools and runs (thread turns, webhooks),
         # deliveries (each webhook attempt is recorded).
-        for logical in ("jobs", "keys", "usage", "threads", "tools", "deliveries"):
+        for logical in ("jobs", "keys", "usage", "threads", "tools", "runs", "deliveries"):
             data.grant_table(self.jobs_fn.role, logical, write=True)
         data.webhook_key.grant(self.jobs_fn.role, "kms:Decrypt")
         for secret in data.provider_secrets.values():

@@ -319,7 +319,7 @@ def test_each_function_may_write_only_the_tables_it_needs(synth):
         return found
 
     assert writable("api") == writable("stream") == set(TABLES)
-    assert writable("jobs") == {"jobs", "keys", "usage", "threads", "tools", "deliveries"}
+    assert writable("jobs") == {"jobs", "keys", "usage", "threads", "tools", "runs", "deliveries"}
     assert writable("sweeper") == {"keys", "usage"}
     assert writable("bootstrap") == {"keys"}
     assert writable("indexer") == set()

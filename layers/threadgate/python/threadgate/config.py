@@ -30,6 +30,18 @@ class Settings(BaseSettings):
     # How long a reservation may stay open before the sweeper settles it at its estimate.
     reservation_ttl_ms: int = 20 * 60 * 1000
     sweep_interval_s: float = 30.0
+    # Thread turn lock: a lease renewed every third of it while the turn runs in-process, so a
+    # crashed holder's lock is taken over within one lease. A turn finding its thread busy waits
+    # up to turn_lock_wait_s, then answers 409 with Retry-After.
+    turn_lease_ms: int = 15_000
+    turn_lock_wait_s: float = 5.0
+    # The lease while a durable driver (Step Functions) runs the turn; each step renews it.
+    durable_lease_ms: int = 60 * 60 * 1000
+    # A non-streaming turn still running after this long answers 202 with the run object.
+    turn_wait_s: float = 840.0
+    # Who runs the tool loop after a model call asked for tools. None: stepfunctions on AWS,
+    # inline (in the request's process) otherwise.
+    tool_loop: Literal["inline", "stepfunctions"] | None = None
     ping_interval_s: float = 15.0
     # Upstream retry policy (before the first byte of an answer).
     upstream_attempts: int = 3
@@ -53,7 +65,7 @@ class Settings(BaseSettings):
     usage_table: str | None = None
     tools_table: str | None = None
     jobs_table: str | None = None
-    run_events_table: str | None = None
+    runs_table: str | None = None  # runs of thread turns, their events and tool outcomes
     idempotency_table: str | None = None
     deliveries_table: str | None = None  # webhook delivery attempts; unset: not recorded
     aws_endpoint_url: str | None = None  # tests and local emulators only
@@ -68,6 +80,10 @@ class Settings(BaseSettings):
     # Webhook retry backoff base (waits ≈ base × 1, 2, 4 plus jitter); tests shorten it.
     webhook_backoff_base_s: float = 0.5
     jobs_queue_url: str | None = None  # SQS queue feeding the jobs worker; unset on AWS: /v1/jobs answers 501
+
+    @property
+    def tool_loop_mode(self) -> str:
+        return self.tool_loop or ("stepfunctions" if self.mode == "aws" else "inline")
 
     @property
     def private_webhooks_allowed(self) -> bool:

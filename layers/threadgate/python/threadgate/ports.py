@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, AsyncIterator, Protocol, Sequence
 
 from threadgate.domain.jobs import Job, JobOutcome
+from threadgate.domain.runs import Run, ToolCallRef, ToolOutcome
 from threadgate.domain.models import (
     Account,
     ApiKey,
@@ -127,7 +128,13 @@ class ThreadStore(Protocol):
     ) -> list[Message]: ...
 
     def acquire_turn_lock(self, thread_id: str, holder: str, now_ms: int, ttl_ms: int) -> bool:
-        """Serializes turns on a thread. True if acquired (or the previous holder's lease expired)."""
+        """Serializes turns on a thread. True if acquired (or the previous holder's lease expired).
+        The holder renews its lease by acquiring again."""
+
+    def take_turn_lock(self, thread_id: str, holder: str, now_ms: int, ttl_ms: int) -> tuple[bool, str | None]:
+        """`acquire_turn_lock` that also tells whose EXPIRED lease it took over (a turn whose
+        process died): (True, that holder), (True, None) if the lock was free or ours,
+        (False, None) if another holder's lease runs."""
 
     def release_turn_lock(self, thread_id: str, holder: str) -> None: ...
 
@@ -199,6 +206,56 @@ class JobStore(Protocol):
 
     def requeue_job(self, job_id: str) -> bool:
         """running -> queued (its worker died). False unless it was running."""
+
+
+class RunStore(Protocol):
+    """Runs (one per thread turn, `domain.runs`), their SSE events and their tool outcomes.
+
+    A run is written by one driver at a time (the holder of its thread's lock); `update_run` is
+    conditional on the run still running, so a late write from a dead or cancelled driver never
+    reopens or overwrites a finished run."""
+
+    def create_run(self, run: Run) -> bool:
+        """Store a new run. False (and nothing changed) if a run with this id exists."""
+
+    def get_run(self, run_id: str, account_id: str | None = None) -> Run | None:
+        """`account_id` given: only a run of that account (None = internal callers)."""
+
+    def update_run(self, run_id: str, changes: dict[str, Any], *, only_if_running: bool = True) -> Run | None:
+        """Set `changes` (fields of `runs.MUTABLE`) atomically; returns the updated run, or None
+        (nothing changed) if the run is absent or, with `only_if_running`, already finished."""
+
+    def unfinished_runs(self, limit: int = 100) -> list[Run]:
+        """Running runs of every account, oldest first (recovery at a local start)."""
+
+    def delete_thread_runs(self, account_id: str, thread_id: str) -> None:
+        """Remove the runs of a deleted thread with their events and outcomes (which hold its
+        text: the streamed answers and tool outputs)."""
+
+    def append_events(self, run_id: str, first_seq: int, events: Sequence[dict[str, Any]]) -> None:
+        """Store events numbered first_seq, first_seq + 1, … (dense per run, from 1). The writer
+        numbers them (it is the only writer): an already stored number raises Conflict."""
+
+    def list_events(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, dict[str, Any]]]:
+        """(seq, event) with seq > after_seq, ascending, at most `limit`."""
+
+    def last_event_seq(self, run_id: str) -> int:
+        """The highest stored event number (0: none)."""
+
+    def put_tool_outcome(self, run_id: str, tool_use_id: str, outcome: ToolOutcome) -> ToolOutcome:
+        """First write wins: returns the outcome now stored (the earlier one if there was one).
+        Outputs up to the 1 MiB webhook answer limit are kept whole."""
+
+    def get_tool_outcomes(self, run_id: str, tool_use_ids: Sequence[str]) -> dict[str, ToolOutcome]:
+        """The recorded outcomes among `tool_use_ids` (absent ones are left out)."""
+
+
+class ToolLoop(Protocol):
+    """A durable driver for the rest of a run whose model asked for tools (Step Functions)."""
+
+    def start(self, run_id: str, tool_calls: list[ToolCallRef]) -> None:
+        """Start driving the run from its pending tool calls. Idempotent per run (the execution
+        is named after the run): a repeated start is a no-op."""
 
 
 class ModelProvider(Protocol):

@@ -87,13 +87,19 @@ class Meter:
     def settle(
         self, reservation: Reservation, model: ModelInfo, usage: Usage, *, latency_ms: int, status: str
     ) -> UsageEvent:
+        event = self.priced(reservation, model, usage, latency_ms=latency_ms, status=status)
+        self.ledger.settle(reservation.id, event)
+        return event
+
+    def priced(
+        self, reservation: Reservation, model: ModelInfo, usage: Usage, *, latency_ms: int, status: str
+    ) -> UsageEvent:
+        """The usage event settling `reservation` would store (nothing is written)."""
         upstream = billing.upstream_cost(model, usage)
-        event = usage_event(
+        return usage_event(
             reservation, usage, upstream, billing.apply_markup(upstream, self.markup),
             latency_ms=latency_ms, status=status, now_ms=self.clock.now_ms(),
         )
-        self.ledger.settle(reservation.id, event)
-        return event
 
     def release(self, reservation: Reservation) -> None:
         self.ledger.release(reservation.id)

@@ -12,6 +12,7 @@ from threadgate.ports import (
     KeyStore,
     Ledger,
     RequestCounts,
+    RunStore,
     ThreadStore,
     ToolStore,
 )
@@ -28,3 +29,4 @@ class Stores:
     jobs: JobStore | None = None  # None: this deployment runs no async jobs
     deliveries: DeliveryLog | None = None  # None: webhook deliveries are not recorded
     request_counts: RequestCounts | None = None  # None: requests per day are not counted
+    runs: RunStore | None = None  # runs of thread turns, their events and tool outcomes

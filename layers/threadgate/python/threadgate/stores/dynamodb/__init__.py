@@ -19,7 +19,7 @@ def create_tables(client: Any, settings: Settings) -> list[str]:
 
 
 def open_dynamodb(settings: Settings, *, session: Any = None, endpoint_url: str | None = None) -> Stores:
-    """Build KeyStore, ThreadStore, Ledger, IdempotencyStore, ToolStore and JobStore on one boto3 client.
+    """Build KeyStore, ThreadStore, Ledger, IdempotencyStore, ToolStore, JobStore and RunStore on one boto3 client.
 
     `session` defaults to a new boto3 Session (region and credentials from the environment);
     `endpoint_url` (else `settings.aws_endpoint_url`) points at an emulator."""
@@ -33,6 +33,7 @@ def open_dynamodb(settings: Settings, *, session: Any = None, endpoint_url: str 
     from threadgate.stores.dynamodb.keys import DynamoKeyStore
     from threadgate.stores.dynamodb.ledger import DynamoLedger
     from threadgate.stores.dynamodb.request_counts import DynamoRequestCounts
+    from threadgate.stores.dynamodb.runs import DynamoRunStore
     from threadgate.stores.dynamodb.threads import DynamoThreadStore
     from threadgate.stores.dynamodb.tools import DynamoToolStore, SecretBox
 
@@ -60,6 +61,7 @@ def open_dynamodb(settings: Settings, *, session: Any = None, endpoint_url: str 
         jobs=DynamoJobStore(db, settings.jobs_table) if settings.jobs_table else None,
         deliveries=DynamoDeliveryLog(db, settings.deliveries_table) if settings.deliveries_table else None,
         request_counts=DynamoRequestCounts(db, tables.usage),
+        runs=DynamoRunStore(db, _table_name(settings, "runs")),
     )
 
 

@@ -68,13 +68,15 @@ TABLES: dict[str, TableSpec] = {
         ttl_attribute="ttl",
         settings_field="jobs_table",
     ),
-    # pk = RUN#<id>, sk = <n> (number); TTL
-    "run_events": TableSpec(
-        logical="run_events",
+    # pk = RUN#<id>, sk = RUN (the run) | EV#<first seq:012d> (a batch of its SSE events)
+    #   | OUT#<tool_use_id>#<chunk> (a tool outcome, chunked when large); TTL
+    # gsi1: THREAD#<thread id> x <run id> on run items only (a deleted thread's runs go with it)
+    "runs": TableSpec(
+        logical="runs",
         sk="sk",
-        sk_type="N",
+        gsis=(Index("gsi1", "gsi1pk", "gsi1sk"),),
         ttl_attribute="ttl",
-        settings_field="run_events_table",
+        settings_field="runs_table",
     ),
     # webhook delivery attempts: pk = TOOL#<account>#<tool>, sk = <created:015d>#<attempt:03d>#<tool_use_id>; TTL 30 days
     "deliveries": TableSpec(

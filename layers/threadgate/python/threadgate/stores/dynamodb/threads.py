@@ -345,6 +345,9 @@ class DynamoThreadStore:
         return found
 
     def acquire_turn_lock(self, thread_id: str, holder: str, now_ms: int, ttl_ms: int) -> bool:
+        return self.take_turn_lock(thread_id, holder, now_ms, ttl_ms)[0]
+
+    def take_turn_lock(self, thread_id: str, holder: str, now_ms: int, ttl_ms: int) -> tuple[bool, str | None]:
         expires_at = now_ms + ttl_ms
         item = {
             "pk": thread_pk(thread_id),
@@ -355,18 +358,20 @@ class DynamoThreadStore:
             "ttl": expires_at // 1000 + 3600,
         }
         try:
-            self._db.put_item(
+            old = self._db.put_item(
                 TableName=self._table,
                 Item=encode(item),
                 # Free, expired, or already ours (a holder may renew its lease).
                 ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now OR holder = :holder",
                 ExpressionAttributeValues=encode_values({":now": now_ms, ":holder": holder}),
-            )
+                ReturnValues="ALL_OLD",
+            ).get("Attributes")
         except ClientError as err:
             if is_condition_failure(err):
-                return False
+                return False, None
             raise
-        return True
+        previous = (decode(old) or {}).get("holder")
+        return True, previous if previous != holder else None
 
     def release_turn_lock(self, thread_id: str, holder: str) -> None:
         try:

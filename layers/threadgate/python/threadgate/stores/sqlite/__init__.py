@@ -10,6 +10,7 @@ from threadgate.stores.sqlite.jobs import SqliteJobStore
 from threadgate.stores.sqlite.keys import SqliteKeyStore
 from threadgate.stores.sqlite.ledger import SqliteLedger
 from threadgate.stores.sqlite.request_counts import SqliteRequestCounts
+from threadgate.stores.sqlite.runs import SqliteRunStore
 from threadgate.stores.sqlite.threads import SqliteThreadStore
 from threadgate.stores.sqlite.tools import SqliteToolStore
 
@@ -26,6 +27,7 @@ def open_sqlite(path: str) -> Stores:
         jobs=SqliteJobStore(db),
         deliveries=SqliteDeliveryLog(db),
         request_counts=SqliteRequestCounts(db),
+        runs=SqliteRunStore(db),
     )
 
 

@@ -92,6 +92,18 @@ CREATE TABLE IF NOT EXISTS request_counts (
   errors INTEGER NOT NULL DEFAULT 0, cap_refusals INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (account_id, day)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+  id TEXT PRIMARY KEY, account_id TEXT NOT NULL, thread_id TEXT NOT NULL, status TEXT NOT NULL,
+  created_at INTEGER NOT NULL, data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_unfinished ON runs(created_at) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS runs_by_thread ON runs(thread_id);
+CREATE TABLE IF NOT EXISTS run_events (
+  run_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL, PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tool_outcomes (
+  run_id TEXT NOT NULL, tool_use_id TEXT NOT NULL, outcome TEXT NOT NULL, PRIMARY KEY (run_id, tool_use_id)
+) WITHOUT ROWID;
 """
 
 

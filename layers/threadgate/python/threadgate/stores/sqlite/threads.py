@@ -168,14 +168,19 @@ class SqliteThreadStore:
         return [_message(r) for r in self.db.query(sql, params)]
 
     def acquire_turn_lock(self, thread_id: str, holder: str, now_ms: int, ttl_ms: int) -> bool:
+        return self.take_turn_lock(thread_id, holder, now_ms, ttl_ms)[0]
+
+    def take_turn_lock(self, thread_id: str, holder: str, now_ms: int, ttl_ms: int) -> tuple[bool, str | None]:
         with self.db.tx() as c:
-            cur = c.execute(
+            row = c.execute("SELECT holder, expires_at FROM thread_locks WHERE thread_id = ?", (thread_id,)).fetchone()
+            if row is not None and row["holder"] != holder and row["expires_at"] > now_ms:
+                return False, None
+            c.execute(
                 "INSERT INTO thread_locks (thread_id, holder, expires_at) VALUES (?, ?, ?)"
-                " ON CONFLICT(thread_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
-                " WHERE thread_locks.expires_at <= ? OR thread_locks.holder = excluded.holder",
-                (thread_id, holder, now_ms + ttl_ms, now_ms),
+                " ON CONFLICT(thread_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
+                (thread_id, holder, now_ms + ttl_ms),
             )
-            return cur.rowcount == 1
+            return True, row["holder"] if row is not None and row["holder"] != holder else None
 
     def release_turn_lock(self, thread_id: str, holder: str) -> None:
         with self.db.tx() as c:

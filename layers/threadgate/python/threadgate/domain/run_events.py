@@ -1,0 +1,88 @@
+"""Where a run's §6.2 events go: numbered (the SSE `id:`), stored in the RunStore, and handed
+live to whoever streams the run in this process.
+
+Every run's events are stored, so a dropped stream resumes with `Last-Event-ID` from any process
+and a run driven elsewhere (Step Functions) is relayed from the store. Stream deltas are stored
+in batches — at most every `interval_s`, at each step boundary, and at once for the first event
+of a model call (a recovery then knows the call had started) — written off the event loop, so
+the live stream never waits for the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable, Protocol
+
+from threadgate.ports import RunStore
+
+FLUSH_INTERVAL_S = 0.2
+
+
+class EventSink(Protocol):
+    def emit(self, event: dict[str, Any]) -> int:
+        """Number, store (soon) and hand on one event; returns its number."""
+
+    async def flush(self) -> None:
+        """Every event emitted so far is stored when this returns."""
+
+
+class RunEventLog:
+    def __init__(
+        self,
+        runs: RunStore,
+        run_id: str,
+        *,
+        next_seq: int = 1,
+        live: Callable[[int, dict[str, Any]], None] | None = None,
+        interval_s: float = FLUSH_INTERVAL_S,
+    ):
+        self._runs, self._run_id, self._live, self._interval = runs, run_id, live, interval_s
+        self.next_seq = next_seq
+        self._pending: list[dict[str, Any]] = []
+        self._pending_from = next_seq
+        self._writer: asyncio.Task | None = None
+        self._failure: Exception | None = None
+        self._written_at = time.monotonic()
+
+    @classmethod
+    def resume(cls, runs: RunStore, run_id: str, **kwargs: Any) -> "RunEventLog":
+        """A log continuing after the events a previous step (maybe another process) stored."""
+        return cls(runs, run_id, next_seq=runs.last_event_seq(run_id) + 1, **kwargs)
+
+    def emit(self, event: dict[str, Any]) -> int:
+        seq = self.next_seq
+        self.next_seq += 1
+        self._pending.append(event)
+        if self._live is not None:
+            self._live(seq, event)
+        urgent = event.get("type") == "message_start"
+        if (urgent or time.monotonic() - self._written_at >= self._interval) and self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+        return seq
+
+    async def flush(self) -> None:
+        """Raises what the store raised if a batch could not be written (it stays pending)."""
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
+        if self._pending:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+            await asyncio.shield(self._writer)
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
+    async def _write(self) -> None:
+        try:
+            while self._pending:
+                batch, first = self._pending, self._pending_from
+                self._pending, self._pending_from = [], first + len(batch)
+                try:
+                    await asyncio.to_thread(self._runs.append_events, self._run_id, first, batch)
+                except Exception as exc:  # keep the batch (no gap in the numbers); flush reports it
+                    self._pending, self._pending_from = batch + self._pending, first
+                    self._failure = exc
+                    return
+                self._written_at = time.monotonic()
+        finally:
+            self._writer = None
