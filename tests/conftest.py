@@ -10,10 +10,41 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
+from tests import real_opensearch
+
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 # Tests never read the developer's provider keys or data directory.
 for _var in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "THREADGATE_MASTER_KEY", "THREADGATE_DATA_DIR"):
     os.environ.pop(_var, None)
+
+
+# --- the session's real OpenSearch node (tests/real_opensearch.py) ---------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    real_opensearch.configure(config)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    real_opensearch.collection_modifyitems(items)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    real_opensearch.logreport(report)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    real_opensearch.terminal_summary(config, terminalreporter)
+
+
+def pytest_unconfigure() -> None:
+    real_opensearch.unconfigure()
+
+
+@pytest.fixture(scope="session")
+def opensearch_url() -> str:
+    """The URL of a real OpenSearch 2.19.1 + k-NN node (skips where Java/Maven are absent)."""
+    return real_opensearch.wait_for_url()
 
 
 @dataclass
