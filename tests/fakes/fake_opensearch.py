@@ -1,8 +1,7 @@
-"""A small OpenSearch fake that executes k-NN queries, served over real HTTP for opensearch-py.
-
-No OpenSearch-compatible server that installs here runs `knn` (osmem-server answers
-`unsupported_operation_exception`), so this fake implements the subset the search adapter
-uses, as the OpenSearch documentation describes it:
+"""A small OpenSearch fake, served over real HTTP for opensearch-py: the stand-in where a test
+cannot wait for the real node (tests/real_opensearch.py), e.g. the Lambda handler tests. The
+adapter's behaviour is proven against the real node (tests/integration/test_opensearch_adapter.py);
+this fake implements the subset of the DSL those handler tests touch, as documented:
 
 - `PUT /<index>` with a `knn_vector` mapping (dimension, `method.space_type`), `HEAD /<index>`;
   `resource_already_exists_exception` on a second create;
@@ -11,7 +10,8 @@ uses, as the OpenSearch documentation describes it:
   candidates BEFORE the k nearest are chosen, so k results come back when k documents match),
   `term`, `terms`, `bool.filter`/`bool.must`, `match_all`, `size`, `_source`;
   `cosinesimil` scores as (2 - d) / 2 with d = 1 - cos;
-- `POST /<index>/_delete_by_query`.
+- `POST /<index>/_delete_by_query`; `GET`/`PUT /<index>/_mapping`; `/<index>/_refresh` (a no-op:
+  unlike the real node, every write here is searchable at once).
 
 With `serverless=True` it also enforces what OpenSearch Serverless vector collections refuse:
 custom `_id`s on index actions and `_delete_by_query`.
@@ -106,6 +106,8 @@ class FakeOpenSearch:
                 Route("/{index}/_bulk", self._bulk, methods=["POST", "PUT"]),
                 Route("/{index}/_search", self._search, methods=["POST", "GET"]),
                 Route("/{index}/_delete_by_query", self._delete_by_query, methods=["POST"]),
+                Route("/{index}/_mapping", self._mapping, methods=["GET", "PUT"]),
+                Route("/{index}/_refresh", self._refresh, methods=["POST", "GET"]),
                 Route("/{index}", self._index_admin, methods=["PUT", "HEAD", "GET", "DELETE"]),
             ]
         )
@@ -144,6 +146,24 @@ class FakeOpenSearch:
                         return _error(400, "mapper_parsing_exception", "unsupported space_type")
             self.indices[name] = _Index(body or {})
             return JSONResponse({"acknowledged": True, "shards_acknowledged": True, "index": name})
+
+    async def _refresh(self, request: Request) -> Response:
+        """Every write is visible at once here (unlike the real node): nothing to do."""
+        await self._record(request)
+        return JSONResponse({"_shards": {"total": 1, "successful": 1, "failed": 0}})
+
+    async def _mapping(self, request: Request) -> Response:
+        """GET: `{index: {"mappings": ...}}`; PUT: new fields (and sub-fields) merge in."""
+        name = request.path_params["index"]
+        body = await self._record(request)
+        with self._lock:
+            if name not in self.indices:
+                return _error(404, "index_not_found_exception", f"no such index [{name}]")
+            mappings = self.indices[name].body.setdefault("mappings", {})
+            if request.method == "PUT":
+                mappings.setdefault("properties", {}).update((body or {}).get("properties", {}))
+                return JSONResponse({"acknowledged": True})
+            return JSONResponse({name: {"mappings": mappings}})
 
     # --- documents -------------------------------------------------------------------------
 

@@ -104,3 +104,24 @@ def test_deleting_a_thread_removes_its_entries_at_once(world) -> None:
         assert c.delete(f"/v1/threads/{threads['alice']}").status_code == 200
         found = c.get("/v1/search", params={"q": "refund blender", "limit": 50}).json()["data"]
         assert threads["alice"] not in {item["thread_id"] for item in found}
+
+
+def test_modes_find_an_order_number_and_refuse_an_unknown_mode(world) -> None:
+    gw, keys, threads = world
+    with gw.client(keys["alice"]) as c:
+        order = _thread(c)
+        _turn(c, order, "Where is my order ORD-48213? It left the warehouse on Monday.")
+        _turn(c, order, "Where is my order ORD-51877? It left the warehouse on Tuesday.")
+        for mode in ("hybrid", "lexical"):
+            r = c.get("/v1/search", params={"q": "ORD-48213", "mode": mode, "limit": 1})
+            assert r.status_code == 200 and r.json()["mode"] == mode
+            assert "ORD-48213" in r.json()["data"][0]["snippet"]
+        assert c.get("/v1/search", params={"q": "ORD-48213"}).json()["mode"] == "hybrid"  # the default
+        semantic = c.get("/v1/search", params={"q": "money back for a kitchen appliance", "mode": "semantic"}).json()
+        assert semantic["data"][0]["snippet"] == REFUND and -1 <= semantic["data"][0]["score"] <= 1
+        bad = c.get("/v1/search", params={"q": "refund", "mode": "fuzzy"})
+        assert bad.status_code == 400 and "mode" in bad.text
+        # Scoping holds in every mode: bob's identical text never shows through alice's key.
+        for mode in ("semantic", "lexical", "hybrid"):
+            found = _texts(c.get("/v1/search", params={"q": "refund blender", "mode": mode, "limit": 50}))
+            assert found and {eu for eu, _ in found} == {"alice"}

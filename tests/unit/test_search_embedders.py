@@ -98,7 +98,7 @@ def test_the_aws_search_path_imports_without_local_only_packages() -> None:
         "class I:\n"
         "    docs = []\n"
         "    def upsert(self, docs): self.docs += docs\n"
-        "    def search(self, v, **kw): return [(dict(self.docs[0]), 0.5)]\n"
+        "    def candidates(self, vector, text, **kw): return [(dict(self.docs[0]), 0.5)], []\n"
         "from threadgate.domain.models import Message\n"
         "ix = Indexer(E(), I(), semantic_snippets=True)\n"
         "assert ix.index_messages([Message('t', 1, 'user', 'x' * 600, 'user', None, None, 1, 'a', 'u')]) == 1\n"

@@ -47,8 +47,8 @@ def indexer(tmp_path: Path) -> Indexer:
     return Indexer(EMBEDDER, LocalVectorIndex(tmp_path / "search", dimensions=EMBEDDER.dimensions))
 
 
-def search(ix: Indexer, q: str, *, account: str = "acct_a", user: str | None = None, thread: str | None = None, limit: int = 10):
-    return ix.search(account_id=account, end_user_id=user, thread_id=thread, q=q, limit=limit)
+def search(ix: Indexer, q: str, *, account: str = "acct_a", user: str | None = None, thread: str | None = None, limit: int = 10, mode: str = "hybrid"):
+    return ix.search(account_id=account, end_user_id=user, thread_id=thread, q=q, limit=limit, mode=mode)
 
 
 # --- isolation --------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def test_a_thread_filter_returns_only_that_thread(indexer: Indexer) -> None:
 def test_results_have_the_api_shape_best_first(indexer: Indexer) -> None:
     seed_isolation(indexer)
     indexer.index_messages([msg("t_alice", 2, "The weather in Lisbon is sunny.", kind="assistant", user="alice")])
-    got = search(indexer, "refund", user="alice")
+    got = search(indexer, "refund", user="alice", mode="semantic")
     assert [r["seq"] for r in got] == [1, 2]
     first = got[0]
     assert set(first) == {"thread_id", "seq", "role", "score", "snippet", "end_user_id", "created_at"}
@@ -283,7 +283,7 @@ def test_a_failed_thread_deletion_is_retried_and_reported_not_raised(tmp_path: P
     class FlakyDelete(LocalVectorIndex):
         failures = 1
 
-        def delete_thread(self, account_id, thread_id):  # type: ignore[no-untyped-def]
+        def delete_thread(self, account_id, thread_id, *, deleted_at=None):  # type: ignore[no-untyped-def]
             if self.failures:
                 self.failures -= 1
                 raise ConnectionError("down")

@@ -31,7 +31,7 @@ DOC = {
 
 def test_mapping_is_a_filterable_hnsw_cosine_knn_vector() -> None:
     assert index_body(256) == {
-        "settings": {"index": {"knn": True}},
+        "settings": {"index": {"knn": True, "refresh_interval": "1s"}},
         "mappings": {
             "dynamic": "strict",
             "properties": {
@@ -41,7 +41,7 @@ def test_mapping_is_a_filterable_hnsw_cosine_knn_vector() -> None:
                 "thread_id": {"type": "keyword"},
                 "seq": {"type": "integer"},
                 "role": {"type": "keyword"},
-                "text": {"type": "text", "index": False},
+                "text": {"type": "text", "index": False, "fields": {"words": {"type": "text", "analyzer": "english"}}},
                 "created_at": {"type": "long"},
                 "vector": {
                     "type": "knn_vector",
@@ -99,7 +99,7 @@ def test_search_puts_the_scope_filter_inside_the_knn_clause() -> None:
             "knn": {
                 "vector": {
                     "vector": [0.6, 0.8, 0.0],
-                    "k": 5,
+                    "k": 100,  # the HNSW candidate queue; `size` returns the limit
                     "filter": {
                         "bool": {
                             "filter": [
@@ -116,6 +116,31 @@ def test_search_puts_the_scope_filter_inside_the_knn_clause() -> None:
     # No end user / thread: the account term is always there.
     unscoped = index.search_body([1, 0, 0], account_id="acct", limit=3)
     assert unscoped["query"]["knn"]["vector"]["filter"] == {"bool": {"filter": [{"term": {"account_id": "acct"}}]}}
+
+
+def test_lexical_search_matches_the_words_inside_the_same_scope() -> None:
+    index = OpenSearchIndex(object(), "msgs", 3)
+    body = index.lexical_body("ORD-48213", account_id="acct", end_user_id="alice", limit=4)
+    assert body["size"] == 4
+    assert body["query"] == {
+        "bool": {
+            "must": [{"match": {"text.words": {"query": "ORD-48213"}}}],
+            "filter": [{"term": {"account_id": "acct"}}, {"term": {"end_user_id": "alice"}}],
+        }
+    }
+
+
+def test_serverless_indexes_have_no_refresh_setting_and_fetch_room_for_copies() -> None:
+    assert index_body(3, engine="faiss", serverless=True)["settings"] == {"index": {"knn": True}}
+    index = OpenSearchIndex(object(), "msgs", 3, serverless=True)
+    assert index.search_body([1, 0, 0], account_id="a", limit=5)["size"] == 10
+
+
+def test_a_zero_or_nan_vector_is_stored_without_one() -> None:
+    index = OpenSearchIndex(object(), "msgs", 3)
+    for vector in ([0.0, 0.0, 0.0], [float("nan"), 0.0, 1.0]):
+        [_, source] = index.bulk_body([{**DOC, "vector": vector}])
+        assert "vector" not in source and source["text"] == DOC["text"]
 
 
 def test_delete_queries_are_scoped_by_account() -> None:

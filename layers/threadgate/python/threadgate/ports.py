@@ -281,9 +281,13 @@ class Embedder(Protocol):
 class VectorIndex(Protocol):
     def upsert(self, docs: Sequence[dict[str, Any]]) -> None:
         """Each doc: id `<thread>#<seq>`, account_id, end_user_id, thread_id, seq, role, text,
-        created_at, vector."""
+        created_at, vector. Searchable when this returns, where the index can promise it."""
 
-    def delete_thread(self, account_id: str, thread_id: str) -> None: ...
+    def delete_thread(self, account_id: str, thread_id: str, *, deleted_at: float | None = None) -> None:
+        """Remove every entry of the thread, including ones written just before. `deleted_at`
+        (epoch s): an eventually consistent index keeps sweeping until writes made before then
+        are visible (background callers only: it may take seconds)."""
+
     def delete_account(self, account_id: str) -> None: ...
     def search(
         self,
@@ -295,3 +299,17 @@ class VectorIndex(Protocol):
         limit: int = 10,
     ) -> list[tuple[dict[str, Any], float]]:
         """(doc without vector, cosine score), best first; filters applied inside the query."""
+
+    def candidates(
+        self,
+        *,
+        vector: Sequence[float] | None,
+        text: str | None,
+        account_id: str,
+        end_user_id: str | None = None,
+        thread_id: str | None = None,
+        limit: int = 10,
+    ) -> tuple[list[tuple[dict[str, Any], float]], list[tuple[dict[str, Any], float]]]:
+        """(semantic hits by cosine, lexical hits by BM25), each best first, each at most
+        `limit`, filters applied inside both queries. A side without a usable vector (None,
+        zero) or without text is empty."""

@@ -75,13 +75,22 @@ def handle(event: dict[str, Any], context: Any, indexer: Indexer) -> dict[str, A
             if not account_id:
                 log.warning("thread %s removed but the stream carries no old image; skipped", thread_id)
                 return
-            if not indexer.delete_thread(str(account_id), thread_id):
+            # The deletion time bounds the writes an eventually consistent index must still show.
+            deleted_at = (raw.get("dynamodb") or {}).get("ApproximateCreationDateTime")
+            if not indexer.delete_thread(str(account_id), thread_id, deleted_at=_epoch_s(deleted_at)):
                 raise IndexingFailed(f"could not delete the entries of thread {thread_id}")
 
     processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
+
+
+def _epoch_s(value: Any) -> float | None:
+    """The stream's ApproximateCreationDateTime: epoch seconds (a datetime if boto3 decoded it)."""
+    if value is None:
+        return None
+    return value.timestamp() if hasattr(value, "timestamp") else float(value)
 
 
 def _index_batch(records: list[dict[str, Any]], indexer: Indexer) -> set[str]:

@@ -1,4 +1,5 @@
-"""Search shaping: what gets indexed, the text we embed, and the snippet we show (pure code).
+"""Search shaping: what gets indexed, the text we embed, how rankings fuse, and the snippet we
+show (pure code).
 
 Indexed (API.md §9): every user turn and every final assistant turn, text blocks only.
 Intermediate `tool_use` / `tool_result` messages and non-text blocks (images, documents,
@@ -13,6 +14,10 @@ from typing import Any, Callable, Sequence
 from threadgate.domain.models import Message
 
 INDEXED_KINDS = frozenset({"user", "assistant"})
+SEARCH_MODES = ("semantic", "lexical", "hybrid")
+# The constant of reciprocal rank fusion (Cormack, Clarke & Buettcher 2009; also OpenSearch's
+# and Elasticsearch's default): a document's fused score is the sum of 1 / (RRF_K + rank).
+RRF_K = 60
 SNIPPET_CHARS = 240
 # Embedding models read a bounded prefix anyway; cap what we send and store per message.
 MAX_INDEXED_CHARS = 8_000
@@ -79,13 +84,34 @@ def search_result(doc: dict[str, Any], score: float, snippet: str) -> dict[str, 
     }
 
 
+def fuse(rankings: Sequence[Sequence[tuple[dict[str, Any], float]]], limit: int) -> list[tuple[dict[str, Any], float]]:
+    """Reciprocal rank fusion of rankings of `(doc, score)` (best first), keyed by `doc["id"]`.
+    Only ranks count, so cosines and BM25 scores need no common scale. The fused score is
+    divided by its maximum (first in every ranking), so it lies in (0, 1]; ties keep the order
+    of first appearance (the first ranking wins)."""
+    fused: dict[str, float] = {}
+    docs: dict[str, dict[str, Any]] = {}
+    for ranking in rankings:
+        for rank, (doc, _) in enumerate(ranking, start=1):
+            fused[doc["id"]] = fused.get(doc["id"], 0.0) + 1.0 / (RRF_K + rank)
+            docs.setdefault(doc["id"], doc)
+    best = len(rankings) / (RRF_K + 1)
+    order = sorted(fused, key=lambda doc_id: -fused[doc_id])
+    return [(docs[doc_id], fused[doc_id] / best) for doc_id in order[:limit]]
+
+
+def query_terms(text: str) -> list[str]:
+    """The words of a search query that carry meaning (stopwords dropped), in order, once."""
+    return list(dict.fromkeys(w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS))
+
+
 # --- snippets ---------------------------------------------------------------------------------
 
 WindowScorer = Callable[[Sequence[str]], Sequence[float]]
 
 
 def _terms(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+    return set(query_terms(text))
 
 
 def _term_matches(query_terms: set[str], window: str) -> int:

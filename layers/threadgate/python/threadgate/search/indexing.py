@@ -11,12 +11,15 @@ from typing import Any, Sequence
 
 from threadgate.domain.errors import InvalidRequest, UpstreamOverloaded
 from threadgate.domain.models import Message
-from threadgate.domain.search import index_document, search_result, snippet
+from threadgate.domain.search import SEARCH_MODES, fuse, index_document, search_result, snippet
 from threadgate.ports import Embedder, VectorIndex
 
 log = logging.getLogger(__name__)
 
 EMBED_BATCH = 256
+# Hybrid search fuses this many candidates of each ranking: documents just below `limit` in one
+# ranking and high in the other are what fusion brings up.
+FUSION_POOL_MIN, FUSION_POOL_MAX = 20, 100
 
 
 class Indexer:
@@ -54,22 +57,22 @@ class Indexer:
                     attempt,
                     len(batch),
                     [doc["id"] for doc in batch[:5]],
-                    type(exc).__name__,
+                    _describe(exc),
                 )
         return False
 
-    def delete_thread(self, account_id: str, thread_id: str) -> bool:
+    def delete_thread(self, account_id: str, thread_id: str, *, deleted_at: float | None = None) -> bool:
         """Remove a thread's entries at once. Retried once; False (logged) if the index stays
         unreachable — the thread itself is already gone and, on AWS, the stream consumer
-        deletes the entries again when the thread's META removal arrives."""
+        deletes the entries again when the thread's META removal arrives, with `deleted_at`
+        (epoch s) so that an eventually consistent index is swept until every earlier write
+        shows."""
         for attempt in (1, 2):
             try:
-                self.index.delete_thread(account_id, thread_id)
+                self.index.delete_thread(account_id, thread_id, deleted_at=deleted_at)
                 return True
             except Exception as exc:  # noqa: BLE001 - the thread deletion itself succeeded
-                log.warning(
-                    "search entries of thread %s not deleted (attempt %d/2): %s", thread_id, attempt, type(exc).__name__
-                )
+                log.warning("search entries of thread %s not deleted (attempt %d/2): %s", thread_id, attempt, _describe(exc))
         return False
 
     def delete_account(self, account_id: str) -> None:
@@ -85,22 +88,37 @@ class Indexer:
         thread_id: str | None,
         q: str,
         limit: int,
+        mode: str = "hybrid",
     ) -> list[dict[str, Any]]:
         """API.md §9 items, best first. Scoping (account, end user, thread) happens inside the
-        index query. `limit` is validated by the route (1–50)."""
+        index queries. `limit` is validated by the route (1–50). Modes: `semantic` (cosine of
+        the embeddings), `lexical` (BM25 on the words), `hybrid` (both, fused by rank)."""
         query = (q or "").strip()
         if not query:
             raise InvalidRequest("q: must be a non-empty search query", param="q")
+        if mode not in SEARCH_MODES:
+            raise InvalidRequest(f"mode: must be one of {', '.join(SEARCH_MODES)}", param="mode")
+        pool = limit if mode != "hybrid" else min(FUSION_POOL_MAX, max(2 * limit, FUSION_POOL_MIN))
+        vector = None
         try:
-            [vector] = self.embedder.embed([query])
-            hits = self.index.search(
-                vector, account_id=account_id, end_user_id=end_user_id, thread_id=thread_id, limit=limit
+            if mode != "lexical":
+                [vector] = self.embedder.embed([query])
+            semantic, lexical = self.index.candidates(
+                vector=vector,
+                text=query if mode != "semantic" else None,
+                account_id=account_id,
+                end_user_id=end_user_id,
+                thread_id=thread_id,
+                limit=pool,
             )
         except Exception as exc:  # noqa: BLE001 - the embedder or the index is unreachable
-            log.warning("search backend failed: %s", type(exc).__name__)
+            log.warning("search backend failed: %s", _describe(exc))
             raise UpstreamOverloaded("search is temporarily unavailable, retry shortly") from exc
-        scorer = self._window_scorer(vector) if self.semantic_snippets else None
-        return [search_result(doc, score, snippet(doc["text"], query, window_scorer=scorer)) for doc, score in hits]
+        hits = semantic if mode == "semantic" else lexical if mode == "lexical" else fuse([semantic, lexical], limit)
+        scorer = self._window_scorer(vector) if self.semantic_snippets and vector is not None else None
+        return [
+            search_result(doc, score, snippet(doc["text"], query, window_scorer=scorer)) for doc, score in hits[:limit]
+        ]
 
     def _window_scorer(self, query_vector: Sequence[float]):
         # Plain Python on purpose: a handful of short dot products, and this module also runs on
@@ -111,3 +129,9 @@ class Indexer:
             return [sum(a * b for a, b in zip(vec, query)) for vec in self.embedder.embed(list(windows))]
 
         return score
+
+
+def _describe(exc: Exception) -> str:
+    """The class of an error, plus its message when the error says it is `loggable` (the
+    OpenSearch adapter's: server reasons, never message text); other messages may quote content."""
+    return f"{type(exc).__name__}: {exc}" if getattr(exc, "loggable", False) else type(exc).__name__

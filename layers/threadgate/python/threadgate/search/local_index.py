@@ -12,6 +12,10 @@ Layout: `<path>/index.sqlite3` is the durable truth (one row per message with it
 float32 blob). Each account's rows are loaded on first use into an in-memory partition; writes
 go to SQLite first, then to the loaded partition. Filters (account → partition; end user and
 thread → row masks) are applied inside the query, before ranking (invariant 4).
+
+Lexical search: an SQLite FTS5 index over `docs.text` (external content: the text is stored
+once; triggers keep the two in step), porter-stemmed like the english analyzer on OpenSearch,
+BM25-ranked, with the scope in the same SQL statement.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from threadgate.domain.search import query_terms
 
 DOC_FIELDS = ("id", "account_id", "end_user_id", "thread_id", "seq", "role", "text", "created_at")
 
@@ -41,9 +47,36 @@ CREATE TABLE IF NOT EXISTS docs (
     PRIMARY KEY (account_id, id)
 );
 CREATE INDEX IF NOT EXISTS docs_thread ON docs (account_id, thread_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(
+    text, content='docs', tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS docs_fts_insert AFTER INSERT ON docs BEGIN
+    INSERT INTO docs_fts (rowid, text) VALUES (new.rowid, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS docs_fts_delete AFTER DELETE ON docs BEGIN
+    INSERT INTO docs_fts (docs_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+END;
+CREATE TRIGGER IF NOT EXISTS docs_fts_update AFTER UPDATE ON docs BEGIN
+    INSERT INTO docs_fts (docs_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+    INSERT INTO docs_fts (rowid, text) VALUES (new.rowid, new.text);
+END;
 """
+# An upsert that keeps the row (and its rowid, which FTS5 indexes by): `INSERT OR REPLACE` would
+# delete the old row without firing the delete trigger.
+_UPSERT = f"""
+INSERT INTO docs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (account_id, id) DO UPDATE SET
+{", ".join(f"{c} = excluded.{c}" for c in ("end_user_id", "thread_id", "seq", "role", "text", "created_at", "vector"))}
+"""
+MAX_QUERY_TERMS = 32
 
 _NO_CODE = -1  # end user absent (threads created by unbound keys)
+
+
+def _usable(vector: np.ndarray) -> bool:
+    """A zero (or NaN) query vector is similar to nothing: no semantic hits rather than noise."""
+    norm = float(np.dot(vector, vector))
+    return norm > 0.0 and np.isfinite(norm)
 
 
 def _dot(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -211,6 +244,7 @@ class LocalVectorIndex:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._check_dimensions()
+        self._index_words_of_older_files()
         self._partitions: dict[str, _Partition] = {}
         self._data_version = self._current_data_version()
 
@@ -223,6 +257,12 @@ class LocalVectorIndex:
                 f"index at {self.path} holds {row[0]}-d vectors, not {self.dimensions}-d: "
                 "a different embedding model needs a fresh index directory"
             )
+
+    def _index_words_of_older_files(self) -> None:
+        """An index written before lexical search has rows but no words: index them once."""
+        if self._db.execute("SELECT value FROM meta WHERE key = 'words'").fetchone() is None:
+            self._db.execute("INSERT INTO docs_fts (docs_fts) VALUES ('rebuild')")
+            self._db.execute("INSERT INTO meta VALUES ('words', '1')")
 
     def _current_data_version(self) -> int:
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])
@@ -275,9 +315,7 @@ class LocalVectorIndex:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-                )
+                self._db.executemany(_UPSERT, rows)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -287,7 +325,8 @@ class LocalVectorIndex:
                 if part is not None:  # unloaded partitions read the new rows when loaded
                     part.put(doc["id"], doc.get("end_user_id"), doc["thread_id"], vector)
 
-    def delete_thread(self, account_id: str, thread_id: str) -> None:
+    def delete_thread(self, account_id: str, thread_id: str, *, deleted_at: float | None = None) -> None:
+        # Consistent at once: `deleted_at` (for eventually consistent indexes) is not needed.
         with self._lock:
             self._db.execute(
                 "DELETE FROM docs WHERE account_id = ? AND thread_id = ?", (account_id, thread_id)
@@ -311,7 +350,7 @@ class LocalVectorIndex:
         limit: int = 10,
     ) -> list[tuple[dict[str, Any], float]]:
         query = self._as_vector(vector)
-        if limit <= 0:
+        if limit <= 0 or not _usable(query):
             return []
         with self._lock:
             part = self._partition(account_id)
@@ -324,6 +363,51 @@ class LocalVectorIndex:
             for doc_id, (_, score) in zip(ids, ranked)
             if doc_id in docs
         ]
+
+    def lexical_search(
+        self,
+        text: str,
+        *,
+        account_id: str,
+        end_user_id: str | None = None,
+        thread_id: str | None = None,
+        limit: int = 10,
+    ) -> list[tuple[dict[str, Any], float]]:
+        """(doc, BM25 relevance) of the messages sharing words with `text`, best first."""
+        terms = query_terms(text)[:MAX_QUERY_TERMS]
+        if limit <= 0 or not terms:
+            return []
+        # Each term quoted: FTS5 reads it as a string (its tokenizer still applies), never as syntax.
+        match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+        scope, args = ["d.account_id = ?"], [account_id]
+        for column, value in (("end_user_id", end_user_id), ("thread_id", thread_id)):
+            if value is not None:
+                scope.append(f"d.{column} = ?")
+                args.append(value)
+        columns = ", ".join(f"d.{c}" for c in DOC_FIELDS)
+        sql = (
+            f"SELECT {columns}, bm25(docs_fts) AS rank FROM docs_fts JOIN docs d ON d.rowid = docs_fts.rowid "
+            f"WHERE docs_fts MATCH ? AND {' AND '.join(scope)} ORDER BY rank LIMIT ?"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, (match, *args, limit)).fetchall()
+        # FTS5's bm25() is negative, lower is better: report the usual positive relevance.
+        return [(dict(zip(DOC_FIELDS, row[:-1])), -float(row[-1])) for row in rows]
+
+    def candidates(
+        self,
+        *,
+        vector: Sequence[float] | None,
+        text: str | None,
+        account_id: str,
+        end_user_id: str | None = None,
+        thread_id: str | None = None,
+        limit: int = 10,
+    ) -> tuple[list[tuple[dict[str, Any], float]], list[tuple[dict[str, Any], float]]]:
+        scope = dict(account_id=account_id, end_user_id=end_user_id, thread_id=thread_id, limit=limit)
+        semantic = self.search(vector, **scope) if vector is not None else []
+        lexical = self.lexical_search(text, **scope) if text else []
+        return semantic, lexical
 
     def _load_docs(self, account_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         if not ids:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
@@ -17,27 +17,34 @@ from threadgate.runtime import Runtime
 router = APIRouter()
 
 
-async def _search(rt: Runtime, p: Principal, q: str, limit: int, end_user_id: str | None, thread_id: str | None) -> Any:
+Mode = Literal["semantic", "lexical", "hybrid"]
+
+
+async def _search(
+    rt: Runtime, p: Principal, q: str, limit: int, mode: str, end_user_id: str | None, thread_id: str | None
+) -> Any:
     if rt.indexer is None:
         raise NotFound("search is not configured on this gateway")
     end_user = scoped_end_user(p, end_user_id)
     # Embedding is CPU work (local) or a network call (Bedrock): keep it off the event loop.
     data = await asyncio.to_thread(
-        rt.indexer.search, account_id=p.account_id, end_user_id=end_user, thread_id=thread_id, q=q, limit=limit
+        rt.indexer.search, account_id=p.account_id, end_user_id=end_user, thread_id=thread_id, q=q, limit=limit,
+        mode=mode,
     )
-    return {"object": "list", "query": q, "data": data}
+    return {"object": "list", "query": q, "mode": mode, "data": data}
 
 
 @router.get("/v1/search")
 async def search(
     q: str = Query(default="", max_length=2000),
     limit: int = Query(default=10, ge=1, le=50),
+    mode: Mode = Query(default="hybrid"),
     end_user_id: str | None = Query(default=None, min_length=1, max_length=256),
     thread_id: str | None = Query(default=None, min_length=1, max_length=128),
     p: Principal = Depends(get_principal),
     rt: Runtime = Depends(get_runtime),
 ) -> Any:
-    return await _search(rt, p, q, limit, end_user_id, thread_id)
+    return await _search(rt, p, q, limit, mode, end_user_id, thread_id)
 
 
 @router.get("/v1/threads/{thread_id}/search")
@@ -45,8 +52,9 @@ async def search_thread(
     thread_id: str,
     q: str = Query(default="", max_length=2000),
     limit: int = Query(default=10, ge=1, le=50),
+    mode: Mode = Query(default="hybrid"),
     p: Principal = Depends(get_principal),
     rt: Runtime = Depends(get_runtime),
 ) -> Any:
     visible_thread(rt, p, thread_id)
-    return await _search(rt, p, q, limit, None, thread_id)
+    return await _search(rt, p, q, limit, mode, None, thread_id)
