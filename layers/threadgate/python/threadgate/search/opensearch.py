@@ -305,8 +305,9 @@ class OpenSearchIndex:
             self._recent.popitem(last=False)
 
     def _send_bulk(self, body: list[dict[str, Any]], params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """The `_bulk` response's items (each action succeeds or fails on its own)."""
-        return _call("bulk", self.client.bulk, body=body, params=params).get("items", [])
+        """The `_bulk` response's items (each action succeeds or fails on its own). Sent to
+        `/<index>/_bulk`, which an index-scoped IAM grant on a domain covers (`/_bulk` is not)."""
+        return _call("bulk", self.client.bulk, index=self.index_name, body=body, params=params).get("items", [])
 
     def _bulk(self, body: list[dict[str, Any]], params: dict[str, Any] | None = None) -> None:
         _raise_failures(self._send_bulk(body, params))
@@ -452,8 +453,8 @@ class OpenSearchIndex:
             [(side, body)] = bodies.items()
             responses[side] = _call("search", self.client.search, index=self.index_name, body=body)
         elif bodies:
-            lines = [line for body in bodies.values() for line in ({"index": self.index_name}, body)]
-            answer = _call("msearch", self.client.msearch, body=lines)
+            lines = [line for body in bodies.values() for line in ({}, body)]
+            answer = _call("msearch", self.client.msearch, index=self.index_name, body=lines)
             for side, response in zip(bodies, answer["responses"]):
                 if "error" in response:
                     raise OpenSearchError(f"msearch {side}: HTTP {response.get('status')}: {_reason(response['error'])}",
