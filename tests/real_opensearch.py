@@ -82,6 +82,9 @@ def collection_modifyitems(items: list[pytest.Item]) -> None:
         return
     for item in uses:
         item.add_marker(MARK)
+        # The first of them waits for the node (a build and a start on busy cores): that wait
+        # must not count against the per-test timeout of pyproject.toml.
+        item.add_marker(pytest.mark.timeout(WAIT_S + 120))
     # Run them last: the node starts while everything else runs.
     chosen = set(map(id, uses))
     items[:] = [item for item in items if id(item) not in chosen] + uses
