@@ -6,6 +6,7 @@ untrusted text rendered as text, and the master key never reaching the browser."
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -88,8 +89,8 @@ def test_sign_up_stream_tools_threads_search_and_the_cap(page, chat):
     partial = [t for t in dict.fromkeys(seen) if t and t != final.text_content()]
     assert len(partial) >= 3, seen
     assert all("Echo: How do refunds work at your store?".startswith(t) for t in partial)
-    page.get_by_text("Spent $0.0").wait_for()  # spend moved off $0.00 after the turn
-    assert page.locator("#spend").inner_text().endswith("of $0.50")
+    page.wait_for_function("!document.getElementById('spend').textContent.startsWith('Spent $0.00 ')")
+    assert re.fullmatch(r"Spent \$0\.0\d+ of \$0\.50", page.locator("#spend").inner_text())  # spent moved
 
     # A tool call is shown while it runs, then with its result.
     send(page, 'order_status {"order_id": "A-1001"}')
@@ -111,7 +112,7 @@ def test_sign_up_stream_tools_threads_search_and_the_cap(page, chat):
     send(page, "a second conversation")
     page.get_by_text("Echo: a second conversation").wait_for()
     threads = page.locator("#threads button")
-    page.wait_for_function("document.querySelectorAll('#threads button').length === 2")
+    threads.filter(has_text="a second conversation").wait_for()  # titled after its first line
     assert set(threads.all_inner_texts()) == {"How do refunds work at your store?", "a second conversation"}
     page.get_by_role("button", name="How do refunds work at your store?").click()
     page.locator("#conversation .tool[data-tool='order_status']").wait_for()
@@ -149,6 +150,7 @@ def test_one_user_never_sees_another_users_threads_or_history(page, chat, browse
 
     other = browser.new_context().new_page()
     sign_up(other, chat, "carol")
+    other.locator("#threads button").first.wait_for()
     other.get_by_label("Search your history").fill("secret plan")
     other.get_by_role("button", name="Search", exact=True).click()
     other.get_by_text("Nothing found.").wait_for()
