@@ -51,6 +51,11 @@ def suppress_reviewed_findings(stack: "ThreadgateStack") -> None:
 
     _ack(stack.indexing.dlq, "SQS3", "This queue is itself the dead-letter destination of the indexer.")
     _ack(stack.jobs.dlq, "SQS3", "This queue is itself the dead-letter destination of the jobs queue.")
+    _ack(stack.tool_loop.dlq, "SQS3", "This queue is itself the dead-letter destination of the webhook queue.")
+
+    _ack(stack.tool_loop.state_machine.role, "IAM5[Resource::*]",
+         "Step Functions log delivery (logs:*LogDelivery, DescribeResourcePolicies) and X-Ray tracing "
+         "have no resource-level permissions; every other action names the loop function or the queue.")
 
     provider = stack.bootstrap.provider
     _ack(provider, "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",

@@ -17,6 +17,7 @@ from infra.constructs.functions import AppFunction, SharedLayers
 from infra.constructs.jobs import WORKER_TIMEOUT, JobQueue
 from infra.constructs.observability import Observability
 from infra.constructs.search import Search
+from infra.constructs.tool_loop import STEP_TIMEOUT, WEBHOOK_WORKER_TIMEOUT, DurableToolLoop
 from infra.constructs.workers import Bootstrap, Indexing, Sweeping
 from infra.nag import suppress_reviewed_findings
 
@@ -31,6 +32,7 @@ class ThreadgateStack(Stack):
         self.search = Search(self, "Search", config=config)
         self.layers = SharedLayers(self, "Layers", config=config)
         self.jobs = JobQueue(self, "Jobs")
+        self.tool_loop = DurableToolLoop(self, "ToolLoop", config=config)
         env = self._settings_environment()
 
         self.api_fn = self._function("api", "api_handler.handler", env, memory_mb=1024,
@@ -51,8 +53,13 @@ class ThreadgateStack(Stack):
         )
         self.jobs_fn = self._function("jobs", "jobs_handler.handler", env, memory_mb=1024, timeout=WORKER_TIMEOUT,
                                       description="Run queued /v1/jobs (SQS), fail dead-lettered ones")
+        self.loop_fn = self._function("loop", "loop_handler.handler", env, memory_mb=1024, timeout=STEP_TIMEOUT,
+                                      description="Durable tool loop steps (Step Functions tasks)")
         # Other workers serve no model: without the secrets prefix they never ask Secrets Manager.
         worker_env = {k: v for k, v in env.items() if k != "THREADGATE_PROVIDER_SECRETS_PREFIX"}
+        self.webhooks_fn = self._function("webhooks", "webhooks_handler.handler", worker_env, memory_mb=512,
+                                          timeout=WEBHOOK_WORKER_TIMEOUT,
+                                          description="Deliver queued tool calls to webhooks, end dead-lettered ones")
         self.indexer_fn = self._function("indexer", "indexer_handler.handler", worker_env, memory_mb=512,
                                          timeout=Duration.minutes(1), description="Threads stream to search index")
         self.sweeper_fn = self._function("sweeper", "sweeper_handler.handler", worker_env, memory_mb=256,
@@ -68,6 +75,11 @@ class ThreadgateStack(Stack):
         self.indexing = Indexing(self, "Indexing", indexer=self.indexer_fn.function,
                                  threads=self.data.tables["threads"])
         self.jobs.feed(self.jobs_fn.function)
+        self.tool_loop.wire(steps=self.loop_fn.function, webhooks=self.webhooks_fn.function)
+        for starter in (self.stream_fn, self.jobs_fn):  # where thread turns run, runs start
+            self.tool_loop.grant_start(starter.role)
+            for name, value in self.tool_loop.starter_environment().items():
+                starter.function.add_environment(name, value)
         self.sweeping = Sweeping(self, "Sweeping", config=config, sweeper=self.sweeper_fn.function)
         self.bootstrap = Bootstrap(self, "Bootstrap", function=self.bootstrap_fn.function, properties={
             "Index": env["THREADGATE_OPENSEARCH_INDEX"],
@@ -80,6 +92,7 @@ class ThreadgateStack(Stack):
             self, "Observability", config=config, rest_api=self.api.rest_api,
             functions={name: fn.function for name, fn in self.app_functions.items()},
             indexer_dlq=self.indexing.dlq, jobs_queue=self.jobs.queue, jobs_dlq=self.jobs.dlq,
+            tool_loop=self.tool_loop.state_machine, webhooks_dlq=self.tool_loop.dlq,
         )
 
         CfnOutput(self, "ApiUrl", value=self.api.rest_api.url, description="Base URL (append v1/...)")
@@ -92,7 +105,8 @@ class ThreadgateStack(Stack):
 
     def _settings_environment(self) -> dict[str, str]:
         env = {"THREADGATE_MODE": "aws", "THREADGATE_MARKUP": self.config.markup,
-               **self.data.environment(), **self.search.environment(), **self.jobs.environment()}
+               **self.data.environment(), **self.search.environment(), **self.jobs.environment(),
+               **self.tool_loop.environment()}
         if self.layers.catalog:
             env["THREADGATE_MODELS_FILE"] = self.layers.catalog_path
         return env
@@ -108,7 +122,8 @@ class ThreadgateStack(Stack):
     @property
     def app_functions(self) -> dict[str, AppFunction]:
         return {"api": self.api_fn, "stream": self.stream_fn, "jobs": self.jobs_fn, "indexer": self.indexer_fn,
-                "sweeper": self.sweeper_fn, "bootstrap": self.bootstrap_fn}
+                "sweeper": self.sweeper_fn, "bootstrap": self.bootstrap_fn, "loop": self.loop_fn,
+                "webhooks": self.webhooks_fn}
 
     def _grant(self) -> None:
         data = self.data
@@ -127,6 +142,17 @@ class ThreadgateStack(Stack):
         data.webhook_key.grant(self.jobs_fn.role, "kms:Decrypt")
         for secret in data.provider_secrets.values():
             secret.grant_read(self.jobs_fn.role)
+        # A tool-loop step is a model call of a turn (billing, threads, run events, a linked job).
+        for logical in ("keys", "usage", "threads", "run_events", "jobs"):
+            data.grant_table(self.loop_fn.role, logical, write=True)
+        data.grant_table(self.loop_fn.role, "tools", write=False)
+        for secret in data.provider_secrets.values():
+            secret.grant_read(self.loop_fn.role)
+        # A delivery reads the tool (its sealed secret) and the call, and records the outcome.
+        data.grant_table(self.webhooks_fn.role, "tools", write=False)
+        data.grant_table(self.webhooks_fn.role, "threads", write=False)
+        data.grant_table(self.webhooks_fn.role, "run_events", write=True)
+        data.webhook_key.grant(self.webhooks_fn.role, "kms:Decrypt")
         data.grant_table(self.indexer_fn.role, "threads", write=False)  # the stream itself: event source
         self.search.grant_documents(self.indexer_fn.role)
         data.grant_table(self.sweeper_fn.role, "usage", write=True)

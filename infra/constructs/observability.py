@@ -1,5 +1,6 @@
 """CloudWatch alarms for what a user would notice: server errors, throttling, search falling
-behind or dropping records, crashed reservations not being settled, jobs waiting or dead-lettered."""
+behind or dropping records, crashed reservations not being settled, jobs waiting or dead-lettered,
+tool-loop executions failing or timing out, tool calls dead-lettered."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.config import StageConfig
@@ -29,6 +31,8 @@ class Observability(Construct):
         indexer_dlq: sqs.IQueue,
         jobs_queue: sqs.IQueue,
         jobs_dlq: sqs.IQueue,
+        tool_loop: sfn.IStateMachine,
+        webhooks_dlq: sqs.IQueue,
     ) -> None:
         super().__init__(scope, construct_id)
         self.alarms: list[cloudwatch.Alarm] = []
@@ -46,7 +50,7 @@ class Observability(Construct):
             self._alarm(f"{name.title()}Throttles", function.metric_throttles(period=FIVE_MINUTES, statistic="Sum"),
                         threshold=1, description=f"The {name} function is being throttled")
             self._alarm(f"{name.title()}Errors", function.metric_errors(period=FIVE_MINUTES, statistic="Sum"),
-                        threshold=1 if name in ("indexer", "sweeper", "jobs") else 5,
+                        threshold=1 if name in ("indexer", "sweeper", "jobs", "loop", "webhooks") else 5,
                         description=f"The {name} function reports invocation errors")
         indexer = functions["indexer"]
         self._alarm(
@@ -72,6 +76,24 @@ class Observability(Construct):
             jobs_queue.metric_approximate_age_of_oldest_message(period=FIVE_MINUTES, statistic="Maximum"),
             threshold=15 * 60,
             description="Queued jobs have waited more than 15 minutes for the jobs function",
+        )
+        self._alarm(
+            "ToolLoopFailedExecutions",
+            tool_loop.metric_failed(period=FIVE_MINUTES, statistic="Sum"),
+            threshold=1,
+            description="A tool-loop run failed outside its steps (a step kept failing, see the execution)",
+        )
+        self._alarm(
+            "ToolLoopTimedOutExecutions",
+            tool_loop.metric_timed_out(period=FIVE_MINUTES, statistic="Sum"),
+            threshold=1,
+            description="A tool-loop execution timed out",
+        )
+        self._alarm(
+            "WebhooksDlqDepth",
+            webhooks_dlq.metric_approximate_number_of_messages_visible(period=FIVE_MINUTES, statistic="Maximum"),
+            threshold=1,
+            description="Dead-lettered tool calls could not be ended (see the webhooks DLQ)",
         )
         if config.alarm_topic_arn:
             topic = sns.Topic.from_topic_arn(self, "AlarmTopic", config.alarm_topic_arn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -323,6 +324,8 @@ def test_each_function_may_write_only_the_tables_it_needs(synth):
     assert writable("sweeper") == {"keys", "usage"}
     assert writable("bootstrap") == {"keys"}
     assert writable("indexer") == set()
+    assert writable("loop") == {"keys", "usage", "threads", "run_events", "jobs"}
+    assert writable("webhooks") == {"run_events"}
 
 
 def test_provider_secrets_exist_without_values(synth):
@@ -331,6 +334,111 @@ def test_provider_secrets_exist_without_values(synth):
     assert "providers/anthropic" in names and "providers/openai" in names and "admin-key" in names
     assert all("SecretString" not in s["Properties"] and "GenerateSecretString" not in s["Properties"]
                for s in secrets)
+
+
+# --- Durable tool loop (issue #8) -------------------------------------------------------------
+
+
+def _state_machine(synth) -> dict[str, Any]:
+    return synth.resources[synth.logical_id(synth.stack.tool_loop.state_machine)]["Properties"]
+
+
+def test_tool_loop_is_a_standard_state_machine_deployed_from_the_asl_file(synth):
+    from infra.constructs.tool_loop import DEFINITION_FILE
+
+    props = _state_machine(synth)
+    assert props["StateMachineType"] == "STANDARD"
+    assert props["DefinitionString"] == DEFINITION_FILE.read_text()  # the very file moto executes
+    assert props["DefinitionSubstitutions"] == {
+        "WebhookQueueUrl": {"Ref": synth.logical_id(synth.stack.tool_loop.queue)},
+        "StepFunctionArn": {"Fn::GetAtt": [synth.logical_id(synth.stack.loop_fn.function), "Arn"]},
+    }
+    placeholders = set(re.findall(r"\$\{(\w+)\}", props["DefinitionString"]))
+    assert placeholders == set(props["DefinitionSubstitutions"])
+    assert props["TracingConfiguration"] == {"Enabled": True}
+    assert props["LoggingConfiguration"]["Level"] == "ALL"
+    assert props["LoggingConfiguration"]["IncludeExecutionData"] is False  # inputs carry task tokens
+
+
+def test_webhook_queue_redrives_to_its_dlq_after_four_receives_and_outlasts_its_worker(synth):
+    queues = synth.of_type("AWS::SQS::Queue")
+    loop = synth.stack.tool_loop
+    queue = queues[synth.logical_id(loop.queue)]["Properties"]
+    dlq_id = synth.logical_id(loop.dlq)
+    dlq = queues[dlq_id]["Properties"]
+    worker_timeout = _function(synth, "webhooks")["Timeout"]
+    assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]}, "maxReceiveCount": 4}
+    assert queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
+    assert queue["VisibilityTimeout"] >= 6 * worker_timeout
+    assert dlq["VisibilityTimeout"] >= worker_timeout  # the webhooks function consumes the DLQ too
+    # The longest webhook (120 s, API.md §7) fits in one invocation.
+    assert worker_timeout >= 120 + 30
+
+
+def test_waiting_for_a_tool_outlasts_every_redelivery_the_worker_can_ask_for(synth):
+    from threadgate.background.webhook_worker import MAX_REQUEUE_S
+
+    definition = json.loads(_state_machine(synth)["DefinitionString"])
+    deliver = definition["States"]["DispatchTools"]["ItemProcessor"]["States"]["DeliverTool"]
+    queue = synth.of_type("AWS::SQS::Queue")[synth.logical_id(synth.stack.tool_loop.queue)]["Properties"]
+    worker_timeout = _function(synth, "webhooks")["Timeout"]
+    # Between two receives: a requeue backoff (or a dead worker's full visibility timeout), then
+    # one invocation; the heartbeat each receive sends must come before the heartbeat timeout.
+    assert deliver["HeartbeatSeconds"] > max(MAX_REQUEUE_S, queue["VisibilityTimeout"]) + worker_timeout
+    assert deliver["TimeoutSeconds"] >= 3 * MAX_REQUEUE_S + 4 * worker_timeout
+    assert deliver["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+
+
+def test_webhooks_function_consumes_the_queue_and_its_dlq_reporting_failed_records(synth):
+    props = _function(synth, "webhooks")
+    assert props["Handler"] == "webhooks_handler.handler"
+    mappings = _mappings_of(synth, "webhooks")
+    loop = synth.stack.tool_loop
+    assert {m["EventSourceArn"]["Fn::GetAtt"][0] for m in mappings} == {
+        synth.logical_id(loop.queue), synth.logical_id(loop.dlq)}
+    assert all(m["FunctionResponseTypes"] == ["ReportBatchItemFailures"] for m in mappings)
+    actions = {a for st in _statements_of(synth, "webhooks") for a in _actions(st)}
+    assert "sqs:ChangeMessageVisibility" in actions  # the redelivery backoff
+
+
+def _roles_allowed(synth, action: str, on: str = "") -> set[str]:
+    """Names of the roles (function names, or 'state machine') allowed `action` (on a resource
+    naming `on`, when given)."""
+    roles = {synth.logical_id(fn.role): name for name, fn in synth.stack.app_functions.items()}
+    roles[synth.logical_id(synth.stack.tool_loop.state_machine.role)] = "state machine"
+    found = set()
+    for policy in synth.of_type("AWS::IAM::Policy").values():
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        if any(action in _actions(st) and on in json.dumps(st["Resource"]) for st in statements):
+            found |= {roles.get(r["Ref"], r["Ref"]) for r in policy["Properties"]["Roles"]}
+    return found
+
+
+def test_only_the_webhook_worker_answers_tasks_and_only_turn_runners_start_runs(synth):
+    for action in ("states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"):
+        assert _roles_allowed(synth, action) == {"webhooks"}, action
+    assert _roles_allowed(synth, "states:StartExecution") == {"stream", "jobs"}
+    loop_fn = synth.logical_id(synth.stack.loop_fn.function)
+    assert _roles_allowed(synth, "lambda:InvokeFunction", on=loop_fn) == {"state machine"}
+    machine = synth.logical_id(synth.stack.tool_loop.state_machine)
+    for name, props in _functions(synth).items():
+        env = props["Environment"]["Variables"]
+        knows = env.get("THREADGATE_TOOL_LOOP_STATE_MACHINE_ARN") == {"Ref": machine}
+        assert knows == (name in ("stream", "jobs")), name
+        assert env["THREADGATE_WEBHOOK_QUEUE_URL"] == {"Ref": synth.logical_id(synth.stack.tool_loop.queue)}
+
+
+def test_alarms_cover_failed_executions_and_dead_lettered_tool_calls(synth):
+    alarms = list(synth.of_type("AWS::CloudWatch::Alarm").values())
+    machine = synth.logical_id(synth.stack.tool_loop.state_machine)
+    dlq = synth.logical_id(synth.stack.tool_loop.dlq)
+
+    def alarmed(metric: str, resource: str) -> bool:
+        return any(a["Properties"].get("MetricName") == metric and resource in json.dumps(a["Properties"]["Dimensions"])
+                   and a["Properties"]["Threshold"] == 1 for a in alarms)
+
+    assert alarmed("ExecutionsFailed", machine) and alarmed("ExecutionsTimedOut", machine)
+    assert alarmed("ApproximateNumberOfMessagesVisible", dlq)
 
 
 # --- Observability ---------------------------------------------------------------------------
@@ -376,4 +484,4 @@ def test_only_the_serving_functions_know_or_can_read_the_provider_secrets(synth)
         reads = any(sid in json.dumps(st["Resource"]) and "secretsmanager:GetSecretValue" in st["Action"]
                     for st in statements for sid in secret_ids)
         knows = "THREADGATE_PROVIDER_SECRETS_PREFIX" in props["Environment"]["Variables"]
-        assert reads == knows == (name in ("api", "stream", "jobs")), name
+        assert reads == knows == (name in ("api", "stream", "jobs", "loop")), name

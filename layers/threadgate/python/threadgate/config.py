@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     # Webhook retry backoff base (waits ≈ base × 1, 2, 4 plus jitter); tests shorten it.
     webhook_backoff_base_s: float = 0.5
     jobs_queue_url: str | None = None  # SQS queue feeding the jobs worker; unset on AWS: /v1/jobs answers 501
+    tool_loop_state_machine_arn: str | None = None  # the durable tool loop (CDK); only starters know it
+    webhook_queue_url: str | None = None  # SQS queue of the webhook worker (AWS durable tool loop)
+    # The worker's redelivery backoff: visibility ≈ base × 4^(receive-1) plus jitter; tests use 0.
+    webhook_requeue_base_s: float = 10.0
 
     @property
     def tool_loop_mode(self) -> str:

@@ -92,23 +92,61 @@ class Runtime:
         )
 
     async def dispatch_tool(self, tool: Tool, call: dict[str, Any], context: dict[str, Any]) -> Any:
-        from threadgate.webhooks import deliver, new_webhook_client
+        from threadgate.webhooks import new_webhook_client
 
         if self.webhook_client is None:
             self.webhook_client = new_webhook_client()
-        secret_tool = self.stores.tools.get_tool(tool.account_id, tool.id, with_secret=True) or tool
-        return await deliver(
-            secret_tool,
+        delivery = self.prepare_delivery(tool.account_id, tool.id, call, context)
+        return await delivery.with_retries(client=self.webhook_client, backoff_base_s=self.settings.webhook_backoff_base_s)
+
+    def prepare_delivery(
+        self, account_id: str, tool_id: str, call: dict[str, Any], context: dict[str, Any]
+    ) -> Any:
+        """One tool call ready to send (webhooks.PreparedDelivery), its tool read with its secret.
+        A tool deleted meanwhile is refused before any request (it has no secret to sign with)."""
+        from threadgate.webhooks import prepare
+
+        tool = self.stores.tools.get_tool(account_id, tool_id, with_secret=True) or Tool(
+            id=tool_id, account_id=account_id, name=call.get("name", ""), description="", input_schema={},
+            webhook_url="", timeout_ms=0, secret="", created_at=0,
+        )
+        return prepare(
+            tool,
             tool_use_id=call["id"],
             input=call.get("input") or {},
             thread_id=context.get("thread_id"),
             end_user_id=context.get("end_user_id"),
             request_id=context.get("request_id"),
-            client=self.webhook_client,
             allow_private=self.settings.private_webhooks_allowed,
-            backoff_base_s=self.settings.webhook_backoff_base_s,
             delivery_log=self.stores.deliveries,
         )
+
+    # --- the durable tool loop (AWS; background/tool_loop.py) --------------------------------
+
+    @cached_property
+    def tool_loop(self) -> Any:
+        """The `ToolLoop` that drives a run once its model asked for tools: a Step Functions
+        execution (THREADGATE_TOOL_LOOP=stepfunctions, the AWS default), or None: inline."""
+        if self.settings.tool_loop_mode != "stepfunctions":
+            return None
+        from threadgate.background.tool_loop import StepFunctionsToolLoop
+
+        return StepFunctionsToolLoop(self._aws_client("stepfunctions"), self.settings.tool_loop_state_machine_arn)
+
+    @cached_property
+    def task_answers(self) -> Any:
+        from threadgate.background.tool_loop import TaskAnswers
+
+        return TaskAnswers(self._aws_client("stepfunctions"))
+
+    @cached_property
+    def sqs(self) -> Any:
+        return self._aws_client("sqs")
+
+    def _aws_client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.settings.aws_endpoint_url)
 
     async def aclose(self) -> None:
         for provider in self.providers.values():
