@@ -152,6 +152,7 @@ class ThreadgateStack(Stack):
         data.grant_table(self.webhooks_fn.role, "tools", write=False)
         data.grant_table(self.webhooks_fn.role, "threads", write=False)
         data.grant_table(self.webhooks_fn.role, "run_events", write=True)
+        data.grant_table(self.webhooks_fn.role, "deliveries", write=True)  # each attempt is recorded
         data.webhook_key.grant(self.webhooks_fn.role, "kms:Decrypt")
         data.grant_table(self.indexer_fn.role, "threads", write=False)  # the stream itself: event source
         self.search.grant_documents(self.indexer_fn.role)

@@ -325,7 +325,7 @@ def test_each_function_may_write_only_the_tables_it_needs(synth):
     assert writable("bootstrap") == {"keys"}
     assert writable("indexer") == set()
     assert writable("loop") == {"keys", "usage", "threads", "run_events", "jobs"}
-    assert writable("webhooks") == {"run_events"}
+    assert writable("webhooks") == {"run_events", "deliveries"}
 
 
 def test_provider_secrets_exist_without_values(synth):

@@ -178,32 +178,6 @@ class PreparedDelivery:
 
         return await retrying(next_attempt)
 
-    async def with_retries(
-        self,
-        *,
-        client: httpx.AsyncClient,
-        resolver: Resolver | None = None,
-        backoff_base_s: float = 0.5,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> DeliveryResult:
-        """The in-process path: attempts 1…max_attempts here, with backoff (see `deliver`)."""
-        # tenacity instead of a hand loop: the stop/wait/retry policy reads as one declaration.
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(max_attempts),
-            wait=wait_exponential(multiplier=backoff_base_s, exp_base=2) + wait_random(0, backoff_base_s / 2),
-            retry=retry_if_result(lambda result: result.retryable),
-            sleep=sleep,
-            retry_error_callback=lambda state: state.outcome.result(),  # gave up: the last attempt's result
-        )
-        numbers = itertools.count(1)
-
-        async def next_attempt() -> DeliveryResult:
-            number = next(numbers)
-            return await self.attempt(number, last=number >= max_attempts, client=client, resolver=resolver)
-
-        return await retrying(next_attempt)
-
     async def attempt(
         self, number: int, *, last: bool, client: httpx.AsyncClient, resolver: Resolver | None = None
     ) -> DeliveryResult:
