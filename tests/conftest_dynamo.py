@@ -56,10 +56,12 @@ def _session() -> Any:
 
 
 @contextmanager
-def dynamodb_stores(*, kms: bool = False, **settings: Any) -> Iterator[DynamoHarness]:
+def dynamodb_stores(*, kms: bool = False, aws_config: dict[str, Any] | None = None,
+                    **settings: Any) -> Iterator[DynamoHarness]:
     """Fresh moto tables (as schema.TABLES describes) and the DynamoDB adapters on them.
-    `kms=True` also creates a KMS key and sets `webhook_kms_key_id` to it."""
-    with mock_aws(), one_request_at_a_time():
+    `kms=True` also creates a KMS key and sets `webhook_kms_key_id` to it; `aws_config` is moto's
+    (e.g. Step Functions executing state machines)."""
+    with mock_aws(config=aws_config), one_request_at_a_time():
         session = _session()
         client = session.client("dynamodb")
         if kms:

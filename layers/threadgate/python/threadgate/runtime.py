@@ -92,12 +92,32 @@ class Runtime:
         )
 
     async def dispatch_tool(self, tool: Tool, call: dict[str, Any], context: dict[str, Any]) -> Any:
+        return await self.dispatch_call(tool.account_id, tool.id, call, context)
+
+    async def dispatch_call(self, account_id: str, tool_id: str, call: dict[str, Any], context: dict[str, Any]) -> Any:
+        """The in-process delivery of one tool call (all its attempts, here)."""
         from threadgate.webhooks import new_webhook_client
 
         if self.webhook_client is None:
             self.webhook_client = new_webhook_client()
-        delivery = self.prepare_delivery(tool.account_id, tool.id, call, context)
+        delivery = self.prepare_delivery(account_id, tool_id, call, context)
         return await delivery.with_retries(client=self.webhook_client, backoff_base_s=self.settings.webhook_backoff_base_s)
+
+    def run_deps(self) -> Any:
+        """What the run steps (domain/steps.py) need, in whichever process runs them."""
+        from threadgate.domain.steps import RunDeps
+
+        return RunDeps(
+            threads=self.stores.threads,
+            runs=self.stores.runs,
+            meter=self.meter,
+            clock=self.clock,
+            model_for=self.catalog.get,
+            provider_for=lambda model: self.provider_for(self.model(model.id)),
+            dispatch=self.dispatch_call,
+            indexer=self.indexer if self.settings.mode != "aws" else None,
+            durable_lease_ms=self.settings.durable_lease_ms,
+        )
 
     def prepare_delivery(
         self, account_id: str, tool_id: str, call: dict[str, Any], context: dict[str, Any]

@@ -71,17 +71,27 @@ class TaskAnswers:
 
 def run_step(rt: Runtime, event: dict[str, Any]) -> dict[str, Any] | None:
     """One Lambda task of the state machine: `{"step": model_step|tools_done|fail_run, "run_id", …}`."""
-    from threadgate.domain.steps import fail_run, model_step, tools_done
+    from threadgate.domain.steps import fail_run, model_step
 
     deps, step, run_id = rt.run_deps(), event["step"], event["run_id"]
     if step == "model_step":
         return dict(_run(model_step(deps, run_id)))
     if step == "tools_done":
-        tools_done(deps, run_id, event.get("results") or [])
-        return None
+        return _run(_tools_done(deps, run_id, event.get("results") or []))
     if step == "fail_run":
         return dict(_run(fail_run(deps, run_id, STEP_FAILED)))
     raise ValueError(f"unknown step {step!r}")
+
+
+async def _tools_done(deps: Any, run_id: str, results: list[dict[str, Any]]) -> None:
+    """`tools_done` with its events stored before the invocation ends (the container may freeze
+    right after, and the next step numbers its events after the last stored one)."""
+    from threadgate.domain.run_events import RunEventLog
+    from threadgate.domain.steps import tools_done
+
+    events = RunEventLog.resume(deps.runs, run_id)
+    tools_done(deps, run_id, results, events)
+    await events.flush()
 
 
 _loop: asyncio.AbstractEventLoop | None = None

@@ -96,30 +96,35 @@ def handle(event: dict[str, Any], context: Any, rt: Runtime) -> dict[str, Any]:
 
 async def deliver_message(rt: Runtime, message: ToolCallMessage, receive: int, receipt_handle: str) -> None:
     """One receive of one tool call (see the module docstring). Raises Requeued to be retried."""
-    from threadgate.domain.runs import ToolOutcome
-
     runs, tasks = rt.stores.runs, rt.task_answers
     run_id, tool_use_id = message.run_id, message.tool_use_id
     stored = runs.get_tool_outcomes(run_id, [tool_use_id]).get(tool_use_id)
     if stored is None:
         if not tasks.heartbeat(message.task_token):
             return  # the execution stopped waiting (timed out, stopped): deliver nothing
-        delivery = _pending_delivery(rt, run_id, tool_use_id)
-        if delivery is None:  # the run ended or was cancelled: tools_done answers the call
+        call = _pending_call(rt, run_id, tool_use_id)
+        if call is None:  # the run ended or was cancelled: tools_done answers the call
             tasks.succeed(message.task_token, {"tool_use_id": tool_use_id, "is_error": True})
             return
-        async with _webhook_client() as client:
-            result = await delivery.attempt(receive, last=receive >= MAX_RECEIVES, client=client)
-        if result.retryable and receive < MAX_RECEIVES:
-            delay = requeue_delay_s(receive, result.retry_after_s, rt.settings.webhook_requeue_base_s)
-            _requeue(rt, receipt_handle, delay)
-            raise Requeued(f"{tool_use_id}: {result.reason}; next receive in {delay} s")
-        stored = runs.put_tool_outcome(run_id, tool_use_id, ToolOutcome(
-            output_text=result.output_text, is_error=result.is_error, attempts=result.attempts,
-            status_code=result.status, latency_ms=result.duration_ms,
-        ))
+        stored = runs.put_tool_outcome(run_id, tool_use_id, await _attempt(rt, call, receive, receipt_handle))
     # A redelivery of an answered call lands here directly: the webhook is never called twice.
     tasks.succeed(message.task_token, {"tool_use_id": tool_use_id, "is_error": stored.is_error})
+
+
+async def _attempt(rt: Runtime, call: Any, receive: int, receipt_handle: str) -> Any:
+    """The outcome of this receive's attempt; raises Requeued when another receive should try."""
+    from threadgate.domain.runs import ToolOutcome
+
+    if call.tool_id is None:
+        return ToolOutcome.unknown_tool(call.call.get("name"))
+    delivery = rt.prepare_delivery(call.account_id, call.tool_id, call.call, call.context)
+    async with _webhook_client() as client:
+        result = await delivery.attempt(receive, last=receive >= MAX_RECEIVES, client=client)
+    if result.retryable and receive < MAX_RECEIVES:
+        delay = requeue_delay_s(receive, result.retry_after_s, rt.settings.webhook_requeue_base_s)
+        _requeue(rt, receipt_handle, delay)
+        raise Requeued(f"{call.call.get('id')}: {result.reason}; next receive in {delay} s")
+    return ToolOutcome.of_delivery(result)
 
 
 def fail_dead_letter(rt: Runtime, body: str) -> None:
@@ -141,8 +146,8 @@ def fail_dead_letter(rt: Runtime, body: str) -> None:
         rt.task_answers.succeed(message.task_token, {"tool_use_id": message.tool_use_id, "is_error": stored.is_error})
 
 
-def _pending_delivery(rt: Runtime, run_id: str, tool_use_id: str) -> Any:
-    """The call ready to send (webhooks.PreparedDelivery), or None when its run no longer waits."""
+def _pending_call(rt: Runtime, run_id: str, tool_use_id: str) -> Any:
+    """The call to deliver (steps.PendingToolCall), or None when its run no longer waits for it."""
     from threadgate.domain.errors import NotFound
     from threadgate.domain.steps import tool_call
 
@@ -150,10 +155,9 @@ def _pending_delivery(rt: Runtime, run_id: str, tool_use_id: str) -> Any:
     if run is None or run.finished or run.cancel_requested:
         return None
     try:
-        pending = tool_call(rt.run_deps(), run_id, tool_use_id)
+        return tool_call(rt.run_deps(), run_id, tool_use_id)
     except NotFound:  # the thread moved on or was deleted
         return None
-    return rt.prepare_delivery(pending.account_id, pending.tool_id, pending.call, pending.context)
 
 
 def _webhook_client() -> Any:

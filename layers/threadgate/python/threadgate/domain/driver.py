@@ -133,12 +133,11 @@ async def deliver_tools(deps: RunDeps, ctx: RunContext, calls: list[PendingToolC
 
     async def deliver(call: PendingToolCall) -> None:
         if call.tool_id is None or deps.dispatch is None:
-            result = ToolOutcome(f"unknown tool {call.call.get('name')!r}", True, attempts=0)
+            result = ToolOutcome.unknown_tool(call.call.get("name"))
         else:
             try:
-                res = await deps.dispatch(call.account_id, call.tool_id, call.call, call.context)
-                result = ToolOutcome(res.output_text, bool(res.is_error), attempts=res.attempts,
-                                     status_code=res.status, latency_ms=res.duration_ms)
+                result = ToolOutcome.of_delivery(
+                    await deps.dispatch(call.account_id, call.tool_id, call.call, call.context))
             except Exception:  # a dispatcher bug must not break the thread
                 result = ToolOutcome("tool dispatch failed", True, attempts=0)
         await asyncio.to_thread(deps.runs.put_tool_outcome, run_id, call.call["id"], result)

@@ -123,6 +123,17 @@ class ToolOutcome:
         return asdict(self)
 
     @classmethod
+    def of_delivery(cls, result: Any) -> "ToolOutcome":
+        """From a `webhooks.DeliveryResult` (its last attempt), whichever driver delivered it."""
+        return cls(result.output_text, bool(result.is_error), attempts=result.attempts,
+                   status_code=result.status, latency_ms=result.duration_ms)
+
+    @classmethod
+    def unknown_tool(cls, name: Any) -> "ToolOutcome":
+        """The model named a tool the run does not have: nothing is delivered."""
+        return cls(f"unknown tool {name!r}", True, attempts=0)
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ToolOutcome":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
