@@ -11,6 +11,7 @@ Behaviours, chosen by path (POST only):
     /text                 text/plain "plain text answer"
     /slow/<seconds>       sleeps, then /echo
     /flaky/<n>            503 for the first n deliveries of each delivery id, then /echo
+    /limited/<n>/<s>      429 with `Retry-After: <s>` for the first n deliveries of each id, then /echo
     /status/<code>        always <code> with an HTML error page (which must never reach the model)
     /big                  a 2 MiB body streamed in chunks without content-length
     /big-declared         a 2 MiB body with content-length
@@ -57,6 +58,7 @@ class Delivery:
     attempt: int  # X-Qlaud-Attempt (0 when missing or not a number)
     delivery_id: str | None  # X-Qlaud-Delivery
     signature_valid: bool | None
+    received_at: float = 0.0  # time.monotonic() on arrival
 
     @property
     def json(self) -> Any:
@@ -118,12 +120,17 @@ class WebhookReceiver:
             if not await self._sleep(request, float(arg)):
                 return Response(status_code=499)
             return self._echo(delivery)
-        if head == "flaky":
+        if head in ("flaky", "limited"):
+            times, _, retry_after = arg.partition("/")
             key = (path, delivery.delivery_id)
             with self._lock:
                 self._failures[key] += 1
-                failing = self._failures[key] <= int(arg)
-            return PlainTextResponse(ERROR_PAGE, status_code=503) if failing else self._echo(delivery)
+                failing = self._failures[key] <= int(times)
+            if not failing:
+                return self._echo(delivery)
+            if head == "limited":
+                return PlainTextResponse("slow down", status_code=429, headers={"retry-after": retry_after})
+            return PlainTextResponse(ERROR_PAGE, status_code=503)
         if head == "status":
             return PlainTextResponse(ERROR_PAGE, status_code=int(arg))
         simple = {
@@ -154,6 +161,7 @@ class WebhookReceiver:
             attempt=int(attempt) if attempt.isdigit() else 0,
             delivery_id=headers.get("x-qlaud-delivery"),
             signature_valid=None if secret is None else verify_request(secret, body, request.headers),
+            received_at=time.monotonic(),
         )
         with self._lock:
             self.deliveries.append(delivery)

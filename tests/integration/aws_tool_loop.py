@@ -24,6 +24,7 @@ failed without asking for a delay comes back at once, and the delays the worker 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import threading
@@ -79,12 +80,18 @@ class AwsToolLoop:
     loop: Function
     webhooks: Function
     runtime: Any  # () -> a new Runtime on these tables and settings (another "container")
+    # The stream function's event loop: its HTTP clients live as long as it does, as in uvicorn.
+    request_loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     webhook_receives: list[tuple[str, int, str]] = field(default_factory=list)  # (tool_use_id, count, queue)
     errors: list[BaseException] = field(default_factory=list)  # what the poller itself hit
 
     @property
     def sfn(self) -> Any:
         return self.session.client("stepfunctions")
+
+    def in_request(self, coroutine: Any) -> Any:
+        """Run `coroutine` as the stream function would, on its one event loop."""
+        return self.request_loop.run_until_complete(coroutine)
 
     def execution_arn(self, run_id: str) -> str:
         name = self.state_machine_arn.rsplit(":", 1)[-1]
@@ -225,3 +232,4 @@ def aws_tool_loop(fake_anthropic: Any, tmp_path: Path, **overrides: Any) -> Iter
             finally:
                 poller.stopping.set()
                 poller.join(10)
+                aws.request_loop.close()

@@ -4,7 +4,6 @@ aws_tool_loop.py says how each AWS part is stood in for). Issue #8."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any, Iterator
 
@@ -54,6 +53,9 @@ def gw(aws_module, fake_anthropic) -> Iterator[Gateway]:
 
 
 def register(gw, receiver: WebhookReceiver, name: str, path: str, timeout_ms: int = 5000) -> dict[str, Any]:
+    """A tool named `name` plus a suffix (tool names are unique per account; the module's tests
+    share one account)."""
+    name = f"{name}_{uuid.uuid4().hex[:6]}"
     with gw.admin() as admin:
         r = admin.post("/v1/tools", json={"name": name, "description": f"the {name} tool", "input_schema": SCHEMA,
                                            "webhook_url": receiver.url(path), "timeout_ms": timeout_ms})
@@ -77,9 +79,25 @@ def history(gw, key: dict[str, Any], thread_id: str) -> list[dict[str, Any]]:
     return r.json()["data"]
 
 
-def turn(aws: AwsToolLoop, key: dict[str, Any], thread_id: str, tools: list[dict[str, Any]], text: str = "look it up"):
+def usage_events(gw, key: dict[str, Any]) -> list[dict[str, Any]]:
+    with gw.admin() as admin:
+        r = admin.get(f"/v1/keys/{key['id']}/usage")
+    assert r.status_code == 200, r.text
+    return r.json()["events"]
+
+
+def event_types(aws: AwsToolLoop, run_id: str) -> list[str]:
+    """The run's stored §6.2 events (what a client streaming the run receives), by type."""
+    events = aws.stores.runs.list_events(run_id)
+    assert [seq for seq, _ in events] == list(range(1, len(events) + 1))  # dense, from 1
+    return [e["type"] for _, e in events]
+
+
+def turn(aws: AwsToolLoop, key: dict[str, Any], thread_id: str, tools: list[dict[str, Any]], text: str = "look it up",
+         *, max_iterations: int = 8, tool_loop: Any = "aws"):
     """A thread turn as the stream function runs it: its first model call here, the rest handed
-    to the Step Functions driver (`Runtime.tool_loop`). Returns (run id, outcome of the request)."""
+    to the Step Functions driver (`Runtime.tool_loop`; tool_loop=None: the inline driver).
+    Returns (run id, outcome of the request)."""
     from threadgate.domain.driver import drive
     from threadgate.domain.keys import authenticate, principal_of
     from threadgate.domain.run_events import RunEventLog
@@ -92,18 +110,25 @@ def turn(aws: AwsToolLoop, key: dict[str, Any], thread_id: str, tools: list[dict
         run_id=f"req_{uuid.uuid4().hex[:24]}", principal=principal,
         thread=rt.stores.threads.get_thread(principal.account_id, thread_id), model=rt.model(MODEL),
         params={"max_tokens": 200}, content=[{"type": "text", "text": text}],
-        tools=[rt.stores.tools.get_tool(principal.account_id, t["id"]) for t in tools],
+        tools=[rt.stores.tools.get_tool(principal.account_id, t["id"]) for t in tools], max_iterations=max_iterations,
     )
     ctx = start_run(deps, request)
-    step = asyncio.run(drive(deps, ctx, RunEventLog(deps.runs, request.run_id), tool_loop=rt.tool_loop))
-    return request.run_id, step
+    driver = rt.tool_loop if tool_loop == "aws" else tool_loop
+    events = RunEventLog(deps.runs, request.run_id)
+
+    async def go():
+        step = await drive(deps, ctx, events, tool_loop=driver)
+        await events.flush()
+        return step
+
+    return request.run_id, aws.in_request(go())
 
 
 def test_one_tool_call_runs_as_an_execution_and_completes_the_turn(aws, gw, receiver):
     tool = register(gw, receiver, "lookup", "/echo")
     key = gw.mint()
     thread_id = new_thread(gw, key)
-    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse("lookup", {"q": "acct_42"}, id="toolu_one")]),
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {"q": "acct_42"}, id="toolu_one")]),
                     FakeReply(text="Found it."))
 
     run_id, step = turn(aws, key, thread_id, [tool])
@@ -120,3 +145,91 @@ def test_one_tool_call_runs_as_an_execution_and_completes_the_turn(aws, gw, rece
     [delivery] = receiver.deliveries_for("toolu_one")
     assert (delivery.attempt, delivery.signature_valid) == (1, True)
     assert aws.webhook_receives == [("toolu_one", 1, "queue")]
+
+
+def test_a_text_answer_ends_in_the_request_without_an_execution(aws, gw, receiver):
+    tool = register(gw, receiver, "lookup", "/echo")
+    key = gw.mint()
+    thread_id = new_thread(gw, key)
+    gw.fake.enqueue(FakeReply(text="No tool needed."))
+
+    run_id, step = turn(aws, key, thread_id, [tool])
+
+    assert step["next"] == "done"
+    assert run_id not in {e["name"] for e in aws.executions()}
+    assert [m["content"][0]["type"] for m in history(gw, key, thread_id)] == ["text", "text"]
+    assert len(usage_events(gw, key)) == 1
+    assert receiver.deliveries == [] and aws.webhook_receives == []
+
+
+def test_two_tool_calls_of_one_answer_are_delivered_in_parallel_and_answered_in_the_models_order(aws, gw, receiver):
+    slow = register(gw, receiver, "slow", "/slow/0.3")
+    quick = register(gw, receiver, "quick", "/echo")
+    key = gw.mint()
+    thread_id = new_thread(gw, key)
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(slow["name"], {"q": "a"}, id="toolu_slow"),
+                                         FakeToolUse(quick["name"], {"q": "b"}, id="toolu_quick")]),
+                    FakeReply(text="Both done."))
+
+    run_id, _ = turn(aws, key, thread_id, [slow, quick])
+
+    assert aws.wait_for_execution(run_id)["status"] == "SUCCEEDED"
+    assert aws.states_entered(run_id).count("DeliverTool") == 2
+    # Both messages were out before either answer came back: the Map sent them at once.
+    assert {tool_use_id for tool_use_id, _, _ in aws.webhook_receives[:2]} == {"toolu_slow", "toolu_quick"}
+    results = history(gw, key, thread_id)[2]["content"]
+    assert [(r["tool_use_id"], r["content"]) for r in results] == [
+        ("toolu_slow", '{"q": "a"}'), ("toolu_quick", '{"q": "b"}')]
+    assert len(usage_events(gw, key)) == 2
+    assert event_types(aws, run_id).count("qlaud.tool_dispatch_done") == 2
+
+
+def test_a_webhook_failing_twice_succeeds_on_the_third_receive_with_one_delivery_id(aws, gw, receiver):
+    tool = register(gw, receiver, "lookup", "/flaky/2")
+    key = gw.mint()
+    thread_id = new_thread(gw, key)
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {"q": "x"}, id="toolu_flaky")]), FakeReply(text="ok"))
+
+    run_id, _ = turn(aws, key, thread_id, [tool])
+
+    assert aws.wait_for_execution(run_id)["status"] == "SUCCEEDED"
+    deliveries = receiver.deliveries_for("toolu_flaky")
+    assert [d.attempt for d in deliveries] == [1, 2, 3]  # X-Qlaud-Attempt = the SQS receive count
+    assert all(d.signature_valid for d in deliveries) and len({d.body for d in deliveries}) == 1
+    assert aws.webhook_receives == [("toolu_flaky", 1, "queue"), ("toolu_flaky", 2, "queue"), ("toolu_flaky", 3, "queue")]
+    [result] = history(gw, key, thread_id)[2]["content"]
+    assert (result["content"], result.get("is_error", False)) == ('{"q": "x"}', False)
+    assert aws.states_entered(run_id).count("DeliverTool") == 1  # one task, answered once
+
+
+def test_a_webhook_failing_every_receive_gives_the_model_the_same_reason_as_in_process(aws, gw, receiver):
+    tool = register(gw, receiver, "lookup", "/status/503")
+    key = gw.mint()
+    thread_id = new_thread(gw, key)
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {}, id="toolu_down")]), FakeReply(text="It is down."))
+
+    run_id, _ = turn(aws, key, thread_id, [tool])
+
+    assert aws.wait_for_execution(run_id)["status"] == "SUCCEEDED"
+    assert [d.attempt for d in receiver.deliveries_for("toolu_down")] == [1, 2, 3, 4]
+    [result] = history(gw, key, thread_id)[2]["content"]
+    assert result == {"type": "tool_result", "tool_use_id": "toolu_down", "is_error": True,
+                      "content": "webhook failed: HTTP 503 after 4 attempts"}
+    assert history(gw, key, thread_id)[3]["content"] == [{"type": "text", "text": "It is down."}]
+    assert len(usage_events(gw, key)) == 2
+
+
+def test_a_429_with_retry_after_is_received_again_no_sooner_than_asked(aws, gw, receiver):
+    tool = register(gw, receiver, "lookup", "/limited/1/1")
+    key = gw.mint()
+    thread_id = new_thread(gw, key)
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {"q": "r"}, id="toolu_limited")]), FakeReply(text="ok"))
+
+    run_id, _ = turn(aws, key, thread_id, [tool])
+
+    assert aws.wait_for_execution(run_id)["status"] == "SUCCEEDED"
+    first, second = receiver.deliveries_for("toolu_limited")
+    assert (first.attempt, second.attempt) == (1, 2)
+    # The requeue backoff is 0 in these tests: only the receiver's Retry-After can explain the wait.
+    assert second.received_at - first.received_at >= 1.0
+    assert history(gw, key, thread_id)[2]["content"][0]["content"] == '{"q": "r"}'
