@@ -233,3 +233,105 @@ def test_a_429_with_retry_after_is_received_again_no_sooner_than_asked(aws, gw, 
     # The requeue backoff is 0 in these tests: only the receiver's Retry-After can explain the wait.
     assert second.received_at - first.received_at >= 1.0
     assert history(gw, key, thread_id)[2]["content"][0]["content"] == '{"q": "r"}'
+
+
+class ToolsOutage:
+    """The webhooks function's view of the tools table while reading it fails (a KMS or DynamoDB
+    outage): every receive of a call fails before delivering anything."""
+
+    def __init__(self, tools: Any):
+        self._tools = tools
+
+    def get_tool(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("KMS Decrypt: ThrottlingException")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tools, name)
+
+
+def test_a_call_the_worker_cannot_settle_goes_to_the_dlq_and_the_model_sees_an_error(aws, gw, receiver, monkeypatch):
+    import dataclasses
+
+    from threadgate.background.webhook_worker import GAVE_UP
+
+    tool = register(gw, receiver, "lookup", "/echo")
+    key = gw.mint()
+    thread_id = new_thread(gw, key)
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {}, id="toolu_dead")]), FakeReply(text="Sorry."))
+    stores = aws.webhooks.runtime.stores
+    monkeypatch.setattr(aws.webhooks.runtime, "stores", dataclasses.replace(stores, tools=ToolsOutage(stores.tools)))
+
+    run_id, _ = turn(aws, key, thread_id, [tool])
+
+    assert aws.wait_for_execution(run_id)["status"] == "SUCCEEDED"
+    assert aws.webhook_receives == [("toolu_dead", n, "queue") for n in (1, 2, 3, 4)] + [("toolu_dead", 5, "dlq")]
+    assert receiver.deliveries_for("toolu_dead") == []
+    failed = [e["taskFailedEventDetails"] for e in aws.history(run_id) if e["type"] == "TaskFailed"]
+    assert [f["error"] for f in failed] == ["Webhook.GaveUp"]  # the DLQ handler's SendTaskFailure
+    assert "DeliveryGaveUp" in aws.states_entered(run_id)  # the Map's Catch
+    messages = history(gw, key, thread_id)
+    assert messages[2]["content"] == [{"type": "tool_result", "tool_use_id": "toolu_dead", "is_error": True,
+                                       "content": GAVE_UP}]
+    assert messages[3]["content"] == [{"type": "text", "text": "Sorry."}]  # the turn completed
+
+
+def test_a_model_that_always_asks_for_tools_stops_at_the_limit_with_a_valid_thread(aws, gw, receiver):
+    tool = register(gw, receiver, "lookup", "/echo")
+    key = gw.mint()
+    thread_id = new_thread(gw, key)
+    gw.fake.enqueue(*[FakeReply(tool_uses=[FakeToolUse(tool["name"], {"q": str(i)}, id=f"toolu_again_{i}")])
+                      for i in range(1, 4)])
+
+    run_id, _ = turn(aws, key, thread_id, [tool], max_iterations=3)
+
+    assert aws.wait_for_execution(run_id)["status"] == "SUCCEEDED"
+    states = aws.states_entered(run_id)
+    assert states.count("ModelStep") == 2 and states[-1] == "LimitReached"
+    messages = history(gw, key, thread_id)
+    assert [m["role"] for m in messages] == ["user"] + ["assistant", "user"] * 3  # every tool_use answered
+    assert messages[-1]["content"] == [{"type": "tool_result", "tool_use_id": "toolu_again_3", "is_error": True,
+                                        "content": "not executed: iteration limit reached"}]
+    assert len(receiver.deliveries) == 2  # the third call was never delivered
+    assert len(usage_events(gw, key)) == 3
+    done = aws.stores.runs.list_events(run_id)[-1][1]
+    assert (done["type"], done["iterations"], done["hit_max_iterations"]) == ("qlaud.done", 3, True)
+
+
+def test_a_cap_exhausted_mid_run_ends_the_run_failed_after_the_tool_results(aws, gw, receiver):
+    from threadgate.domain.keys import authenticate
+
+    tool = register(gw, receiver, "lookup", "/slow/2")
+    key = gw.mint()
+    thread_id = new_thread(gw, key)
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {}, id="toolu_capped")]), FakeReply(text="never"))
+
+    run_id, _ = turn(aws, key, thread_id, [tool])
+    account_id = authenticate(aws.stores.keys, key["secret"]).account_id
+    aws.stores.keys.update_key(account_id, key["id"], cap_micros=1)  # while the webhook works
+
+    assert aws.wait_for_execution(run_id)["status"] == "SUCCEEDED"
+    assert aws.states_entered(run_id)[-1] == "RunFailed"
+    assert [m["content"][0]["type"] for m in history(gw, key, thread_id)] == ["text", "tool_use", "tool_result"]
+    assert len(usage_events(gw, key)) == 1  # the refused call was never made
+    types = event_types(aws, run_id)
+    assert types[-2:] == ["qlaud.error", "qlaud.done"]
+    error = aws.stores.runs.list_events(run_id)[-2][1]["error"]
+    assert error["type"] == "key_cap_exceeded", error
+
+
+def test_the_thread_deleted_mid_run_ends_the_run_without_a_failed_execution(aws, gw, receiver):
+    tool = register(gw, receiver, "lookup", "/slow/2")
+    key = gw.mint()
+    thread_id = new_thread(gw, key)
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {}, id="toolu_orphan")]), FakeReply(text="never"))
+
+    run_id, _ = turn(aws, key, thread_id, [tool])
+    with gw.client(key["secret"]) as c:
+        assert c.delete(f"/v1/threads/{thread_id}").status_code == 200
+
+    described = aws.wait_for_execution(run_id)
+    assert described["status"] == "SUCCEEDED", aws.states_entered(run_id)
+    assert aws.states_entered(run_id)[-1] == "RunFailed"
+    with gw.client(key["secret"]) as c:
+        assert c.get(f"/v1/threads/{thread_id}/messages").status_code == 404
+    assert len(usage_events(gw, key)) == 1
