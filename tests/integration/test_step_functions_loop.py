@@ -335,3 +335,63 @@ def test_the_thread_deleted_mid_run_ends_the_run_without_a_failed_execution(aws,
     with gw.client(key["secret"]) as c:
         assert c.get(f"/v1/threads/{thread_id}/messages").status_code == 404
     assert len(usage_events(gw, key)) == 1
+
+
+# --- driver equivalence ------------------------------------------------------------------------------
+
+
+def _script(gw, tools: dict[str, dict[str, Any]], tag: str) -> None:
+    """Two tool iterations (two parallel calls, one of them flaky; then one call), then text.
+    `tag` keeps tool_use ids distinct per run (same length, so the same token counts)."""
+    gw.fake.enqueue(
+        FakeReply(tool_uses=[FakeToolUse(tools["flaky"]["name"], {"q": "1"}, id=f"toolu_{tag}_1"),
+                             FakeToolUse(tools["echo"]["name"], {"q": "2"}, id=f"toolu_{tag}_2")]),
+        FakeReply(text="One more.", tool_uses=[FakeToolUse(tools["error"]["name"], {"q": "3"}, id=f"toolu_{tag}_3")]),
+        FakeReply(text="All done."),
+    )
+
+
+def _normalized(value: Any, tag: str) -> Any:
+    """Ids aside: run, thread, message and request ids dropped; the run's tool_use ids untagged."""
+    if isinstance(value, dict):
+        return {k: _normalized(v, tag) for k, v in value.items()
+                if k not in {"id", "thread_id", "request_id", "run_id", "created_at", "seq", "latency_ms"}}
+    if isinstance(value, list):
+        return [_normalized(v, tag) for v in value]
+    if isinstance(value, str):
+        return value.replace(f"toolu_{tag}_", "toolu_")
+    return value
+
+
+def test_the_inline_and_step_functions_drivers_give_the_same_thread_usage_and_events(aws, gw, receiver):
+    tools = {name: register(gw, receiver, name, path)
+             for name, path in (("flaky", "/flaky/1"), ("echo", "/echo"), ("error", "/tool-error"))}
+    runs = {}
+    for tag, driver in (("a", None), ("b", "aws")):
+        key = gw.mint()
+        thread_id = new_thread(gw, key)
+        _script(gw, tools, tag)
+        run_id, _ = turn(aws, key, thread_id, list(tools.values()), tool_loop=driver)
+        if driver == "aws":
+            assert aws.wait_for_execution(run_id)["status"] == "SUCCEEDED"
+        runs[tag] = (key, thread_id, run_id)
+
+    def observed(tag: str) -> dict[str, Any]:
+        key, thread_id, run_id = runs[tag]
+        usage = [{k: e[k] for k in ("model", "input_tokens", "output_tokens", "cost_micros")}
+                 for e in reversed(usage_events(gw, key))]
+        return _normalized({
+            "thread": [{k: m[k] for k in ("role", "content", "model")} for m in history(gw, key, thread_id)],
+            "usage": usage,
+            "events": [event for _, event in aws.stores.runs.list_events(run_id)],
+        }, tag)
+
+    inline, durable = observed("a"), observed("b")
+    assert len(inline["thread"]) == 6 and len(inline["usage"]) == 3
+    assert inline["thread"] == durable["thread"]
+    assert inline["usage"] == durable["usage"]
+    assert [e["type"] for e in inline["events"]] == [e["type"] for e in durable["events"]]
+    assert inline["events"] == durable["events"]
+    # The flaky tool was delivered twice on both paths (attempts 1, 2), with one delivery id each.
+    assert [d.attempt for d in receiver.deliveries_for("toolu_a_1")] == [1, 2]
+    assert [d.attempt for d in receiver.deliveries_for("toolu_b_1")] == [1, 2]
