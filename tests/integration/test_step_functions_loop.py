@@ -4,6 +4,7 @@ aws_tool_loop.py says how each AWS part is stood in for). Issue #8."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any, Iterator
 
@@ -395,3 +396,48 @@ def test_the_inline_and_step_functions_drivers_give_the_same_thread_usage_and_ev
     # The flaky tool was delivered twice on both paths (attempts 1, 2), with one delivery id each.
     assert [d.attempt for d in receiver.deliveries_for("toolu_a_1")] == [1, 2]
     assert [d.attempt for d in receiver.deliveries_for("toolu_b_1")] == [1, 2]
+
+
+def test_a_redelivered_answered_message_only_answers_again_and_never_calls_the_webhook_twice(aws, gw, receiver):
+    tool = register(gw, receiver, "lookup", "/echo")
+    key = gw.mint()
+    thread_id = new_thread(gw, key)
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {}, id="toolu_twice")]), FakeReply(text="ok"))
+    run_id, _ = turn(aws, key, thread_id, [tool])
+    assert aws.wait_for_execution(run_id)["status"] == "SUCCEEDED"
+    [original] = [r["body"] for batch in aws.webhooks.invocations for r in batch["Records"]
+                  if "toolu_twice" in r["body"]]
+
+    # SQS delivers at least once: the same message again, after the call was answered.
+    sqs = aws.session.client("sqs")
+    sqs.send_message(QueueUrl=aws.queue_url, MessageBody=original)
+    deadline = time.monotonic() + 10
+    while aws.webhook_receives.count(("toolu_twice", 1, "queue")) < 2 or sqs.get_queue_attributes(
+            QueueUrl=aws.queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]["ApproximateNumberOfMessagesNotVisible"] != "0":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+    assert len(receiver.deliveries_for("toolu_twice")) == 1
+    assert not aws.errors
+    assert sqs.get_queue_attributes(QueueUrl=aws.queue_url, AttributeNames=["ApproximateNumberOfMessages"])[
+        "Attributes"]["ApproximateNumberOfMessages"] == "0"  # handled (its late answer dropped), not retried
+
+
+def test_a_cancel_during_a_tool_call_stops_the_run_at_the_next_step_and_ignores_the_late_answer(aws, gw, receiver):
+    tool = register(gw, receiver, "lookup", "/slow/2")
+    key = gw.mint()
+    thread_id = new_thread(gw, key)
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {}, id="toolu_late")]), FakeReply(text="never"))
+
+    run_id, _ = turn(aws, key, thread_id, [tool])
+    aws.stores.runs.update_run(run_id, {"cancel_requested": True})  # what the cancel route records
+
+    assert aws.wait_for_execution(run_id)["status"] == "SUCCEEDED"
+    assert aws.states_entered(run_id)[-1] == "Cancelled"
+    messages = history(gw, key, thread_id)
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    [result] = messages[2]["content"]
+    assert result["is_error"] and result["content"] != '{}'  # not the webhook's late answer
+    assert len(usage_events(gw, key)) == 1
+    assert aws.stores.runs.get_run(run_id).status == "cancelled"
