@@ -327,15 +327,17 @@ class LocalOnly(importlib.abc.MetaPathFinder):
             raise ImportError(f"{name} is local-only: not in the Lambda deps layer")
 
 sys.meta_path.insert(0, LocalOnly())
-for name in ("api", "jobs", "indexer", "sweeper", "bootstrap"):
+for name in ("api", "jobs", "indexer", "sweeper", "bootstrap", "loop", "webhooks"):
     path = os.path.join("functions", name, f"{name}_handler.py")
     spec = importlib.util.spec_from_file_location(f"{name}_handler", path)
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
 import threadgate.api.asgi  # what run.sh starts on the stream function
+import threadgate.domain.steps, threadgate.webhooks.delivery  # what the loop and webhooks functions import late
 from threadgate.runtime import build
 from threadgate.config import Settings
 runtime = build(Settings())
 assert runtime.indexer is not None, "no search indexer in AWS mode"
+assert type(runtime.tool_loop).__name__ == "StepFunctionsToolLoop", "tool turns on AWS run as executions"
 print("ok")
 """
 

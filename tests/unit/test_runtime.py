@@ -28,3 +28,15 @@ def test_a_provider_key_set_after_deploy_is_used_without_a_cold_start(monkeypatc
         assert "claude-haiku-4-5" not in [m.id for m in rt.available_models()]  # rechecked at most every 5 min
         rt._providers_checked_at -= 301
         assert rt.model("claude-haiku-4-5").provider == "anthropic"
+
+
+@pytest.mark.parametrize("mode, choice, durable", [
+    ("aws", None, True), ("local", None, False), ("test", None, False),
+    ("aws", "inline", False), ("local", "stepfunctions", True),
+])
+def test_tool_turns_continue_as_executions_on_aws_and_inline_elsewhere_unless_told(monkeypatch, mode, choice, durable):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    settings = Settings(mode=mode, tool_loop=choice, tool_loop_state_machine_arn="arn:aws:states:us-east-1:1:stateMachine:x")
+    rt = Runtime(settings=settings, stores=open_sqlite(":memory:"), catalog=load_catalog(settings), providers={})
+    assert (type(rt.tool_loop).__name__ == "StepFunctionsToolLoop") is durable
+    assert durable or rt.tool_loop is None

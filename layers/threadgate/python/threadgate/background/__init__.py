@@ -5,6 +5,8 @@
 | `jobs_runner` | `/v1/jobs`: validate, store, hand a job to a runner | in-process worker (asyncio tasks) | sends the job to the jobs SQS queue |
 | `jobs_worker` | runs a queued job once (never twice), marks dead letters failed | — | `jobs` Lambda (SQS event source) |
 | `search_indexer` | keeps the search index in step with the threads table | the turn indexes inline | `indexer` Lambda (DynamoDB stream) |
+| `tool_loop` | a run whose model asked for tools continues as a Step Functions execution: start it (named by the run id), run its steps | the request runs the loop (`domain.driver`) | StartExecution from `stream`/`jobs`; steps in the `loop` Lambda |
+| `webhook_worker` | one webhook delivery attempt per SQS receive, answered by task token; dead letters end their task | — (in-process retries) | `webhooks` Lambda (webhook queue + its DLQ) |
 
 Expired reservations are settled by `domain.metering.sweep_expired` (the `sweeper` Lambda on a
 schedule on AWS; `python -m threadgate sweep` and the local server's periodic task locally).
