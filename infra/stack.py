@@ -143,15 +143,14 @@ class ThreadgateStack(Stack):
         for secret in data.provider_secrets.values():
             secret.grant_read(self.jobs_fn.role)
         # A tool-loop step is a model call of a turn (billing, threads, run events, a linked job).
-        for logical in ("keys", "usage", "threads", "run_events", "jobs"):
+        for logical in ("keys", "usage", "threads", "runs", "jobs"):
             data.grant_table(self.loop_fn.role, logical, write=True)
-        data.grant_table(self.loop_fn.role, "tools", write=False)
         for secret in data.provider_secrets.values():
             secret.grant_read(self.loop_fn.role)
         # A delivery reads the tool (its sealed secret) and the call, and records the outcome.
         data.grant_table(self.webhooks_fn.role, "tools", write=False)
         data.grant_table(self.webhooks_fn.role, "threads", write=False)
-        data.grant_table(self.webhooks_fn.role, "run_events", write=True)
+        data.grant_table(self.webhooks_fn.role, "runs", write=True)
         data.grant_table(self.webhooks_fn.role, "deliveries", write=True)  # each attempt is recorded
         data.webhook_key.grant(self.webhooks_fn.role, "kms:Decrypt")
         data.grant_table(self.indexer_fn.role, "threads", write=False)  # the stream itself: event source

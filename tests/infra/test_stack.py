@@ -324,8 +324,8 @@ def test_each_function_may_write_only_the_tables_it_needs(synth):
     assert writable("sweeper") == {"keys", "usage"}
     assert writable("bootstrap") == {"keys"}
     assert writable("indexer") == set()
-    assert writable("loop") == {"keys", "usage", "threads", "run_events", "jobs"}
-    assert writable("webhooks") == {"run_events", "deliveries"}
+    assert writable("loop") == {"keys", "usage", "threads", "runs", "jobs"}
+    assert writable("webhooks") == {"runs", "deliveries"}
 
 
 def test_provider_secrets_exist_without_values(synth):
