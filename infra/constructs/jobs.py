@@ -8,8 +8,9 @@ from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
+
+from infra.constructs.queues import queue_with_dlq
 
 WORKER_TIMEOUT = Duration.minutes(15)  # a job is one synchronous request, up to a full tool loop
 # AWS guidance for SQS event sources: visibility ≥ 6× the function timeout, so a batch retried by
@@ -24,20 +25,9 @@ BATCH_SIZE = 5  # records of one batch run concurrently in one invocation
 class JobQueue(Construct):
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
-        self.dlq = sqs.Queue(
-            self, "DeadLetters",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-            visibility_timeout=VISIBILITY_TIMEOUT,  # the jobs function consumes it too
-        )
-        self.queue = sqs.Queue(
-            self, "Queue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(4),
-            visibility_timeout=VISIBILITY_TIMEOUT,
-            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=MAX_RECEIVES),
+        self.queue, self.dlq = queue_with_dlq(
+            self, "Queue", "DeadLetters", visibility_timeout=VISIBILITY_TIMEOUT, retention=Duration.days(4),
+            dlq_retention=Duration.days(14), max_receives=MAX_RECEIVES,
         )
 
     def environment(self) -> dict[str, str]:

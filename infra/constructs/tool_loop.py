@@ -16,11 +16,11 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.config import ROOT, StageConfig
+from infra.constructs.queues import queue_with_dlq
 
 DEFINITION_FILE = ROOT / "infra" / "statemachines" / "tool_loop.asl.json"
 # A tool answers within its timeout_ms (at most 120 s, API.md §7); one batch runs concurrently.
@@ -41,20 +41,10 @@ class DurableToolLoop(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig) -> None:
         super().__init__(scope, construct_id)
         self.config = config
-        self.dlq = sqs.Queue(
-            self, "WebhookDeadLetters",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(1),  # its task token is dead within the hour anyway
-            visibility_timeout=WEBHOOK_VISIBILITY_TIMEOUT,  # the webhooks function consumes it too
-        )
-        self.queue = sqs.Queue(
-            self, "Webhooks",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(1),
-            visibility_timeout=WEBHOOK_VISIBILITY_TIMEOUT,
-            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=MAX_RECEIVES),
+        # Retention: a task token is dead within the hour (DeliverTool's timeout) anyway.
+        self.queue, self.dlq = queue_with_dlq(
+            self, "Webhooks", "WebhookDeadLetters", visibility_timeout=WEBHOOK_VISIBILITY_TIMEOUT,
+            retention=Duration.days(1), dlq_retention=Duration.days(1), max_receives=MAX_RECEIVES,
         )
 
     def wire(self, *, steps: lambda_.IFunction, webhooks: lambda_.IFunction) -> None:

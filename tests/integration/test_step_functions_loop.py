@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import pytest
@@ -15,6 +16,8 @@ from tests.fakes.fake_anthropic import FakeReply, FakeToolUse
 from tests.fakes.servers import serve_asgi
 from tests.fakes.webhook_receivers import WebhookReceiver, running_webhook_receiver
 from tests.integration.aws_tool_loop import AwsToolLoop, aws_tool_loop
+from tests.integration.test_tool_loop import history, new_thread
+from tests.integration.test_tool_loop import register as register_tool
 
 MODEL = "claude-haiku-4-5"
 SCHEMA = {"type": "object", "properties": {"q": {"type": "string"}}}
@@ -53,31 +56,10 @@ def gw(aws_module, fake_anthropic) -> Iterator[Gateway]:
         yield Gateway(url=url, admin_key=admin, runtime=rt, fake=fake_anthropic)
 
 
-def register(gw, receiver: WebhookReceiver, name: str, path: str, timeout_ms: int = 5000) -> dict[str, Any]:
+def register(gw, receiver: WebhookReceiver, name: str, path: str) -> dict[str, Any]:
     """A tool named `name` plus a suffix (tool names are unique per account; the module's tests
     share one account)."""
-    name = f"{name}_{uuid.uuid4().hex[:6]}"
-    with gw.admin() as admin:
-        r = admin.post("/v1/tools", json={"name": name, "description": f"the {name} tool", "input_schema": SCHEMA,
-                                           "webhook_url": receiver.url(path), "timeout_ms": timeout_ms})
-    assert r.status_code == 201, r.text
-    tool = r.json()
-    receiver.secrets[tool["id"]] = tool["secret"]
-    return tool
-
-
-def new_thread(gw, key: dict[str, Any]) -> str:
-    with gw.client(key["secret"]) as c:
-        r = c.post("/v1/threads", json={})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
-
-
-def history(gw, key: dict[str, Any], thread_id: str) -> list[dict[str, Any]]:
-    with gw.client(key["secret"]) as c:
-        r = c.get(f"/v1/threads/{thread_id}/messages", params={"limit": 200})
-    assert r.status_code == 200, r.text
-    return r.json()["data"]
+    return register_tool(gw, receiver, f"{name}_{uuid.uuid4().hex[:6]}", path)
 
 
 def usage_events(gw, key: dict[str, Any]) -> list[dict[str, Any]]:
@@ -125,16 +107,31 @@ def turn(aws: AwsToolLoop, key: dict[str, Any], thread_id: str, tools: list[dict
     return request.run_id, aws.in_request(go())
 
 
-def test_one_tool_call_runs_as_an_execution_and_completes_the_turn(aws, gw, receiver):
-    tool = register(gw, receiver, "lookup", "/echo")
+@dataclass
+class OneCall:
+    key: dict[str, Any]
+    thread_id: str
+    run_id: str
+
+
+def one_call(aws: AwsToolLoop, gw, receiver: WebhookReceiver, path: str, tool_use_id: str, *,
+             input: dict[str, Any] | None = None, answer: str = "ok") -> OneCall:
+    """A turn whose model calls one tool (served at `path`), then answers `answer`; the request
+    has handed the run to the state machine when this returns."""
+    tool = register(gw, receiver, "lookup", path)
     key = gw.mint()
     thread_id = new_thread(gw, key)
-    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {"q": "acct_42"}, id="toolu_one")]),
-                    FakeReply(text="Found it."))
-
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], input or {}, id=tool_use_id)]),
+                    FakeReply(text=answer))
     run_id, step = turn(aws, key, thread_id, [tool])
+    assert step["next"] == "tools"
+    return OneCall(key, thread_id, run_id)
 
-    assert step["next"] == "tools"  # the request handed the run over after its first call
+
+def test_one_tool_call_runs_as_an_execution_and_completes_the_turn(aws, gw, receiver):
+    call = one_call(aws, gw, receiver, "/echo", "toolu_one", input={"q": "acct_42"}, answer="Found it.")
+    key, thread_id, run_id = call.key, call.thread_id, call.run_id
+
     described = aws.wait_for_execution(run_id)
     assert described["status"] == "SUCCEEDED", described
     assert aws.states_entered(run_id) == ["DispatchTools", "DeliverTool", "ToolsDone", "ModelStep", "Route", "Done"]
@@ -186,54 +183,39 @@ def test_two_tool_calls_of_one_answer_are_delivered_in_parallel_and_answered_in_
 
 
 def test_a_webhook_failing_twice_succeeds_on_the_third_receive_with_one_delivery_id(aws, gw, receiver):
-    tool = register(gw, receiver, "lookup", "/flaky/2")
-    key = gw.mint()
-    thread_id = new_thread(gw, key)
-    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {"q": "x"}, id="toolu_flaky")]), FakeReply(text="ok"))
+    call = one_call(aws, gw, receiver, "/flaky/2", "toolu_flaky", input={"q": "x"})
 
-    run_id, _ = turn(aws, key, thread_id, [tool])
-
-    assert aws.wait_for_execution(run_id)["status"] == "SUCCEEDED"
+    assert aws.wait_for_execution(call.run_id)["status"] == "SUCCEEDED"
     deliveries = receiver.deliveries_for("toolu_flaky")
     assert [d.attempt for d in deliveries] == [1, 2, 3]  # X-Qlaud-Attempt = the SQS receive count
     assert all(d.signature_valid for d in deliveries) and len({d.body for d in deliveries}) == 1
     assert aws.webhook_receives == [("toolu_flaky", 1, "queue"), ("toolu_flaky", 2, "queue"), ("toolu_flaky", 3, "queue")]
-    [result] = history(gw, key, thread_id)[2]["content"]
+    [result] = history(gw, call.key, call.thread_id)[2]["content"]
     assert (result["content"], result.get("is_error", False)) == ('{"q": "x"}', False)
-    assert aws.states_entered(run_id).count("DeliverTool") == 1  # one task, answered once
+    assert aws.states_entered(call.run_id).count("DeliverTool") == 1  # one task, answered once
 
 
 def test_a_webhook_failing_every_receive_gives_the_model_the_same_reason_as_in_process(aws, gw, receiver):
-    tool = register(gw, receiver, "lookup", "/status/503")
-    key = gw.mint()
-    thread_id = new_thread(gw, key)
-    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {}, id="toolu_down")]), FakeReply(text="It is down."))
+    call = one_call(aws, gw, receiver, "/status/503", "toolu_down", answer="It is down.")
 
-    run_id, _ = turn(aws, key, thread_id, [tool])
-
-    assert aws.wait_for_execution(run_id)["status"] == "SUCCEEDED"
+    assert aws.wait_for_execution(call.run_id)["status"] == "SUCCEEDED"
     assert [d.attempt for d in receiver.deliveries_for("toolu_down")] == [1, 2, 3, 4]
-    [result] = history(gw, key, thread_id)[2]["content"]
-    assert result == {"type": "tool_result", "tool_use_id": "toolu_down", "is_error": True,
-                      "content": "webhook failed: HTTP 503 after 4 attempts"}
-    assert history(gw, key, thread_id)[3]["content"] == [{"type": "text", "text": "It is down."}]
-    assert len(usage_events(gw, key)) == 2
+    messages = history(gw, call.key, call.thread_id)
+    assert messages[2]["content"] == [{"type": "tool_result", "tool_use_id": "toolu_down", "is_error": True,
+                                       "content": "webhook failed: HTTP 503 after 4 attempts"}]
+    assert messages[3]["content"] == [{"type": "text", "text": "It is down."}]
+    assert len(usage_events(gw, call.key)) == 2
 
 
 def test_a_429_with_retry_after_is_received_again_no_sooner_than_asked(aws, gw, receiver):
-    tool = register(gw, receiver, "lookup", "/limited/1/1")
-    key = gw.mint()
-    thread_id = new_thread(gw, key)
-    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {"q": "r"}, id="toolu_limited")]), FakeReply(text="ok"))
+    call = one_call(aws, gw, receiver, "/limited/1/1", "toolu_limited", input={"q": "r"})
 
-    run_id, _ = turn(aws, key, thread_id, [tool])
-
-    assert aws.wait_for_execution(run_id)["status"] == "SUCCEEDED"
+    assert aws.wait_for_execution(call.run_id)["status"] == "SUCCEEDED"
     first, second = receiver.deliveries_for("toolu_limited")
     assert (first.attempt, second.attempt) == (1, 2)
     # The requeue backoff is 0 in these tests: only the receiver's Retry-After can explain the wait.
     assert second.received_at - first.received_at >= 1.0
-    assert history(gw, key, thread_id)[2]["content"][0]["content"] == '{"q": "r"}'
+    assert history(gw, call.key, call.thread_id)[2]["content"][0]["content"] == '{"q": "r"}'
 
 
 class ToolsOutage:
@@ -255,14 +237,10 @@ def test_a_call_the_worker_cannot_settle_goes_to_the_dlq_and_the_model_sees_an_e
 
     from threadgate.background.webhook_worker import GAVE_UP
 
-    tool = register(gw, receiver, "lookup", "/echo")
-    key = gw.mint()
-    thread_id = new_thread(gw, key)
-    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {}, id="toolu_dead")]), FakeReply(text="Sorry."))
     stores = aws.webhooks.runtime.stores
     monkeypatch.setattr(aws.webhooks.runtime, "stores", dataclasses.replace(stores, tools=ToolsOutage(stores.tools)))
-
-    run_id, _ = turn(aws, key, thread_id, [tool])
+    call = one_call(aws, gw, receiver, "/echo", "toolu_dead", answer="Sorry.")
+    run_id = call.run_id
 
     assert aws.wait_for_execution(run_id)["status"] == "SUCCEEDED"
     assert aws.webhook_receives == [("toolu_dead", n, "queue") for n in (1, 2, 3, 4)] + [("toolu_dead", 5, "dlq")]
@@ -270,7 +248,7 @@ def test_a_call_the_worker_cannot_settle_goes_to_the_dlq_and_the_model_sees_an_e
     failed = [e["taskFailedEventDetails"] for e in aws.history(run_id) if e["type"] == "TaskFailed"]
     assert [f["error"] for f in failed] == ["Webhook.GaveUp"]  # the DLQ handler's SendTaskFailure
     assert "DeliveryGaveUp" in aws.states_entered(run_id)  # the Map's Catch
-    messages = history(gw, key, thread_id)
+    messages = history(gw, call.key, call.thread_id)
     assert messages[2]["content"] == [{"type": "tool_result", "tool_use_id": "toolu_dead", "is_error": True,
                                        "content": GAVE_UP}]
     assert messages[3]["content"] == [{"type": "text", "text": "Sorry."}]  # the turn completed
@@ -301,12 +279,8 @@ def test_a_model_that_always_asks_for_tools_stops_at_the_limit_with_a_valid_thre
 def test_a_cap_exhausted_mid_run_ends_the_run_failed_after_the_tool_results(aws, gw, receiver):
     from threadgate.domain.keys import authenticate
 
-    tool = register(gw, receiver, "lookup", "/slow/2")
-    key = gw.mint()
-    thread_id = new_thread(gw, key)
-    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {}, id="toolu_capped")]), FakeReply(text="never"))
-
-    run_id, _ = turn(aws, key, thread_id, [tool])
+    call = one_call(aws, gw, receiver, "/slow/2", "toolu_capped", answer="never")
+    key, thread_id, run_id = call.key, call.thread_id, call.run_id
     account_id = authenticate(aws.stores.keys, key["secret"]).account_id
     aws.stores.keys.update_key(account_id, key["id"], cap_micros=1)  # while the webhook works
 
@@ -321,12 +295,8 @@ def test_a_cap_exhausted_mid_run_ends_the_run_failed_after_the_tool_results(aws,
 
 
 def test_the_thread_deleted_mid_run_ends_the_run_without_a_failed_execution(aws, gw, receiver):
-    tool = register(gw, receiver, "lookup", "/slow/2")
-    key = gw.mint()
-    thread_id = new_thread(gw, key)
-    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {}, id="toolu_orphan")]), FakeReply(text="never"))
-
-    run_id, _ = turn(aws, key, thread_id, [tool])
+    call = one_call(aws, gw, receiver, "/slow/2", "toolu_orphan", answer="never")
+    key, thread_id, run_id = call.key, call.thread_id, call.run_id
     with gw.client(key["secret"]) as c:
         assert c.delete(f"/v1/threads/{thread_id}").status_code == 200
 
@@ -399,12 +369,8 @@ def test_the_inline_and_step_functions_drivers_give_the_same_thread_usage_and_ev
 
 
 def test_a_redelivered_answered_message_only_answers_again_and_never_calls_the_webhook_twice(aws, gw, receiver):
-    tool = register(gw, receiver, "lookup", "/echo")
-    key = gw.mint()
-    thread_id = new_thread(gw, key)
-    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {}, id="toolu_twice")]), FakeReply(text="ok"))
-    run_id, _ = turn(aws, key, thread_id, [tool])
-    assert aws.wait_for_execution(run_id)["status"] == "SUCCEEDED"
+    call = one_call(aws, gw, receiver, "/echo", "toolu_twice")
+    assert aws.wait_for_execution(call.run_id)["status"] == "SUCCEEDED"
     [original] = [r["body"] for batch in aws.webhooks.invocations for r in batch["Records"]
                   if "toolu_twice" in r["body"]]
 
@@ -428,12 +394,8 @@ def test_a_redelivered_answered_message_only_answers_again_and_never_calls_the_w
 
 
 def test_a_cancel_during_a_tool_call_stops_the_run_at_the_next_step_and_ignores_the_late_answer(aws, gw, receiver):
-    tool = register(gw, receiver, "lookup", "/slow/2")
-    key = gw.mint()
-    thread_id = new_thread(gw, key)
-    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {}, id="toolu_late")]), FakeReply(text="never"))
-
-    run_id, _ = turn(aws, key, thread_id, [tool])
+    call = one_call(aws, gw, receiver, "/slow/2", "toolu_late", answer="never")
+    key, thread_id, run_id = call.key, call.thread_id, call.run_id
     aws.stores.runs.update_run(run_id, {"cancel_requested": True})  # what the cancel route records
 
     assert aws.wait_for_execution(run_id)["status"] == "SUCCEEDED"

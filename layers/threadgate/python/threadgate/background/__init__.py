@@ -8,6 +8,8 @@
 | `tool_loop` | a run whose model asked for tools continues as a Step Functions execution: start it (named by the run id), run its steps | the request runs the loop (`domain.driver`) | StartExecution from `stream`/`jobs`; steps in the `loop` Lambda |
 | `webhook_worker` | one webhook delivery attempt per SQS receive, answered by task token; dead letters end their task | — (in-process retries) | `webhooks` Lambda (webhook queue + its DLQ) |
 
+`sqs_batches` is the batch plumbing both SQS workers share (work queue and DLQ, one function).
+
 Expired reservations are settled by `domain.metering.sweep_expired` (the `sweeper` Lambda on a
 schedule on AWS; `python -m threadgate sweep` and the local server's periodic task locally).
 """

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from threadgate.background.jobs_runner import PreparedJob, error_object, prepare_stored_job, run_prepared
+from threadgate.background.sqs_batches import process_batch
 from threadgate.domain.errors import GatewayError
 from threadgate.domain.jobs import Job, JobOutcome, parse_endpoint
 from threadgate.ports import JobStore
@@ -66,34 +67,12 @@ class JobMessage:
 
 def handle(event: dict[str, Any], context: Any, rt: Runtime) -> dict[str, Any]:
     """The jobs Lambda: one batch from the jobs queue, or from its DLQ. Returns batchItemFailures."""
-    from aws_lambda_powertools.utilities.batch import (
-        AsyncBatchProcessor,
-        BatchProcessor,
-        EventType,
-        async_process_partial_response,
-        process_partial_response,
-    )
-
-    # Every failed record is reported, even when all failed: SQS retries exactly those.
-    records = event.get("Records") or []
-    if records and is_dead_letter(records[0].get("eventSourceARN", ""), rt.settings.jobs_queue_url):
-        dead = BatchProcessor(EventType.SQS, raise_on_entire_batch_failure=False)
-        return process_partial_response(  # type: ignore[return-value]
-            event, lambda record: fail_dead_letter(rt, record.body), dead, context
-        )
 
     async def run_record(record: Any) -> None:
         await run_job_message(rt, JobMessage.parse(record.body))
 
-    live = AsyncBatchProcessor(EventType.SQS, raise_on_entire_batch_failure=False)
-    return async_process_partial_response(event, run_record, live, context)  # type: ignore[return-value]
-
-
-def is_dead_letter(source_arn: str, queue_url: str | None) -> bool:
-    """A record from any queue but the jobs queue itself comes from its DLQ (same function)."""
-    if not queue_url:
-        return False
-    return source_arn.rsplit(":", 1)[-1] != queue_url.rstrip("/").rsplit("/", 1)[-1]
+    return process_batch(event, context, rt.settings.jobs_queue_url, live=run_record,
+                         dead=lambda record: fail_dead_letter(rt, record.body))
 
 
 async def run_job_message(rt: Runtime, message: JobMessage) -> None:

@@ -28,6 +28,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from threadgate.background.sqs_batches import process_batch
 from threadgate.runtime import Runtime
 
 log = logging.getLogger("threadgate.webhooks")
@@ -69,29 +70,13 @@ def requeue_delay_s(receive: int, retry_after_s: float | None, base_s: float) ->
 
 def handle(event: dict[str, Any], context: Any, rt: Runtime) -> dict[str, Any]:
     """The webhooks Lambda: one batch from the webhook queue, or from its DLQ."""
-    from aws_lambda_powertools.utilities.batch import (
-        AsyncBatchProcessor,
-        BatchProcessor,
-        EventType,
-        async_process_partial_response,
-        process_partial_response,
-    )
-
-    from threadgate.background.jobs_worker import is_dead_letter
-
-    records = event.get("Records") or []
-    if records and is_dead_letter(records[0].get("eventSourceARN", ""), rt.settings.webhook_queue_url):
-        dead = BatchProcessor(EventType.SQS, raise_on_entire_batch_failure=False)
-        return process_partial_response(  # type: ignore[return-value]
-            event, lambda record: fail_dead_letter(rt, record.body), dead, context
-        )
 
     async def deliver_record(record: Any) -> None:
         receive = int(record.attributes.approximate_receive_count)
         await deliver_message(rt, ToolCallMessage.parse(record.body), receive, record.receipt_handle)
 
-    live = AsyncBatchProcessor(EventType.SQS, raise_on_entire_batch_failure=False)
-    return async_process_partial_response(event, deliver_record, live, context)  # type: ignore[return-value]
+    return process_batch(event, context, rt.settings.webhook_queue_url, live=deliver_record,
+                         dead=lambda record: fail_dead_letter(rt, record.body))
 
 
 async def deliver_message(rt: Runtime, message: ToolCallMessage, receive: int, receipt_handle: str) -> None:
