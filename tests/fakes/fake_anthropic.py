@@ -70,7 +70,8 @@ class FakeReply:
 
 class FakeAnthropic(FakeUpstream):
     # The keyword arguments of `_send_stream`, and their value when nothing is scripted.
-    STREAM_FAULTS = {"seconds_per_event": 0.0, "break_after": None, "malformed_after": None, "error_event": None}
+    STREAM_FAULTS = {"seconds_per_event": 0.0, "break_after": None, "malformed_after": None, "error_event": None,
+                     "gate": None}
     FAILURE_STATUS = 529  # overloaded
 
     def __init__(self, api_key: str = FAKE_API_KEY, default_reply: str | None = None) -> None:

@@ -71,6 +71,7 @@ class FakeOpenAI(FakeUpstream):
         "break_after": None,
         "error_after": None,
         "malformed_after": None,
+        "gate": None,
         "omit_done": False,
     }
 

@@ -92,6 +92,13 @@ class FakeUpstream:
         """The next `times` streams sleep between events (chunks)."""
         self._push("seconds_per_event", [seconds_per_event] * times)
 
+    def hold_stream_after(self, n_events: int) -> threading.Event:
+        """The next stream sends `n_events` events (chunks), then waits until the returned event
+        is set (at most `GATE_LIMIT_S`): a test can act while an answer is provably unfinished."""
+        gate = threading.Event()
+        self._push("gate", [(n_events, gate)])
+        return gate
+
     def break_stream_after(self, n_events: int, times: int = 1) -> None:
         """The next `times` streams send `n_events` events (chunks), then drop the connection."""
         self._push("break_after", [n_events] * times)
@@ -182,11 +189,13 @@ async def send_event_stream(
     error_frame: bytes,
     trailer: bytes = b"",
     pause: Callable[[float], Awaitable[bool]] = sleep_through,
+    gate: tuple[int, threading.Event] | None = None,
 ) -> None:
     """A 200 SSE answer of encoded `frames` with one request's stream faults applied: dropped
     after `break_after` frames, `error_frame` as the last frame after `error_after`, a
-    `malformed_frame` slipped in before frame `malformed_after`, and `pause` (which returns True
-    when the client has left) between frames. `trailer` (e.g. `data: [DONE]`) follows a whole
+    `malformed_frame` slipped in before frame `malformed_after`, `pause` (which returns True
+    when the client has left) between frames, and a wait before frame `gate[0]` until `gate[1]`
+    is set. `trailer` (e.g. `data: [DONE]`) follows a whole
     stream."""
     head = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
     head += [(name.encode(), value.encode()) for name, value in headers.items()]
@@ -205,11 +214,23 @@ async def send_event_stream(
             await body(malformed_frame)
         if count and seconds_per_event and await pause(seconds_per_event):
             return
+        if gate is not None and count == gate[0]:
+            await _opened(gate[1])
         await body(frame)
     else:
         if trailer:
             await body(trailer)
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+GATE_LIMIT_S = 60.0  # a gate a failed test never opened must not hold the fake server forever
+
+
+async def _opened(gate: threading.Event) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + GATE_LIMIT_S
+    while not gate.is_set() and loop.time() < deadline:
+        await asyncio.sleep(0.01)
 
 
 async def client_left_during(request: Request, seconds: float) -> bool:
