@@ -17,8 +17,14 @@ from threadgate.api.responses import FastJSONResponse
 from threadgate.runtime import Runtime, get_runtime
 
 def create_app(runtime: Runtime | None = None) -> FastAPI:
+    from threadgate.background import invocation_hold
+
+    hold = invocation_hold.from_environment()  # only under Lambda Web Adapter
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        if hold is not None:
+            await hold.start()  # first: an extension must register before LWA asks for an event
         rt = app.state.runtime = runtime or get_runtime()
         from threadgate.background import jobs_runner, sweeper as sweeping
 
@@ -30,6 +36,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         if sweeper is not None:
             sweeper.cancel()
         await sse.wait_background()
+        if hold is not None:
+            await hold.stop()
         if runtime is None:
             await rt.aclose()
 
@@ -57,6 +65,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         CountInferenceRequests(super(ThreadgateApp, app).__call__, app),
         max_body_bytes=runtime.settings.max_body_bytes if runtime else _max_body(),
     )
+    if hold is not None:
+        app.outer = hold.wrap(app.outer)
     return app
 
 
