@@ -47,6 +47,19 @@ def opensearch_url() -> str:
     return real_opensearch.wait_for_url()
 
 
+# --- the stream-function tier's Lambda Web Adapter build (tests/infra/lwa_build.py) -----------------
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """When the stream-function tier is collected, start building Lambda Web Adapter (a few
+    minutes, once per machine) in the background now, so the tier finds it built."""
+    if any(item.nodeid.startswith("tests/infra/test_stream_function.py") for item in session.items):
+        from tests.infra import lwa_build
+
+        if version := lwa_build.pinned_version():
+            lwa_build.start_in_background(version)
+
+
 @dataclass
 class Gateway:
     url: str
