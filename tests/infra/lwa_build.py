@@ -70,7 +70,7 @@ def start_in_background(version: str) -> None:
         return
     root = cache_dir(version)
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / "build.log", "w") as log:
+    with open(root / "build.log", "a") as log:  # (two xdist workers may both start one: the second waits)
         # Niced: the suite's own tests (some timing-sensitive) come first; the build takes what is left.
         subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "tests.infra.lwa_build", version],
                          stdout=log, stderr=log,

@@ -237,6 +237,7 @@ def test_a_client_that_leaves_mid_turn_ends_the_invocation_and_the_hold_keeps_it
     try:
         # What a disconnect does: the response channel closes, LWA asks for the next event.
         _wait(lambda: _runtime_done_after_broken_upload(sandbox), "LWA never gave up the response", sandbox)
+        _wait(lambda: "response channel closed" in function.log("adapter"), "LWA logged no closed channel", sandbox)
         # The model is still held, so the turn cannot be over: only the hold keeps Lambda from
         # freezing the environment now.
         assert not gate.is_set() and not sandbox.frozen

@@ -97,10 +97,11 @@ async def run_turn(
 class TurnStreamingResponse(StreamingResponse):
     """Returns from the ASGI call only once the turn is over, even when the client left early.
 
-    On Lambda (Web Adapter, response streaming) an invocation lives as long as the app is
-    answering: returning at the disconnect would freeze the rest of the turn (its persistence
-    and exact settlement) until the sweeper bills the estimate. Locally it changes nothing a
-    client can see."""
+    On Lambda the Web Adapter ends the invocation as soon as the client leaves; what keeps it
+    open is `background/invocation_hold.py`, until this call returns. Returning at the disconnect
+    would let Lambda freeze the rest of the turn (its persistence and exact settlement) until the
+    sweeper bills the estimate (tests/infra/test_stream_function.py). Locally it changes nothing
+    a client can see."""
 
     def __init__(self, content: Any, turn: asyncio.Task, **kwargs: Any):
         super().__init__(content, **kwargs)

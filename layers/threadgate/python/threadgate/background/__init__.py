@@ -7,6 +7,7 @@
 | `search_indexer` | keeps the search index in step with the threads table | the turn indexes inline | `indexer` Lambda (DynamoDB stream) |
 | `tool_loop` | a run whose model asked for tools continues as a Step Functions execution: start it (named by the run id), run its steps | the request runs the loop (`domain.driver`) | StartExecution from `stream`/`jobs`; steps in the `loop` Lambda |
 | `webhook_worker` | one webhook delivery attempt per SQS receive, answered by task token; dead letters end their task | — (in-process retries) | `webhooks` Lambda (webhook queue + its DLQ) |
+| `invocation_hold` | keeps a Lambda invocation open until its request (a turn whose client left) is answered | — | `stream` Lambda: an internal extension (Extensions API) |
 
 `sqs_batches` is the batch plumbing both SQS workers share (work queue and DLQ, one function).
 
