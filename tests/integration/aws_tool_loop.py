@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import threading
 import time
@@ -49,7 +50,7 @@ MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use
 AWS_ENV = {"AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_SERVICE_NAME": "threadgate",
            "POWERTOOLS_METRICS_NAMESPACE": "Threadgate"}
-POLL_S = 0.01
+POLL_S = 0.05  # idle polling of moto costs CPU the tests share with everything else
 
 
 @dataclass
@@ -85,9 +86,9 @@ class AwsToolLoop:
     webhook_receives: list[tuple[str, int, str]] = field(default_factory=list)  # (tool_use_id, count, queue)
     errors: list[BaseException] = field(default_factory=list)  # what the poller itself hit
 
-    @property
+    @functools.cached_property
     def sfn(self) -> Any:
-        return self.session.client("stepfunctions")
+        return self.session.client("stepfunctions")  # made once: a new client loads its service model
 
     def in_request(self, coroutine: Any) -> Any:
         """Run `coroutine` as the stream function would, on its one event loop."""
