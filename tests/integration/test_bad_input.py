@@ -502,3 +502,112 @@ def test_no_body_gets_a_5xx(world: World, method: str, path: str) -> None:
             assert error["type"] == "error" and set(error["error"]) == {"type", "message"}, error
 
     check()
+
+
+# --- lone surrogates: JSON can spell them ("\ud800"), UTF-8 cannot store them ------------------
+
+LONE = "\\ud800"  # as it appears in the raw JSON text
+SURROGATE_CASES = [
+    ("POST", "/v1/keys", '{"name": "%s"}', "name"),
+    ("POST", "/v1/keys", '{"name": "k", "metadata": {"a": ["%s"]}}', "metadata.a[0]"),
+    ("POST", "/v1/keys", '{"name": "k", "metadata": {"%s": 1}}', "metadata"),
+    ("PATCH", K, '{"name": "%s"}', "name"),
+    ("PATCH", "/v1/account", '{"name": "a%s"}', "name"),
+    ("POST", "/v1/threads", '{"metadata": {"note": "%s"}}', "metadata.note"),
+    ("POST", "/v1/threads", '{"end_user_id": "%s"}', "end_user_id"),
+    ("PATCH", T, '{"title": "%s"}', "title"),
+    ("PATCH", T, '{"metadata": {"x": "%s"}}', "metadata.x"),
+    ("POST", T + "/messages", '{"model": "threadgate-local", "max_tokens": 5, "content": "hi %s"}', "content"),
+    ("POST", T + "/messages",
+     '{"model": "threadgate-local", "max_tokens": 5, "content": [{"type": "text", "text": "%s"}]}', "content[0].text"),
+    ("POST", T + "/messages", '{"model": "threadgate-local", "max_tokens": 5, "content": "hi", "system": "%s"}', "system"),
+    ("POST", "/v1/messages",
+     '{"model": "threadgate-local", "max_tokens": 5, "messages": [{"role": "user", "content": "%s"}]}',
+     "messages[0].content"),
+    ("POST", "/v1/messages",
+     '{"model": "threadgate-local", "max_tokens": 5, "system": "%s", "messages": [{"role": "user", "content": "x"}]}',
+     "system"),
+    ("POST", "/v1/chat/completions",
+     '{"model": "threadgate-local", "messages": [{"role": "user", "content": "%s"}]}', "messages[0].content"),
+    ("POST", "/v1/chat/completions",
+     '{"model": "threadgate-local", "messages": [{"role": "system", "content": "%s"}, {"role": "user", "content": "x"}]}',
+     "messages[0].content"),
+    ("POST", "/v1/jobs",
+     '{"endpoint": "/v1/messages", "body": {"model": "threadgate-local", "max_tokens": 5,'
+     ' "messages": [{"role": "user", "content": "%s"}]}}', "body.messages[0].content"),
+    ("POST", "/v1/jobs", '{"endpoint": "/v1/messages%s", "body": {}}', "endpoint"),
+    ("POST", "/v1/tools", '{"name": "t", "description": "%s", "input_schema": {"type": "object"},'
+     ' "webhook_url": "https://example.com/hook"}', "description"),
+]
+
+
+@pytest.mark.parametrize("method,path,template,field", SURROGATE_CASES,
+                         ids=[f"{m} {p} {f}" for m, p, _, f in SURROGATE_CASES])
+def test_lone_surrogate_is_400_naming_the_field(world: World, method: str, path: str, template: str, field: str) -> None:
+    before = snapshot(world)
+    r = send(world, Case(method, path, 400, content=(template % LONE).encode(), headers=JSON_CT))
+    assert r.status_code == 400, r.text
+    assert r.headers["request-id"].startswith("req_")
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error", error
+    assert field in error["message"] and "surrogate" in error["message"], error
+    assert snapshot(world) == before
+
+
+def test_surrogate_pairs_are_real_characters_and_accepted(world: World) -> None:
+    r = send(world, Case("POST", "/v1/threads", 201, content=b'{"metadata": {"e": "\\ud83d\\ude00"}}', headers=JSON_CT))
+    assert r.status_code == 201, r.text
+    assert r.json()["metadata"] == {"e": "\U0001F600"}
+    with world.gw.admin() as c:
+        assert c.delete(f"/v1/threads/{r.json()['id']}").status_code == 200
+
+
+# --- PATCH /v1/keys/{id} changes name, max_spend_usd and metadata only ----------------------------
+
+@pytest.mark.parametrize("body,field", [
+    ({"scope": "admin"}, "scope"),
+    ({"end_user_id": "mallory"}, "end_user_id"),
+    ({"name": "ok", "scope": "standard"}, "scope"),
+    ({"revoked": False}, "revoked"),
+    ({"secret": "qlk_live_" + "0" * 64}, "secret"),
+])
+def test_patch_key_refuses_fields_it_does_not_change(world: World, body: dict[str, Any], field: str) -> None:
+    before = snapshot(world)
+    r = send(world, Case("PATCH", K, 400, json=body))
+    assert_error(r, 400, field)
+    assert snapshot(world) == before
+
+
+def test_patch_on_a_revoked_key_is_409(world: World) -> None:
+    with world.gw.admin() as c:
+        revoked_id = next(k["id"] for k in c.get("/v1/keys").json()["keys"] if k["revoked"])
+    before = snapshot(world)
+    r = send(world, Case("PATCH", f"/v1/keys/{revoked_id}", 409, json={"name": "back"}))
+    assert_error(r, 409)
+    assert "revoked" in r.json()["error"]["message"]
+    assert snapshot(world) == before
+
+
+# --- no redirects: a trailing slash is its own (unknown) path ------------------------------------
+
+@pytest.mark.parametrize("path", ["/v1/keys/", "/v1/threads/", "/v1/models/", "/health/", "/v1/messages/"])
+def test_trailing_slash_is_404_never_a_redirect_built_from_host(world: World, path: str) -> None:
+    for method in ("GET", "POST"):
+        r = world.http.request(method, path, headers={"host": "evil.example", "x-api-key": world.secrets["admin"]})
+        assert not r.is_redirect and "location" not in r.headers, (method, path, r.headers)
+        assert_error(r, 404)
+
+
+# --- 405 answers say which methods the path takes ------------------------------------------------
+
+@pytest.mark.parametrize("method,path,allowed", [
+    ("PUT", "/v1/keys", {"GET", "POST"}),
+    ("DELETE", "/v1/account", {"GET", "PATCH"}),
+    ("GET", "/v1/messages", {"POST"}),
+    ("PUT", T, {"GET", "PATCH", "DELETE"}),
+])
+def test_405_carries_allow(world: World, method: str, path: str, allowed: set[str]) -> None:
+    r = send(world, Case(method, path.format(**world.ids), 405))
+    assert r.status_code == 405, r.text
+    assert {m.strip() for m in r.headers["allow"].split(",")} == allowed
+    assert r.json()["type"] == "error"

@@ -48,6 +48,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         docs_url="/docs",
         default_response_class=FastJSONResponse,
         redoc_url=None,
+        # Starlette would answer a trailing slash with a redirect built from the Host header.
+        redirect_slashes=False,
     )
     if runtime is not None:
         app.state.runtime = runtime  # also usable without running the lifespan (Mangum "off")

@@ -9,12 +9,14 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from threadgate.domain.errors import GatewayError, InvalidRequest, NotFound
 
 log = logging.getLogger("threadgate.api")
 
 OPENAI_SHAPED_PATHS = ("/v1/chat/completions",)
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def envelope(path: str, err_type: str, message: str, param: str | None = None) -> dict[str, Any]:
@@ -46,6 +48,8 @@ def validation_error(exc: RequestValidationError) -> InvalidRequest:
     kind = first.get("type")
     if kind == "missing":
         return InvalidRequest(f"{field}: field required", param=field)
+    if kind == "extra_forbidden":
+        return InvalidRequest(f"{field}: this request cannot change it", param=field)
     if field == "body" and kind in ("model_attributes_type", "model_type", "dict_type"):
         # Also what a non-JSON content-type yields: FastAPI then hands over raw bytes.
         return InvalidRequest("body: must be a JSON object (content-type: application/json)", param="body")
@@ -55,6 +59,15 @@ def validation_error(exc: RequestValidationError) -> InvalidRequest:
         if message.startswith(field):
             return InvalidRequest(message, param=field)
     return InvalidRequest(f"{field}: {message}", param=field)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route takes on this path. Starlette's own Allow names one route's, and
+    FastAPI nests included routers, so each method is asked of the routes through `matches`."""
+    routes = request.app.router.routes
+    allowed = [m for m in HTTP_METHODS
+               if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)]
+    return ", ".join(allowed)
 
 
 def install(app: Any) -> None:
@@ -71,8 +84,10 @@ def install(app: Any) -> None:
         if exc.status_code == 404:
             return error_response(request, NotFound(f"no route {request.method} {request.url.path}"))
         if exc.status_code == 405:
-            err = InvalidRequest(f"method {request.method} not allowed on {request.url.path}")
-            return JSONResponse(envelope(request.url.path, err.type, err.message), status_code=405)
+            allow = allowed_methods(request)
+            err = InvalidRequest(f"method {request.method} not allowed on {request.url.path}; use {allow}")
+            return JSONResponse(envelope(request.url.path, err.type, err.message), status_code=405,
+                                headers={"allow": allow})
         err = InvalidRequest(str(exc.detail))
         return JSONResponse(envelope(request.url.path, err.type, err.message), status_code=exc.status_code)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -23,22 +24,46 @@ def check_metadata_size(value: dict[str, Any] | None) -> dict[str, Any] | None:
 Metadata = Annotated[dict[str, Any], AfterValidator(check_metadata_size)]
 
 
-def _unstorable_number(body: Any) -> tuple[str, str] | None:
-    """(where, why) of a number we cannot store faithfully: NaN/Infinity (Python's JSON parser
-    accepts them; JSON and our responses do not) or an integer beyond 64 bits (our JSON codec
-    would read it back as a float). Iterative: a body may nest as deep as the parser allows."""
+# After JSON parsing a surrogate code point can only be a lone one (a valid pair decodes to one
+# character); UTF-8 cannot encode it, so storage, orjson and every provider would fail on it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATE = "holds a lone UTF-16 surrogate (U+D800-U+DFFF), which is not a character; send valid Unicode"
+
+
+def _has_surrogate(text: str) -> bool:
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def unstorable(body: Any) -> tuple[str, str] | None:
+    """(where, why) of a value we cannot store faithfully: NaN/Infinity (Python's JSON parser
+    accepts them; JSON and our responses do not), an integer beyond 64 bits (our JSON codec
+    would read it back as a float), or a string (or object key) holding a lone surrogate.
+    Iterative: a body may nest as deep as the parser allows."""
     stack: list[tuple[Any, str]] = [(body, "")]
     while stack:
         value, path = stack.pop()
-        if isinstance(value, float) and not math.isfinite(value):
+        if isinstance(value, str):
+            if _has_surrogate(value):
+                return path or "body", _LONE_SURROGATE
+        elif isinstance(value, float) and not math.isfinite(value):
             return path or "body", "NaN and Infinity are not valid JSON numbers"
-        if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        elif isinstance(value, int) and not -(2**63) <= value < 2**64:
             return path or "body", "integers must fit in 64 bits"
-        if isinstance(value, dict):
+        elif isinstance(value, dict):
+            if any(_has_surrogate(k) for k in value):
+                return path or "body", "an object key " + _LONE_SURROGATE
             stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in value.items())
         elif isinstance(value, list):
             stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
     return None
+
+
+def check_storable(body: Any) -> None:
+    """400 naming the first value of `body` that cannot be stored (see `unstorable`)."""
+    found = unstorable(body)
+    if found:
+        where, why = found
+        raise InvalidRequest(f"{where}: {why}", param=where)
 
 
 class Part(BaseModel):
@@ -53,11 +78,8 @@ class Body(Part):
 
     @model_validator(mode="before")
     @classmethod
-    def _finite_numbers(cls, data: Any) -> Any:
-        found = _unstorable_number(data)
-        if found:
-            where, why = found
-            raise InvalidRequest(f"{where}: {why}", param=where)
+    def _storable_values(cls, data: Any) -> Any:
+        check_storable(data)
         return data
 
     def given(self, name: str) -> bool:
@@ -80,6 +102,10 @@ class KeyCreate(Body):
 
 
 class KeyPatch(Body):
+    # A PATCH that ignored a field would answer 200 for a change it did not make: scope,
+    # end_user_id and the rest are fixed at minting (mint a new key instead).
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(default=None, min_length=1, max_length=200)
     max_spend_usd: float | None = Field(default=None, ge=0, le=1e9)
     metadata: Metadata | None = None

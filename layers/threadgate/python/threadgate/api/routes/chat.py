@@ -13,7 +13,7 @@ from threadgate.api import idempotency
 from threadgate.api.deps import get_principal, get_runtime, request_id
 from threadgate.api.errors import validation_error
 from threadgate.api.routes.messages import passthrough_turn
-from threadgate.api.schemas import MessagesCreate
+from threadgate.api.schemas import MessagesCreate, check_storable
 from threadgate.api.turn_http import run_turn
 from threadgate.domain.errors import InvalidRequest
 from threadgate.domain.models import Principal
@@ -36,6 +36,7 @@ def _data(chunk: Any) -> bytes:
 def chat_body(raw: Any) -> MessagesCreate:
     """An OpenAI chat request, translated and checked as the Anthropic body it becomes (400s
     name the OpenAI field). Shared with async jobs."""
+    check_storable(raw)  # before translation, so a 400 names the field the caller sent
     anthropic_request = openai_request_to_anthropic(raw)
     try:
         return MessagesCreate.model_validate(anthropic_request)

@@ -12,7 +12,7 @@ from threadgate.api.idempotency import idempotent
 from threadgate.api.schemas import AccountPatch, KeyCreate, KeyPatch
 from threadgate.domain import usage as usage_domain
 from threadgate.domain.catalog import usd_to_micros
-from threadgate.domain.errors import InvalidRequest, NotFound
+from threadgate.domain.errors import Conflict, InvalidRequest, NotFound
 from threadgate.domain.keys import display_prefix, hash_secret, matching_keys, new_id, new_secret
 from threadgate.domain.models import UNSET, ApiKey, Principal
 from threadgate.runtime import Runtime
@@ -87,7 +87,8 @@ def get_key(key_id: str, p: Principal = Depends(get_admin), rt: Runtime = Depend
 
 @router.patch("/v1/keys/{key_id}")
 def patch_key(key_id: str, body: KeyPatch, p: Principal = Depends(get_admin), rt: Runtime = Depends(get_runtime)) -> Any:
-    _key_or_404(rt, p, key_id)
+    if _key_or_404(rt, p, key_id).revoked:
+        raise Conflict("key is revoked: a revoked key cannot be changed")
     if body.given("name") and body.name is None:
         raise InvalidRequest("name: must be a string", param="name")
     key = rt.stores.keys.update_key(
