@@ -134,3 +134,46 @@ def test_resolve_safe_returns_the_vetted_addresses_once_each_in_order():
 def test_international_names_are_resolved_in_their_idna_form():
     idna = resolver_for({"xn--bcher-kva.example": ["93.184.216.34"]})
     check_webhook_url("https://bücher.example/hook", allow_private=False, resolver=idna)
+
+
+# Every IPv6 spelling that carries an IPv4 address: judged by the IPv4 address it reaches, or
+# refused outright when that address cannot be told or no receiver uses the form.
+# (address, verdict without allow_private, verdict with allow_private)
+IPV4_IN_IPV6 = [
+    ("::127.0.0.1", "refused", "refused"),  # IPv4-compatible (deprecated): Python calls it global
+    ("::7f00:1", "refused", "refused"),  # the same, in hex
+    ("::10.0.0.1", "refused", "refused"),
+    ("::169.254.169.254", "refused", "refused"),
+    ("::8.8.8.8", "refused", "refused"),
+    ("::ffff:127.0.0.1", "refused", "allowed"),  # IPv4-mapped: it is 127.0.0.1
+    ("::ffff:7f00:1", "refused", "allowed"),
+    ("::ffff:10.1.2.3", "refused", "allowed"),
+    ("::ffff:169.254.169.254", "refused", "refused"),
+    ("::ffff:8.8.8.8", "allowed", "allowed"),
+    ("::ffff:0:127.0.0.1", "refused", "refused"),  # IPv4-translated (SIIT)
+    ("::ffff:0:8.8.8.8", "refused", "refused"),
+    ("2002:7f00:1::1", "refused", "allowed"),  # 6to4 of 127.0.0.1
+    ("2002:a9fe:a9fe::1", "refused", "refused"),  # 6to4 of the metadata address
+    ("2002:c0a8:101::1", "refused", "allowed"),  # 6to4 of 192.168.1.1
+    ("2002:808:808::1", "allowed", "allowed"),  # 6to4 of 8.8.8.8
+    ("2001:0:4136:e378:8000:63bf:80ff:fffe", "refused", "refused"),  # Teredo (client 127.0.0.1)
+    ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", "refused", "refused"),  # Teredo (client 8.8.8.8)
+    ("64:ff9b::7f00:1", "refused", "allowed"),  # NAT64 of 127.0.0.1
+    ("64:ff9b::a9fe:a9fe", "refused", "refused"),  # NAT64 of the metadata address
+    ("64:ff9b::a00:1", "refused", "allowed"),  # NAT64 of 10.0.0.1
+    ("64:ff9b::808:808", "allowed", "allowed"),  # NAT64 of 8.8.8.8
+    ("64:ff9b:1::7f00:1", "refused", "refused"),  # local-use NAT64: where the IPv4 sits is the operator's choice
+    ("64:ff9b:1:7f00:1::", "refused", "refused"),
+    ("::1", "refused", "allowed"),  # plain loopback, unchanged
+    ("::", "refused", "refused"),
+]
+
+
+@pytest.mark.parametrize("address,public_policy,private_policy", IPV4_IN_IPV6, ids=[a for a, _, _ in IPV4_IN_IPV6])
+def test_ipv6_forms_carrying_ipv4_are_judged_by_where_they_lead(address, public_policy, private_policy):
+    url = f"https://[{address}]/hook"
+    for allow_private, verdict in ((False, public_policy), (True, private_policy)):
+        if verdict == "allowed":
+            check_webhook_url(url, allow_private=allow_private, resolver=PUBLIC)
+        else:
+            assert isinstance(refused(url, allow_private=allow_private), AddressNotAllowed), (address, allow_private)

@@ -16,7 +16,10 @@ It NEVER allows:
   classic bypass of a loopback check;
 - multicast, broadcast, reserved, documentation and benchmarking ranges: no receiver lives there.
 IPv6 forms that carry an IPv4 address (IPv4-mapped ::ffff:a.b.c.d, 6to4 2002::/16, NAT64
-64:ff9b::/96) are judged by the IPv4 address the packets end up at.
+64:ff9b::/96) are judged by the IPv4 address the packets end up at. The forms whose IPv4 address
+cannot be told or that no receiver uses are refused outright: IPv4-compatible ::a.b.c.d
+(deprecated; Python calls ::127.0.0.1 global), IPv4-translated ::ffff:0:a.b.c.d, local-use NAT64
+64:ff9b:1::/48 (the operator picks where the IPv4 address sits) and Teredo 2001::/32.
 A host that resolves to several addresses is refused if ANY of them is refused: an attacker
 controls the order in which they are tried.
 """
@@ -48,6 +51,10 @@ _METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_ONE = ipaddress.IPv6Address("::1")
+_OPAQUE_IPV4_FORMS = tuple(
+    ipaddress.ip_network(n) for n in ("::/96", "::ffff:0:0:0/96", "64:ff9b:1::/48", "2001::/32")
+)
 
 
 class AddressNotAllowed(InvalidRequest):
@@ -155,6 +162,8 @@ def classify_address(ip: IPAddress) -> Literal["public", "private", "refused"]:
         if embedded is not None:
             return classify_address(embedded)
         ip = ipaddress.IPv6Address(int(ip))  # drop any %zone
+        if ip > _ONE and any(ip in net for net in _OPAQUE_IPV4_FORMS):  # :: and ::1 are judged below
+            return "refused"
     if ip in _METADATA_ADDRESSES or ip.is_unspecified or ip.is_link_local or ip.is_multicast:
         return "refused"
     if ip.is_loopback or any(ip in net for net in _PRIVATE_NETWORKS):
