@@ -148,9 +148,13 @@ def test_patch_key_and_cap_below_spend_gives_402(gateway):
 def test_patch_cannot_change_scope_or_end_user(gateway):
     key = gateway.mint(end_user_id="carol")
     with gateway.admin() as admin:
+        # Refused, naming the field, rather than a 200 that silently ignored it (issue 11 item 7).
         r = admin.patch(f"/v1/keys/{key['id']}", json={"scope": "admin", "end_user_id": None, "name": "n2"})
-        assert r.status_code == 200
-        assert (r.json()["scope"], r.json()["end_user_id"], r.json()["name"]) == ("standard", "carol", "n2")
+        assert r.status_code == 400 and "scope" in r.json()["error"]["message"], r.text
+        r = admin.patch(f"/v1/keys/{key['id']}", json={"end_user_id": None})
+        assert r.status_code == 400 and "end_user_id" in r.json()["error"]["message"], r.text
+        got = admin.get(f"/v1/keys/{key['id']}").json()
+        assert (got["scope"], got["end_user_id"], got["name"]) == ("standard", "carol", "k")
     with gateway.client(key["secret"]) as c:
         assert c.get("/v1/keys").status_code == 403
         assert c.get("/v1/key").json()["end_user_id"] == "carol"

@@ -11,8 +11,10 @@ from threadgate.config import get_settings
 
 
 def _runtime():
+    from threadgate.bootstrap import check_master_key
     from threadgate.runtime import get_runtime
 
+    check_master_key(get_settings())  # before the runtime creates the data directory
     return get_runtime()
 
 
@@ -37,10 +39,9 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from threadgate.bootstrap import ensure_first_admin
-    from threadgate.runtime import get_runtime
 
     settings = get_settings()
-    rt = get_runtime()
+    rt = _runtime()
     secret = ensure_first_admin(rt.stores, rt.clock, settings)
     if secret:
         print("\n  First start: created the admin (master) key. It is shown ONCE; store it now:\n")
@@ -78,10 +79,24 @@ def keys_list(args: argparse.Namespace) -> int:
 
 
 def keys_revoke(args: argparse.Namespace) -> int:
+    from threadgate.api.routes.keys import active_admin_keys
+    from threadgate.domain.errors import Conflict
+    from threadgate.domain.keys import check_revocable
+
     rt = _runtime()
-    ok = rt.stores.keys.revoke_key(_account_id(rt), args.key_id, rt.clock.now_ms())
-    print("revoked" if ok else "not found (or already revoked)")
-    return 0 if ok else 1
+    account_id = _account_id(rt)
+    target = rt.stores.keys.get_key(account_id, args.key_id)
+    if target is None or target.revoked:
+        print("not found (or already revoked)")
+        return 1
+    try:
+        check_revocable(target, by_key_id=None, active_admin_keys=active_admin_keys(rt, account_id))
+    except Conflict as refused:
+        print(f"not revoked: {refused.message}")
+        return 1
+    rt.stores.keys.revoke_key(account_id, target.id, rt.clock.now_ms())
+    print("revoked")
+    return 0
 
 
 def account_set_budget(args: argparse.Namespace) -> int:
@@ -129,7 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("sweep", help="settle expired reservations now").set_defaults(func=sweep)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    from threadgate.bootstrap import StartRefused
+
+    try:
+        return args.func(args)
+    except StartRefused as refused:
+        print(f"threadgate: {refused}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ import hashlib
 import re
 import secrets
 
-from threadgate.domain.errors import AuthenticationFailed, NotFound, PermissionDenied
+from threadgate.domain.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied
 from threadgate.domain.models import ApiKey, Principal
 from threadgate.ports import KeyStore
 
 _SECRET_RE = re.compile(r"^[\x21-\x7e]{16,256}$")  # printable, sane length: a cheap first filter
+SECRET_FORMAT = "16 to 256 printable ASCII characters, no spaces"
 
 
 def new_id(prefix: str, nbytes: int = 12) -> str:
@@ -40,6 +41,20 @@ def matching_keys(keys: list[ApiKey], q: str | None, end_user_id: str | None) ->
     ]
 
 
+def is_well_formed(secret: str) -> bool:
+    """What `authenticate` accepts at all: a secret outside this shape can never work."""
+    return _SECRET_RE.match(secret) is not None
+
+
+def check_revocable(target: ApiKey, *, by_key_id: str | None, active_admin_keys: int) -> None:
+    """An admin key cannot revoke itself, and nobody revokes the account's last admin key: either
+    would lock the operator out of the admin API (the way back is a new THREADGATE_MASTER_KEY)."""
+    if target.id == by_key_id:
+        raise Conflict("an admin key cannot revoke itself: revoke it with another admin key")
+    if target.scope == "admin" and not target.revoked and active_admin_keys <= 1:
+        raise Conflict("this is the account's last admin key: create another admin key first")
+
+
 def authenticate(keys: KeyStore, presented: str | None) -> ApiKey:
     """Resolve a presented secret. Unknown, malformed and revoked keys all answer 401.
 
@@ -48,7 +63,7 @@ def authenticate(keys: KeyStore, presented: str | None) -> ApiKey:
     """
     if not presented:
         raise AuthenticationFailed("missing API key: send it as x-api-key or Authorization: Bearer")
-    if not _SECRET_RE.match(presented):
+    if not is_well_formed(presented):
         raise AuthenticationFailed("malformed API key")
     key = keys.find_by_hash(hash_secret(presented))
     if key is None or key.revoked:

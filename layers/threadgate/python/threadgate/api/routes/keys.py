@@ -13,7 +13,7 @@ from threadgate.api.schemas import AccountPatch, KeyCreate, KeyPatch
 from threadgate.domain import usage as usage_domain
 from threadgate.domain.catalog import usd_to_micros
 from threadgate.domain.errors import Conflict, InvalidRequest, NotFound
-from threadgate.domain.keys import display_prefix, hash_secret, matching_keys, new_id, new_secret
+from threadgate.domain.keys import check_revocable, display_prefix, hash_secret, matching_keys, new_id, new_secret
 from threadgate.domain.models import UNSET, ApiKey, Principal
 from threadgate.runtime import Runtime
 
@@ -73,6 +73,10 @@ def list_keys(
     return {"keys": [render.key(k) for k in page], "total": len(found), "has_more": offset + len(page) < len(found)}
 
 
+def active_admin_keys(rt: Runtime, account_id: str) -> int:
+    return sum(1 for k in rt.stores.keys.list_keys(account_id) if k.scope == "admin" and not k.revoked)
+
+
 def _key_or_404(rt: Runtime, p: Principal, key_id: str) -> ApiKey:
     key = rt.stores.keys.get_key(p.account_id, key_id)
     if key is None:
@@ -103,6 +107,8 @@ def patch_key(key_id: str, body: KeyPatch, p: Principal = Depends(get_admin), rt
 
 @router.delete("/v1/keys/{key_id}")
 def revoke_key(key_id: str, p: Principal = Depends(get_admin), rt: Runtime = Depends(get_runtime)) -> Any:
+    target = _key_or_404(rt, p, key_id)
+    check_revocable(target, by_key_id=p.key_id, active_admin_keys=active_admin_keys(rt, p.account_id))
     if not rt.stores.keys.revoke_key(p.account_id, key_id, rt.clock.now_ms()):
         raise NotFound("key not found")
     return {"ok": True}
