@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from threadgate.domain.search import query_terms
+from threadgate.local_files import private_sqlite
 
 DOC_FIELDS = ("id", "account_id", "end_user_id", "thread_id", "seq", "role", "text", "created_at")
 
@@ -235,7 +236,7 @@ class LocalVectorIndex:
     def __init__(self, path: Path, dimensions: int) -> None:
         self.path = Path(path)
         self.dimensions = dimensions
-        self.path.mkdir(parents=True, exist_ok=True)
+        private_sqlite(self.path / "index.sqlite3")  # 0700 directory, 0600 files: it holds message text
         self._lock = threading.RLock()
         self._db = sqlite3.connect(
             self.path / "index.sqlite3", check_same_thread=False, isolation_level=None

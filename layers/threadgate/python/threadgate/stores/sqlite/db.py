@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from threadgate import jsoncodec
+from threadgate.local_files import private_sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -118,7 +119,7 @@ def loads(raw: str | None) -> Any:
 class Database:
     def __init__(self, path: str):
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(Path(path))
         # isolation_level=None: we issue BEGIN/COMMIT ourselves (autocommit otherwise).
         self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self.conn.row_factory = sqlite3.Row
