@@ -105,6 +105,8 @@ def gateway_factory(tmp_path: Path, fake_anthropic: Any):
     from threadgate.bootstrap import ensure_first_admin
     from threadgate.runtime import build
 
+    from threadgate.api.connection_limits import uvicorn_options
+
     from tests.fakes.servers import serve_asgi
 
     stack: list[Any] = []
@@ -122,7 +124,7 @@ def gateway_factory(tmp_path: Path, fake_anthropic: Any):
             rt.stores.close()
             rt.stores = stores
         admin = ensure_first_admin(rt.stores, rt.clock, settings)
-        cm = serve_asgi(create_app(rt))
+        cm = serve_asgi(create_app(rt), **uvicorn_options())
         url = cm.__enter__()
         stack.append(cm)
         return Gateway(url=url, admin_key=admin, runtime=rt, fake=fake_anthropic)

@@ -30,9 +30,12 @@ def serve_asgi(
     startup_timeout_s: float = 10.0,
     shutdown_grace_s: float = 1.0,
     sock: socket.socket | None = None,
+    **options: Any,
 ) -> Iterator[str]:
     """Serve `app` until the block exits; yields its base URL (no trailing slash). `sock`: a
-    socket from `bound_socket()`, for an app that must know its own URL before it is served."""
+    socket from `bound_socket()`, for an app that must know its own URL before it is served.
+    `options` go to uvicorn.Config (the gateway passes its connection limits, as `threadgate
+    serve` does)."""
     sock = sock or bound_socket(host)
     port = sock.getsockname()[1]
     config = uvicorn.Config(
@@ -42,6 +45,7 @@ def serve_asgi(
         lifespan="auto",
         # Open streams must not hold a test run hostage at shutdown.
         timeout_graceful_shutdown=shutdown_grace_s,
+        **options,
     )
     server = uvicorn.Server(config)
     # uvicorn installs signal handlers only on the main thread, so a worker thread is safe.

@@ -48,6 +48,8 @@ def world(tmp_path_factory, fake_anthropic) -> Iterator[World]:
     from threadgate.bootstrap import create_account, ensure_first_admin
     from threadgate.runtime import build
 
+    from threadgate.api.connection_limits import uvicorn_options
+
     from tests.fakes.servers import serve_asgi
 
     fake_anthropic.reset()
@@ -56,7 +58,7 @@ def world(tmp_path_factory, fake_anthropic) -> Iterator[World]:
     rt = build(settings)
     rt.indexer = None  # search is tested on its own; here it would only load an embedding model
     admin = ensure_first_admin(rt.stores, rt.clock, settings)
-    with serve_asgi(create_app(rt)) as url:
+    with serve_asgi(create_app(rt), **uvicorn_options()) as url:
         gw = Gateway(url=url, admin_key=admin, runtime=rt, fake=fake_anthropic)
         std, bound, revoked = gw.mint(), gw.mint(end_user_id="u1"), gw.mint()
         with gw.admin() as c:

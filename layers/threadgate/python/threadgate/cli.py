@@ -48,7 +48,11 @@ def serve(args: argparse.Namespace) -> int:
         print(f"    {secret}\n", flush=True)
     host, port = args.host or settings.host, args.port or settings.port
     print(f"Threadgate on http://{host}:{port}  (data: {settings.data_dir}, mode: {settings.mode})", flush=True)
-    uvicorn.run("threadgate.api.asgi:app", host=host, port=port, log_level="info", access_log=False)
+    from threadgate.api.connection_limits import uvicorn_options
+
+    # The access log is uvicorn's one line per request (method, path, status): no headers, no bodies.
+    uvicorn.run("threadgate.api.asgi:app", host=host, port=port, log_level="info", access_log=True,
+                **uvicorn_options())
     return 0
 
 
