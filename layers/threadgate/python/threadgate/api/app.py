@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from threadgate import __version__
-from threadgate.api import errors, sse
+from threadgate.api import errors, openapi, sse
 from threadgate.api.middleware import RequestContext
 from threadgate.api.request_counting import CountInferenceRequests
 from threadgate.api.responses import FastJSONResponse
@@ -45,7 +45,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         title="Threadgate",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        # Swagger UI would load its assets from a public CDN: off. /openapi.json is the contract.
+        docs_url=None,
         default_response_class=FastJSONResponse,
         redoc_url=None,
         # Starlette would answer a trailing slash with a redirect built from the Host header.
@@ -54,6 +55,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     if runtime is not None:
         app.state.runtime = runtime  # also usable without running the lifespan (Mangum "off")
     errors.install(app)
+    openapi.install(app)
     from threadgate.api.routes import chat, console, jobs, keys, messages, search, threads, tools
 
     for module in (keys, threads, messages, chat, tools, search, jobs, console):
