@@ -68,6 +68,9 @@ JOB = obj(id=STR, object={"const": "job"}, status={"enum": ["queued", "running",
           endpoint=STR, model=nullable(STR), created_at=INT, started_at=nullable(INT), completed_at=nullable(INT),
           response=nullable(ANY_OBJECT), error=nullable(ANY_OBJECT), cost_micros=INT)
 NEW_JOB = obj(id=STR, object={"const": "job"}, status={"const": "queued"}, endpoint=STR, created_at=INT)
+DELIVERY = obj(object={"const": "delivery"}, tool_id=STR, attempt=INT, outcome=STR, status_code=nullable(INT),
+               reason=nullable(STR), latency_ms=nullable(INT), created_at=INT)
+DAILY_REQUESTS = obj(object={"const": "list"}, from_ms=INT, to_ms=INT, data={"type": "array", "items": ANY_OBJECT})
 SEARCH = obj(object={"const": "list"}, query=STR, data={"type": "array", "items": ANY_OBJECT})
 OK = obj(ok={"const": True})
 HEALTH = obj(status={"const": "ok"}, version=STR)
@@ -141,6 +144,7 @@ ROUTES: dict[tuple[str, str], Contract] = {
     ("GET", "/v1/account"): Contract(200, ACCOUNT, (*ADMIN, 404)),
     ("PATCH", "/v1/account"): Contract(200, ACCOUNT, (*ADMIN, *BODY)),
     ("GET", "/v1/usage"): Contract(200, USAGE, ADMIN),
+    ("GET", "/v1/usage/requests"): Contract(200, DAILY_REQUESTS, ADMIN),
     ("GET", "/v1/models"): Contract(200, list_of(MODEL), KEYED),
     ("POST", "/v1/threads"): Contract(201, THREAD, (*KEYED, *BODY, 404)),
     ("GET", "/v1/threads"): Contract(200, list_of(THREAD, has_more=BOOL, next_cursor=nullable(STR)), (*KEYED, 404)),
@@ -157,6 +161,7 @@ ROUTES: dict[tuple[str, str], Contract] = {
     ("POST", "/v1/tools"): Contract(201, NEW_TOOL, (*ADMIN, *BODY, 409)),
     ("GET", "/v1/tools/{tool_id}"): Contract(200, TOOL, (*ADMIN, 404)),
     ("DELETE", "/v1/tools/{tool_id}"): Contract(200, OK, (*ADMIN, 404)),
+    ("GET", "/v1/tools/{tool_id}/deliveries"): Contract(200, list_of(DELIVERY), (*ADMIN, 404)),
     ("GET", "/v1/search"): Contract(200, SEARCH, (*KEYED, 404)),
     ("GET", "/v1/threads/{thread_id}/search"): Contract(200, SEARCH, (*KEYED, 404)),
     ("POST", "/v1/jobs"): Contract(202, NEW_JOB, (*KEYED, *BODY, 402, 404, 409, 501)),
