@@ -15,6 +15,11 @@ from typing import Any
 
 import httpx
 
+try:
+    from examples.webhook_receiver import DEFAULT_PORT
+except ImportError:  # run as a script: its directory is on the path
+    from webhook_receiver import DEFAULT_PORT
+
 
 def signup(admin: httpx.Client, user_id: str, cap_usd: float) -> tuple[str, str]:
     """Step 1: on signup, a key capped at cap_usd bound to the user, and the user's thread."""
@@ -51,15 +56,24 @@ def stream(user: httpx.Client, thread_id: str, text: str, model: str) -> str:
     return "".join(out)
 
 
-def register_tool(admin: httpx.Client, webhook_url: str) -> dict[str, Any]:
-    """Step 4: register a webhook tool once (admin). Keep the returned `secret` for the receiver."""
-    return admin.post("/v1/tools", json={
+TOOL_PROMPT_ACCOUNT = "acct_42"  # an account examples/webhook_receiver.py knows
+
+
+def register_tool(admin: httpx.Client, webhook_url: str) -> tuple[dict[str, Any], bool]:
+    """Step 4: register a webhook tool once (admin); keep the returned `secret` for the receiver.
+    Returns (tool, whether it is new): a tool of that name registered earlier (by the curl
+    tutorial, or a previous run) is reused; its secret was shown when it was registered."""
+    r = admin.post("/v1/tools", json={
         "name": "lookup_account",
         "description": "Look up a customer account by id: plan and email.",
         "input_schema": {"type": "object", "properties": {"account_id": {"type": "string"}},
                          "required": ["account_id"]},
         "webhook_url": webhook_url,
-    }).raise_for_status().json()
+    })
+    if r.status_code == 409:
+        tools = admin.get("/v1/tools").raise_for_status().json()["data"]
+        return next(t for t in tools if t["name"] == "lookup_account"), False
+    return r.raise_for_status().json(), True
 
 
 def search(user: httpx.Client, query: str) -> list[dict[str, Any]]:
@@ -73,12 +87,27 @@ def month_end(admin: httpx.Client) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except httpx.HTTPStatusError as err:  # a clear line, not a traceback
+        try:
+            message = err.response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = err.response.text[:200]
+        print(f"error: {err.request.method} {err.request.url.path} answered {err.response.status_code}: {message}")
+        return 1
+    except httpx.TransportError as err:
+        print(f"error: cannot reach the gateway ({type(err).__name__}); is it running? (--base-url)")
+        return 1
+
+
+def run(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-url", default="http://127.0.0.1:8080")
     parser.add_argument("--master-key", required=True)
     parser.add_argument("--model", default="threadgate-local")
     parser.add_argument("--webhook-url", help="a running examples/webhook_receiver.py, e.g. "
-                        "http://127.0.0.1:9000/tools/lookup_account")
+                        f"http://127.0.0.1:{DEFAULT_PORT}/tools/lookup_account")
     args = parser.parse_args(argv)
     admin = httpx.Client(base_url=args.base_url, headers={"x-api-key": args.master_key}, timeout=120)
 
@@ -90,10 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     print("3. ", end="")
     stream(user, thread_id, "And how long does it take?", args.model)
     if args.webhook_url:
-        tool = register_tool(admin, args.webhook_url)
-        print(f"4. registered {tool['id']}; start the receiver with WEBHOOK_SECRET={tool['secret']}")
-        input("   press Enter once the receiver runs with that secret... ")
-        answer = send(user, thread_id, 'lookup_account {"account_id": "acct_1"}', args.model, tools=[tool["id"]])
+        tool, new = register_tool(admin, args.webhook_url)
+        if new:
+            print(f"4. registered {tool['id']}; start the receiver with WEBHOOK_SECRET={tool['secret']}")
+            input("   press Enter once the receiver runs with that secret... ")
+        else:
+            print(f"4. using the tool lookup_account already registered ({tool['id']}) at {tool['webhook_url']};"
+                  " its receiver needs the secret shown when it was registered")
+        prompt = f'lookup_account {{"account_id": "{TOOL_PROMPT_ACCOUNT}"}}'
+        answer = send(user, thread_id, prompt, args.model, tools=[tool["id"]])
         print("  ", answer["content"][-1]["text"])
     for hit in search(user, "refund"):
         print(f"5. {hit['score']:.2f}  seq {hit['seq']}  {hit['snippet'][:60]}")

@@ -39,6 +39,8 @@ except ModuleNotFoundError:  # run from a checkout: the package lives where the 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "layers" / "threadgate" / "python"))
     from threadgate.webhooks import DELIVERY_HEADER, verify_request
 
+DEFAULT_PORT = 9000
+
 ACCOUNTS = {
     "acct_42": {"plan": "pro", "email": "ada@example.com"},
     "acct_7": {"plan": "free", "email": "grace@example.com"},
@@ -87,7 +89,7 @@ def create_app(secret: str, *, remember: int = 10_000) -> FastAPI:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     args = parser.parse_args()
     secret = os.environ.get("WEBHOOK_SECRET", "")
     if not secret.startswith("wsk_"):

@@ -69,7 +69,7 @@ def keys_create(args: argparse.Namespace) -> int:
     )
     key, secret = mint_key(rt, _account_id(rt), body)
     print(json.dumps({"id": key.id, "secret": secret, "prefix": key.prefix, "scope": key.scope,
-                      "end_user_id": key.end_user_id, "cap_micros": key.cap_micros}, indent=2))
+                      "end_user_id": key.end_user_id, "cap_micros": key.cap_micros}, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -78,7 +78,9 @@ def keys_list(args: argparse.Namespace) -> int:
     for k in rt.stores.keys.list_keys(_account_id(rt)):
         cap = "unlimited" if k.cap_micros is None else f"${Decimal(k.cap_micros) / 1_000_000}"
         state = "revoked" if k.revoked else "active"
-        print(f"{k.id}  {k.prefix}  {k.scope:8}  {state:7}  spent ${Decimal(k.spent_micros) / 1_000_000} of {cap}  {k.name}")
+        end_user = f"end user {k.end_user_id}" if k.end_user_id else "unbound"
+        print(f"{k.id}  {k.prefix}  {k.scope:8}  {state:7}  spent ${Decimal(k.spent_micros) / 1_000_000} of {cap}"
+              f"  {end_user}  {k.name}")
     return 0
 
 
@@ -109,7 +111,8 @@ def account_set_budget(args: argparse.Namespace) -> int:
     rt = _runtime()
     cap = None if args.usd.lower() in ("none", "unlimited") else usd_to_micros(args.usd)
     account = rt.stores.keys.update_account(_account_id(rt), cap_micros=cap)
-    print(json.dumps({"id": account.id, "cap_micros": account.cap_micros, "spent_micros": account.spent_micros}))
+    print(json.dumps({"id": account.id, "cap_micros": account.cap_micros, "spent_micros": account.spent_micros},
+                     ensure_ascii=False))
     return 0
 
 

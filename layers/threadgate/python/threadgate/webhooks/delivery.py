@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_exponential, wait_random
@@ -212,9 +213,10 @@ class PreparedDelivery:
             retry_after_s=outcome.retry_after_s,
         )
         if outcome.failed and (last or not outcome.retryable):
-            # Ids and the short reason only: the URL may carry the receiver's own token in its query.
+            # The URL without its query or credentials: they may carry the receiver's own token.
             logger.warning(
-                "webhook delivery failed",
+                "webhook delivery failed: tool %s (%s) at %s: %s after %d attempt(s)",
+                self.tool.name, self.tool.id, _loggable(self.tool.webhook_url), result.reason, result.attempts,
                 extra={"tool_id": self.tool.id, "tool_use_id": self.tool_use_id, "reason": result.reason,
                        "attempts": result.attempts, "status": result.status, "duration_ms": result.duration_ms},
             )
@@ -385,3 +387,8 @@ def _retry_after_s(value: str | None) -> float | None:
     if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _loggable(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
