@@ -6,16 +6,39 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 .PHONY: dev chat test bench bench-peer synth deploy layers vendor chromium clean
 
+# Installs come from hashed lock files, so a clone next month installs exactly this code:
+# requirements.lock (runtime), requirements-dev.lock (+ tools), requirements-layer.lock (Lambda).
+# Add a dependency to requirements.txt or requirements-dev.txt (the files people edit), then run
+# `make lock` (`make lock UPGRADE=1` moves every pin to the newest allowed version). uv installs
+# (resolving nothing, checking every hash) in parallel, several times faster than pip.
+UV_VERSION := 0.13.9
+UV := $(BIN)/uv
+LOCK := $(UV) pip compile --universal --python-version 3.11 --generate-hashes --quiet \
+        --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade,)
+
+$(VENV)/.uv:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --require-hashes -r requirements-uv.lock
+	touch $@
+
 # The package is imported from where the Lambda layer ships it (layers/threadgate/python):
 # a .pth file puts that directory on the venv's path, so there is no second copy to drift.
-$(VENV)/.runtime: requirements.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt
+$(VENV)/.runtime: requirements.lock $(VENV)/.uv
+	$(UV) pip install -q --python $(BIN)/python --require-hashes -r requirements.lock
 	$(BIN)/python -c "import site,os; open(os.path.join(site.getsitepackages()[0],'threadgate-layer.pth'),'w').write(os.path.abspath('layers/threadgate/python')+'\n')"
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock
+	$(UV) pip install -q --python $(BIN)/python --require-hashes -r requirements-dev.lock
+	touch $@
+
+lock: $(VENV)/.uv
+	echo "uv==$(UV_VERSION)" | $(LOCK) - -o requirements-uv.lock
+	$(LOCK) requirements.txt -o requirements.lock
+	$(LOCK) requirements-dev.txt -c requirements.lock -o requirements-dev.lock
+	$(BIN)/python scripts/build_layers.py --lock --uv $(UV)
+
+dev: $(VENV)/.runtime requirements-dev.txt
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	touch $@
 

@@ -4,10 +4,12 @@
 pip downloads manylinux wheels for the Lambda architecture and Python version (never this
 machine's), so the layer is correct whatever host builds it. What ships is requirements.txt above
 the "# --- local mode only" marker, minus the AWS SDK that the Lambda Python runtime already
-provides. When a matching CPython is available the layer is byte-compiled with unchecked-hash
+provides, at the versions and hashes pinned in requirements-layer.lock (`make lock` writes it,
+constrained by requirements.lock so Lambda runs what local mode and the tests run). When a matching CPython is available the layer is byte-compiled with unchecked-hash
 .pyc files: /opt is read-only on Lambda, so otherwise every cold start recompiles in memory.
 
     python scripts/build_layers.py [--arch arm64|x86_64] [--python-version 3.12]
+    python scripts/build_layers.py --lock      # what `make lock` runs (needs uv)
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "requirements.txt"
+RUNTIME_LOCK = ROOT / "requirements.lock"
+LAYER_LOCK = ROOT / "requirements-layer.lock"
+LOCK_PYTHON = "3.12"  # the Lambda runtime the layer lock is resolved for
 LAYER_DIR = ROOT / "layers" / "deps" / "python"
 BUILD_INFO = "threadgate_deps_layer.json"  # read by the CDK stack to refuse a wrong-arch layer
 LOCAL_ONLY_MARKER = "# --- local mode only"
@@ -52,23 +57,41 @@ def _distribution(requirement: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
+def lock(uv: str) -> None:
+    """Resolve the layer's requirements for Lambda's Python (any Linux architecture: the lock is
+    universal, its few markers are PyPy ones) with hashes, pinned to requirements.lock's versions."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+        handle.write("\n".join(lambda_requirements(REQUIREMENTS.read_text())) + "\n")
+    try:
+        subprocess.run(
+            [uv, "pip", "compile", handle.name, "--universal", "--python-version", LOCK_PYTHON,
+             "--generate-hashes", "--quiet", "-c", str(RUNTIME_LOCK), "-o", str(LAYER_LOCK),
+             "--custom-compile-command", "make lock"],
+            check=True,
+        )
+    finally:
+        Path(handle.name).unlink()
+
+
 def build(arch: str, python_version: str, out: Path = LAYER_DIR) -> dict:
+    if python_version != LOCK_PYTHON:
+        raise SystemExit(f"requirements-layer.lock is resolved for Python {LOCK_PYTHON}: change LOCK_PYTHON "
+                         f"in {Path(__file__).name} and run make lock to build for {python_version}")
     requirements = lambda_requirements(REQUIREMENTS.read_text())
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
-        handle.write("\n".join(requirements) + "\n")
     subprocess.run(
         [
             sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
             "--platform", PLATFORMS[arch], "--implementation", "cp",
             "--python-version", python_version, "--only-binary=:all:",
-            "--no-compile", "--target", str(out), "-r", handle.name,
+            # The lock is complete and hashed: nothing is resolved here, every file is checked.
+            "--no-deps", "--require-hashes",
+            "--no-compile", "--target", str(out), "-r", str(LAYER_LOCK),
         ],
         check=True,
     )
-    Path(handle.name).unlink()
     for name in RUNTIME_PROVIDED + NEVER_IMPORTED:  # pulled in transitively
         _remove_distribution(out, name)
     shutil.rmtree(out / "bin", ignore_errors=True)  # console scripts with this machine's shebang
@@ -121,8 +144,13 @@ def _interpreters(python_version: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=sorted(PLATFORMS), default="arm64")
-    parser.add_argument("--python-version", default="3.12")
+    parser.add_argument("--python-version", default=LOCK_PYTHON)
+    parser.add_argument("--lock", action="store_true", help="write requirements-layer.lock instead (needs uv)")
+    parser.add_argument("--uv", default=shutil.which("uv") or "uv")
     args = parser.parse_args()
+    if args.lock:
+        lock(args.uv)
+        return
     info = build(args.arch, args.python_version)
     size = sum(p.stat().st_size for p in LAYER_DIR.rglob("*") if p.is_file())
     print(f"layers/deps/python: {info['platform']} cp{args.python_version}, {size / 1e6:.1f} MB unzipped")
