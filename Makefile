@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: dev chat test bench bench-peer synth deploy layers vendor chromium clean
+.PHONY: dev chat test bench bench-peer synth deploy layers vendor chromium clean lock
 
 # Installs come from hashed lock files, so a clone next month installs exactly this code:
 # requirements.lock (runtime), requirements-dev.lock (+ tools), requirements-layer.lock (Lambda).
@@ -37,10 +37,6 @@ lock: $(VENV)/.uv
 	$(LOCK) requirements.txt -o requirements.lock
 	$(LOCK) requirements-dev.txt -c requirements.lock -o requirements-dev.lock
 	$(BIN)/python scripts/build_layers.py --lock --uv $(UV)
-
-dev: $(VENV)/.runtime requirements-dev.txt
-	$(BIN)/python -m pip install -q -r requirements-dev.txt
-	touch $@
 
 dev: $(VENV)/.runtime
 	$(BIN)/python -m threadgate serve
