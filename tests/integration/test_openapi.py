@@ -5,7 +5,6 @@ finds no 5xx and no answer outside the document, within a bounded number of exam
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
