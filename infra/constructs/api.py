@@ -18,6 +18,7 @@ STREAMING_ROUTES = (
     ("POST", "/v1/threads/{id}/messages"),
     ("POST", "/v1/messages"),
     ("POST", "/v1/chat/completions"),
+    ("GET", "/v1/threads/{id}/runs/{run_id}/events"),  # a run's events, resumable (Last-Event-ID)
 )
 # The operator console (API.md §13): its page and static files, served by the buffered function.
 CONSOLE_ROUTES = (("ANY", "/console"), ("ANY", "/console/{proxy+}"))

@@ -428,6 +428,17 @@ def test_only_the_webhook_worker_answers_tasks_and_only_turn_runners_start_runs(
         assert env["THREADGATE_WEBHOOK_QUEUE_URL"] == {"Ref": synth.logical_id(synth.stack.tool_loop.queue)}
 
 
+def test_a_runs_event_stream_streams_and_its_status_and_cancel_stay_buffered(synth):
+    methods = _methods(synth)
+    stream_fn = synth.logical_id(synth.stack.stream_fn.function)
+    api_fn = synth.logical_id(synth.stack.api_fn.function)
+    events = methods[("GET", "/v1/threads/{id}/runs/{run_id}/events")]["Integration"]
+    assert events["ResponseTransferMode"] == "STREAM"  # a resumed stream relays until the run ends
+    assert _target(events) == (stream_fn, "/response-streaming-invocations")
+    for route in (("ANY", "/v1/threads/{id}/runs/{run_id}"), ("ANY", "/v1/threads/{id}/runs/{run_id}/{proxy+}")):
+        assert _target(methods[route]["Integration"]) == (api_fn, "/invocations"), route  # status, cancel
+
+
 def test_alarms_cover_failed_executions_and_dead_lettered_tool_calls(synth):
     alarms = list(synth.of_type("AWS::CloudWatch::Alarm").values())
     machine = synth.logical_id(synth.stack.tool_loop.state_machine)
