@@ -131,16 +131,6 @@ def job(j: Job) -> dict[str, Any]:
 
 
 def delivery(d: DeliveryRecord) -> dict[str, Any]:
-    return {
-        "object": "delivery",
-        "tool_id": d.tool_id,
-        "tool_use_id": d.tool_use_id,
-        "attempt": d.attempt,
-        "outcome": d.outcome,
-        "status_code": d.status_code,
-        "reason": d.reason,
-        "latency_ms": d.latency_ms,
-        "created_at": d.created_at,
-        "thread_id": d.thread_id,
-        "request_id": d.request_id,
-    }
+    out = {"object": "delivery", **vars(d)}
+    del out["account_id"]  # the caller's own account: not worth repeating on every record
+    return out
