@@ -125,6 +125,11 @@ class AwsStandIn:
             return self.client("kms").create_key()["KeyMetadata"]["Arn"]
         if kind == ("AWS::SQS::Queue", "Ref"):
             return self.client("sqs").create_queue(QueueName=logical)["QueueUrl"]
+        if kind == ("AWS::StepFunctions::StateMachine", "Ref"):  # tool turns (not run by this tier)
+            return self.client("stepfunctions").create_state_machine(
+                name=logical, roleArn=f"arn:aws:iam::123456789012:role/{logical}",
+                definition='{"StartAt": "Idle", "States": {"Idle": {"Type": "Pass", "End": true}}}',
+            )["stateMachineArn"]
         if kind == ("AWS::OpenSearchServerless::Collection", "CollectionEndpoint"):
             return self.UNREACHABLE  # no OpenSearch data plane here; a turn never calls it on AWS
         raise AssertionError(f"{name}: the tier has no stand-in for {resource['Type']} {attribute}")
