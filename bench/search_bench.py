@@ -1,7 +1,9 @@
-"""Local search benchmark: latency and recall@10 at 10k and 100k messages, indexing throughput.
+"""Search benchmark, local index and real OpenSearch: latency and recall@10 at 10k and 100k
+messages, indexing throughput, hit@1/hit@3 of each search mode on the labelled set.
 
-Run: .venv/bin/python bench/search_bench.py      (about a minute on 2 cores; writes
-bench/results/search.json)
+Run: .venv/bin/python bench/search_bench.py      (local: about a minute on 2 cores; the real
+OpenSearch part, when Java 17 + Maven are present, several more; writes bench/results/search.json)
+     .venv/bin/python bench/search_bench.py --no-opensearch    (local only)
 
 Data: synthetic but varied chat messages (templates × topics × random details), ALL embedded
 with the real bundled model (WordLlama 256-d) — no random vectors. One account holds every
@@ -12,10 +14,17 @@ load average, and the searching thread's CPU time (cpu_*), which waiting for a c
 inflate.
 Recall@10 compares the index's answer with an independent exact brute force in float64 numpy
 over the same vectors and filters.
+
+Real OpenSearch (scripts/opensearch/node.py: 2.19.1 + k-NN 2.19.1.0, one node, lucene HNSW m=16
+ef_construction=128, the adapter's own requests): the same 100k messages bulk-indexed through
+`OpenSearchIndex.upsert` (batches of 500, `refresh=wait_for` as in production), then filtered
+account and end-user queries (HNSW recall@10 against the same exact brute force), and hybrid
+queries through `Indexer.search` (one `_msearch`). The node runs on the same shared 2 cores.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -34,11 +43,14 @@ from threadgate.domain.models import Message  # noqa: E402
 from threadgate.search.embedders import load_local_embedder  # noqa: E402
 from threadgate.search.indexing import Indexer  # noqa: E402
 from threadgate.search.local_index import LocalVectorIndex  # noqa: E402
+from threadgate.search.opensearch import OpenSearchIndex  # noqa: E402
 
 SIZES = (10_000, 100_000)
 END_USERS = 500
 QUERIES = 200
 ACCOUNT = "acct_bench"
+MODES = ("semantic", "lexical", "hybrid")
+OPENSEARCH_BATCH = 500
 
 SUBJECTS = [
     "my refund", "the invoice for March", "my password reset", "the package tracking", "my subscription",
@@ -142,7 +154,7 @@ def measure_search(embedder, texts: list[str], vectors: np.ndarray, size: int, q
         ix = Indexer(embedder, index)
         results = {}
         for scope in ("account", "end_user"):
-            lat, cpu, recalls, e2e = [], [], [], []
+            lat, cpu, recalls, e2e = [], [], [], {}
             for qi, qv in enumerate(qvecs):
                 user = rnd.randrange(END_USERS) if scope == "end_user" else None
                 allowed = docs_user[:size] == user if user is not None else np.ones(size, dtype=bool)
@@ -154,9 +166,11 @@ def measure_search(embedder, texts: list[str], vectors: np.ndarray, size: int, q
                 ids = {doc["id"] for doc, _ in got}
                 recalls.append(len(ids & truth) / max(1, len(truth)))
                 if qi < 100:  # the whole request path: embed q + search + snippets
-                    t = time.perf_counter()
-                    ix.search(account_id=ACCOUNT, end_user_id=None if user is None else f"eu_{user}", thread_id=None, q=query_texts[qi], limit=10)
-                    e2e.append((time.perf_counter() - t) * 1000)
+                    for mode in MODES:
+                        t = time.perf_counter()
+                        ix.search(account_id=ACCOUNT, end_user_id=None if user is None else f"eu_{user}", thread_id=None,
+                                  q=query_texts[qi], limit=10, mode=mode)
+                        e2e.setdefault(mode, []).append((time.perf_counter() - t) * 1000)
             results[scope] = {
                 "p50_ms": round(pct(lat, 50), 3),
                 "p95_ms": round(pct(lat, 95), 3),
@@ -164,11 +178,40 @@ def measure_search(embedder, texts: list[str], vectors: np.ndarray, size: int, q
                 "cpu_p50_ms": round(pct(cpu, 50), 3),
                 "cpu_p95_ms": round(pct(cpu, 95), 3),
                 "recall_at_10": round(statistics.mean(recalls), 4),
-                "indexer_search_p50_ms": round(pct(e2e, 50), 3),
-                "indexer_search_p95_ms": round(pct(e2e, 95), 3),
+                **mode_latencies(e2e),
             }
         index.close()
     return {"messages": size, "bulk_load_s": round(load_s, 2), "cold_first_query_ms": round(cold_ms, 1), **results}
+
+
+def mode_latencies(e2e: dict[str, list[float]]) -> dict:
+    """p50/p95 of the whole request path (embed q, query, fuse, snippets) per search mode."""
+    return {
+        f"indexer_search_{mode}_{name}_ms": round(pct(values, q), 3)
+        for mode, values in e2e.items()
+        for name, q in (("p50", 50), ("p95", 95))
+    }
+
+
+def relevance_by_mode(index) -> dict:
+    """hit@1 / hit@3 of each mode on the labelled set (paraphrases; identifiers and rare words)."""
+    from tests.unit.test_search_relevance import IDENTIFIER_QUERIES, QUERIES as PARAPHRASES, hit_rate, stored_messages
+
+    ix = Indexer(load_local_embedder(), index)
+    assert ix.index_messages(stored_messages()) == len(stored_messages())
+    return {
+        mode: {
+            f"{name}_hit_at_{top}": round(hit_rate(ix, queries, mode, top)[0], 3)
+            for name, queries in (("paraphrases", PARAPHRASES), ("identifiers", IDENTIFIER_QUERIES))
+            for top in (1, 3)
+        }
+        for mode in MODES
+    }
+
+
+def local_relevance_by_mode(embedder) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        return relevance_by_mode(LocalVectorIndex(Path(tmp), embedder.dimensions))
 
 
 def relevance(embedder) -> dict:
@@ -198,7 +241,87 @@ def relevance(embedder) -> dict:
     return out
 
 
+def measure_opensearch(embedder, texts: list[str], vectors: np.ndarray, query_texts: list[str]) -> dict:
+    """The same corpus and queries on a real OpenSearch node (see the module docstring)."""
+    from opensearchpy import OpenSearch
+
+    from tests.real_opensearch import node
+
+    reason = node.missing_tools()
+    if reason:
+        return {"skipped": reason}
+    size = max(SIZES)
+    docs_user = np.array([(i // 10) % END_USERS for i in range(size)])
+    t = time.perf_counter()
+    with node.running_node() as url:
+        start_s = time.perf_counter() - t
+        client = OpenSearch(hosts=[url], timeout=300)
+        index = OpenSearchIndex(client, "bench-messages", embedder.dimensions)
+        index.ensure_index()
+        load = [os.getloadavg()[0]]
+        t = time.perf_counter()
+        for start in range(0, size, OPENSEARCH_BATCH):
+            index.upsert([
+                {"id": f"thr_{i // 10}#{i % 10 + 1}", "account_id": ACCOUNT, "end_user_id": f"eu_{docs_user[i]}",
+                 "thread_id": f"thr_{i // 10}", "seq": i % 10 + 1, "role": "user", "text": texts[i],
+                 "created_at": i, "vector": vectors[i].tolist()}
+                for i in range(start, min(size, start + OPENSEARCH_BATCH))
+            ])
+        bulk_s = time.perf_counter() - t
+        load.append(os.getloadavg()[0])
+        segments = len(client.cat.segments(index="bench-messages", format="json"))
+
+        rnd = random.Random(size)
+        qvecs = embedder.embed_matrix(query_texts)
+        ix = Indexer(embedder, index)
+        results = {}
+        for scope in ("account", "end_user"):
+            lat, recalls, e2e = [], [], {}
+            for qi, qv in enumerate(qvecs):
+                user = rnd.randrange(END_USERS) if scope == "end_user" else None
+                allowed = docs_user == user if user is not None else np.ones(size, dtype=bool)
+                end_user = None if user is None else f"eu_{user}"
+                t = time.perf_counter()
+                got = index.search(qv.tolist(), account_id=ACCOUNT, end_user_id=end_user, limit=10)
+                lat.append((time.perf_counter() - t) * 1000)
+                truth = {f"thr_{i // 10}#{i % 10 + 1}" for i in exact_top(vectors[:size], qv, allowed, 10)}
+                recalls.append(len({doc["id"] for doc, _ in got} & truth) / max(1, len(truth)))
+                if qi < 100:
+                    for mode in MODES:
+                        t = time.perf_counter()
+                        ix.search(account_id=ACCOUNT, end_user_id=end_user, thread_id=None, q=query_texts[qi], limit=10, mode=mode)
+                        e2e.setdefault(mode, []).append((time.perf_counter() - t) * 1000)
+            results[scope] = {
+                "knn_p50_ms": round(pct(lat, 50), 3),
+                "knn_p95_ms": round(pct(lat, 95), 3),
+                "recall_at_10": round(statistics.mean(recalls), 4),
+                **mode_latencies(e2e),
+            }
+        load.append(os.getloadavg()[0])
+        relevance_index = OpenSearchIndex(client, "bench-relevance", embedder.dimensions)
+        relevance_index.ensure_index()
+        relevance = relevance_by_mode(relevance_index)
+    return {
+        "node": f"{node.VERSION}, single node, {node.JAVA_OPTS}, lucene HNSW m=16 ef_construction=128, k=100",
+        "start_to_green_s": round(start_s, 1),
+        "messages": size,
+        "bulk": {
+            "batch": OPENSEARCH_BATCH,
+            "seconds": round(bulk_s, 1),
+            "messages_per_s": round(size / bulk_s),
+            "segments_after": segments,
+            "note": "OpenSearchIndex.upsert with refresh=wait_for, precomputed real embeddings (embedding speed is separate)",
+        },
+        **results,
+        "relevance_by_mode": relevance,
+        "load_average_1m": {"before_bulk": round(load[0], 2), "after_bulk": round(load[1], 2), "after_queries": round(load[2], 2)},
+    }
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--no-opensearch", action="store_true", help="local index only")
+    args = parser.parse_args()
     started = time.perf_counter()
     load_at_start = round(os.getloadavg()[0], 2)
     embedder = load_local_embedder()
@@ -216,12 +339,13 @@ def main() -> None:
     result = {
         "embedder": "wordllama l2_supercat 256-d (bundled weights, offline)",
         "vectors": "real embeddings of synthetic chat messages (all of them), not random",
-        "index": "LocalVectorIndex: exact cosine over a per-account float32 partition, SQLite on disk",
+        "index": "LocalVectorIndex: exact cosine over a per-account float32 partition + SQLite FTS5 (lexical), on disk",
         "model_load_ms": round(load_ms, 1),
         "embedding_only_messages_per_s": round(embed_rate),
         "indexing": measure_indexing(embedder, texts),
         "search": [measure_search(embedder, texts, vectors, size, query_texts) for size in SIZES],
         "relevance_labelled_set": relevance(embedder),
+        "relevance_by_mode_local": local_relevance_by_mode(embedder),
         "targets": {"p95_ms_at_100k": 20, "recall_at_10_at_100k": 0.95, "indexing_messages_per_s": 1000},
     }
     at_100k = result["search"][-1]
@@ -230,6 +354,8 @@ def main() -> None:
         "recall": min(at_100k["account"]["recall_at_10"], at_100k["end_user"]["recall_at_10"]) >= 0.95,
         "indexing": result["indexing"]["per_turn_messages_per_s"] >= 1000,
     }
+    if not args.no_opensearch:
+        result["opensearch"] = measure_opensearch(embedder, texts, vectors, query_texts)
     result["bench_seconds"] = round(time.perf_counter() - started, 1)
     result["machine"] = {
         "cpus": os.cpu_count(),

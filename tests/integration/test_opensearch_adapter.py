@@ -311,7 +311,7 @@ def test_hybrid_finds_identifiers_and_paraphrases(index: OpenSearchIndex) -> Non
     table = {mode: (hit_at_3(QUERIES, mode), hit_at_3(IDENTIFIER_QUERIES, mode)) for mode in ("semantic", "lexical", "hybrid")}
     print("\nreal OpenSearch hit@3 (paraphrases, identifiers):", table)
     assert table["hybrid"][1] >= 0.9 and table["hybrid"][1] > table["semantic"][1]
-    assert table["hybrid"][0] >= table["semantic"][0] - 0.1
+    assert table["hybrid"][0] >= table["semantic"][0]  # lexical noise does not cost paraphrases
 
 
 def test_a_client_signing_for_aoss_takes_the_serverless_path_without_refresh(client: OpenSearch, opensearch_url: str) -> None:

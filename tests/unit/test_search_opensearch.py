@@ -124,7 +124,7 @@ def test_lexical_search_matches_the_words_inside_the_same_scope() -> None:
     assert body["size"] == 4
     assert body["query"] == {
         "bool": {
-            "must": [{"match": {"text.words": {"query": "ORD-48213"}}}],
+            "must": [{"match": {"text.words": {"query": "ORD-48213", "operator": "and"}}}],
             "filter": [{"term": {"account_id": "acct"}}, {"term": {"end_user_id": "alice"}}],
         }
     }

@@ -105,6 +105,7 @@ IDENTIFIER_QUERIES: list[tuple[str, str]] = [
     ("OOMKilled", "kubernetes"),
     ("kubelet evicting", "kubernetes"),
     ("quokka", "story"),
+    ("status of ORD-48213", "order"),  # a word the message lacks: lexical (every word) misses it
 ]
 
 ACCOUNT, USER = "acct_rel", "user_rel"
@@ -159,7 +160,7 @@ def test_identifiers_and_rare_words_are_found_by_lexical_and_hybrid_search(index
     print("\nlocal hit rate @3 on identifiers:", {mode: f"{rate:.0%}" for mode, (rate, _) in rates.items()})
     assert rates["lexical"][0] >= 0.9, rates["lexical"][1]
     assert rates["hybrid"][0] >= 0.9, rates["hybrid"][1]
-    assert rates["hybrid"][0] > rates["semantic"][0]  # what the static embeddings miss
+    assert rates["hybrid"][0] > max(rates["semantic"][0], rates["lexical"][0])  # better than either alone
 
 
 def test_the_tutorial_refund_question_finds_the_refund_message_first(indexer: Indexer) -> None:

@@ -114,7 +114,8 @@ class Indexer:
         except Exception as exc:  # noqa: BLE001 - the embedder or the index is unreachable
             log.warning("search backend failed: %s", _describe(exc))
             raise UpstreamOverloaded("search is temporarily unavailable, retry shortly") from exc
-        hits = semantic if mode == "semantic" else lexical if mode == "lexical" else fuse([semantic, lexical], limit)
+        # Lexical first: on a tie, a message holding every word of the query wins.
+        hits = semantic if mode == "semantic" else lexical if mode == "lexical" else fuse([lexical, semantic], limit)
         scorer = self._window_scorer(vector) if self.semantic_snippets and vector is not None else None
         return [
             search_result(doc, score, snippet(doc["text"], query, window_scorer=scorer)) for doc, score in hits[:limit]

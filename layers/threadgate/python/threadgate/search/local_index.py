@@ -374,12 +374,13 @@ class LocalVectorIndex:
         thread_id: str | None = None,
         limit: int = 10,
     ) -> list[tuple[dict[str, Any], float]]:
-        """(doc, BM25 relevance) of the messages sharing words with `text`, best first."""
+        """(doc, BM25 relevance) of the messages holding every word of `text` (stemmed; stopwords
+        ignored), best first. Every word, not any: see `OpenSearchIndex.lexical_body`."""
         terms = query_terms(text)[:MAX_QUERY_TERMS]
         if limit <= 0 or not terms:
             return []
         # Each term quoted: FTS5 reads it as a string (its tokenizer still applies), never as syntax.
-        match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+        match = " AND ".join('"' + term.replace('"', '""') + '"' for term in terms)
         scope, args = ["d.account_id = ?"], [account_id]
         for column, value in (("end_user_id", end_user_id), ("thread_id", thread_id)):
             if value is not None:
