@@ -66,6 +66,7 @@ class Gateway:
     admin_key: str
     runtime: Any
     fake: Any
+    openai_fake: Any = None  # set by the `gateway_with_openai` fixture
 
     def client(self, key: str | None = None, **kw: Any) -> httpx.Client:
         headers = {"x-api-key": key} if key else {}
@@ -95,6 +96,14 @@ def fake_anthropic() -> Iterator[Any]:
     from tests.fakes.fake_anthropic import running_fake_anthropic
 
     with running_fake_anthropic() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[Any]:
+    from tests.fakes.fake_openai import running_fake_openai
+
+    with running_fake_openai() as fake:
         yield fake
 
 
@@ -137,6 +146,16 @@ def gateway_factory(tmp_path: Path, fake_anthropic: Any):
 @pytest.fixture
 def gateway(gateway_factory) -> Gateway:
     return gateway_factory()
+
+
+@pytest.fixture
+def gateway_with_openai(gateway_factory, fake_openai) -> Gateway:
+    """A gateway that serves OpenAI models too (against the fake OpenAI, `gw.openai_fake`)."""
+    fake_openai.reset()
+    fake_openai.default_reply = None
+    gw = gateway_factory(openai_api_key=fake_openai.api_key, openai_base_url=fake_openai.v1_url)
+    gw.openai_fake = fake_openai
+    return gw
 
 
 @pytest.fixture

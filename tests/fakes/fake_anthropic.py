@@ -32,6 +32,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from anthropic.types.message_create_params import MessageCreateParamsStreaming
+
 from tests.fakes import faults
 from tests.fakes.faults import FakeUpstream
 
@@ -129,7 +131,35 @@ class FakeAnthropic(FakeUpstream):
                 return _error(400, f"{name}: Field required", number)
         if not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
             return _error(400, "max_tokens: Input should be greater than or equal to 1", number)
-        return None
+        problem = request_problem(body)
+        return None if problem is None else _error(400, problem, number)
+
+
+# The body fields the real API knows: those the official SDK sends in the body, and the sampling
+# fields older models still take (the current SDK no longer sends them).
+KNOWN_FIELDS = frozenset(
+    (MessageCreateParamsStreaming.__required_keys__ | MessageCreateParamsStreaming.__optional_keys__)
+    - {"workspace_id", "user_profile_id"}  # the SDK sends these two as headers
+) | {"temperature", "top_p", "top_k"}
+
+
+def request_problem(body: dict[str, Any]) -> str | None:
+    """The 400 message the real API would give for rules a translator can break, or None."""
+    for name in body:
+        if name not in KNOWN_FIELDS:
+            return f"{name}: Extra inputs are not permitted"
+    temperature = body.get("temperature")
+    if temperature is not None and not 0 <= temperature <= 1:
+        return "temperature: Input should be less than or equal to 1"
+    if body.get("tool_choice") is not None and not body.get("tools"):
+        return "tool_choice may only be specified while providing tools"
+    thinking = body.get("thinking") or {}
+    if thinking.get("type") == "enabled" and not 1024 <= thinking.get("budget_tokens", 0) < body["max_tokens"]:
+        return "thinking.budget_tokens: must be at least 1024 and less than max_tokens"
+    fmt = (body.get("output_config") or {}).get("format")
+    if fmt is not None and (fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict)):
+        return "output_config.format: Input should be a valid json_schema format"
+    return None
 
 
 def _error(status: int, message: str, number: int, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -151,6 +181,9 @@ def _build_message(
     body: dict[str, Any], reply: FakeReply | None, default_reply: str | None, number: int
 ) -> dict[str, Any]:
     digest = faults.reply_digest(body, number)
+    fmt = (body.get("output_config") or {}).get("format")
+    if reply is None and fmt is not None:  # structured output: JSON that fits the schema
+        reply = FakeReply(text=json.dumps(faults.example_of(fmt["schema"])))
     if reply is None:
         words = faults.default_words(body, default_reply)
         cut = len(words) > body["max_tokens"]

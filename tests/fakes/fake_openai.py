@@ -37,6 +37,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
+
 from tests.fakes import faults
 from tests.fakes.faults import FakeUpstream
 
@@ -153,11 +155,21 @@ def _error(
 
 
 # --- request rules the real API enforces ---------------------------------------------------
+# The request fields the real API knows: those the official SDK can send.
+KNOWN_FIELDS = frozenset(CompletionCreateParamsStreaming.__required_keys__ | CompletionCreateParamsStreaming.__optional_keys__)
+
+
 def request_problem(body: dict[str, Any]) -> str | None:
     """The 400 message the real API would give, or None when the request is acceptable."""
     for name in ("model", "messages"):
         if name not in body:
             return f"Missing required parameter: '{name}'."
+    for name in body:
+        if name not in KNOWN_FIELDS:
+            return f"Unrecognized request argument supplied: {name}"
+    problem = _format_problem(body.get("response_format")) or _tools_problem(body.get("tools"))
+    if problem:
+        return problem
     messages = body["messages"]
     if not isinstance(messages, list) or not messages:
         return "Invalid 'messages': empty array. Expected an array with minimum length 1."
@@ -203,6 +215,36 @@ def request_problem(body: dict[str, Any]) -> str | None:
     return None
 
 
+def _format_problem(response_format: Any) -> str | None:
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind not in ("text", "json_object", "json_schema"):
+        return "Invalid value for 'response_format.type'."
+    if kind != "json_schema":
+        return None
+    spec = response_format.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        return "Missing required parameter: 'response_format.json_schema.name'."
+    if not isinstance(spec.get("schema"), dict):
+        return "Invalid type for 'response_format.json_schema.schema': expected an object."
+    return faults.strict_schema_problem(spec["schema"], "response_format") if spec.get("strict") else None
+
+
+def _tools_problem(tools: Any) -> str | None:
+    for i, tool in enumerate(tools or []):
+        if tool.get("type") == "custom":
+            continue
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if tool.get("type") != "function" or not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            return f"Missing required parameter: 'tools[{i}].function'."
+        if function.get("strict"):
+            problem = faults.strict_schema_problem(function.get("parameters") or {}, f"function '{function['name']}'")
+            if problem:
+                return problem
+    return None
+
+
 # --- building answers ----------------------------------------------------------------------
 def prompt_tokens_for(body: dict[str, Any]) -> int:
     return faults.tokens_for(body, ("messages", "tools"))
@@ -212,6 +254,9 @@ def build_completion(
     body: dict[str, Any], reply: FakeReply | None, default_reply: str | None, number: int
 ) -> dict[str, Any]:
     digest = faults.reply_digest(body, number)
+    structured = _structured_reply(body.get("response_format"))
+    if reply is None and structured is not None:
+        reply = FakeReply(text=structured)
     if reply is None:
         words = faults.default_words(body, default_reply)
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or len(words)
@@ -232,6 +277,8 @@ def build_completion(
     completion_tokens = reply.completion_tokens
     if completion_tokens is None:
         completion_tokens = max(1, len((reply.text or "").split()) + len(reply.tool_calls))
+    n = body.get("n") or 1
+    completion_tokens *= n  # every choice is billed
     prompt_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else prompt_tokens_for(body)
     return {
         "id": f"chatcmpl-{digest[:29]}",
@@ -240,11 +287,12 @@ def build_completion(
         "model": body.get("model") or DEFAULT_MODEL,
         "choices": [
             {
-                "index": 0,
+                "index": index,
                 "message": message,
-                "logprobs": None,
+                "logprobs": _logprobs(reply.text) if body.get("logprobs") else None,
                 "finish_reason": reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop"),
             }
+            for index in range(n)
         ],
         "usage": {
             "prompt_tokens": prompt_tokens,
@@ -263,35 +311,54 @@ def build_completion(
     }
 
 
+def _structured_reply(response_format: Any) -> str | None:
+    """The answer to a request for structured output: JSON that fits the schema."""
+    if not isinstance(response_format, dict):
+        return None
+    if response_format.get("type") == "json_schema":
+        return json.dumps(faults.example_of(response_format["json_schema"]["schema"]))
+    return json.dumps({"answer": "example"}) if response_format.get("type") == "json_object" else None
+
+
+def _logprobs(text: str | None) -> dict[str, Any]:
+    tokens = (text or "").split()
+    return {"content": [{"token": t, "logprob": -0.5, "bytes": list(t.encode()), "top_logprobs": []} for t in tokens],
+            "refusal": None}
+
+
 def stream_chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
     """The chunk sequence that streams `completion`, shaped as the real API sends it."""
     envelope = {key: completion[key] for key in ("id", "created", "model", "service_tier", "system_fingerprint")}
     envelope["object"] = "chat.completion.chunk"
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-        out = {**envelope, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
+        out = {**envelope, "choices": [choice]}
         if include_usage:
             out["usage"] = None
         return out
 
-    choice = completion["choices"][0]
-    message = choice["message"]
-    calls = message.get("tool_calls") or []
-    first_content = "" if message["content"] is not None or not calls else None
-    first: dict[str, Any] = {"role": "assistant", "content": first_content, "refusal": None}
-    chunks = [chunk(first)]
-    for piece in faults.pieces(message["content"] or ""):
-        chunks.append(chunk({"content": piece}))
-    for piece in faults.pieces(message.get("refusal") or ""):
-        chunks.append(chunk({"refusal": piece}))
-    for index, call in enumerate(calls):
-        function = {"name": call["function"]["name"], "arguments": ""}
-        head = {"index": index, "id": call["id"], "type": "function", "function": function}
-        chunks.append(chunk({"tool_calls": [head]}))
-        raw = call["function"]["arguments"]
-        for start in range(0, len(raw), 8):
-            chunks.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": raw[start : start + 8]}}]}))
-    chunks.append(chunk({}, choice["finish_reason"]))
+    chunks = []
+    for index, choice in enumerate(completion["choices"]):  # n > 1: one choice after the other
+        message = choice["message"]
+        calls = message.get("tool_calls") or []
+        first_content = "" if message["content"] is not None or not calls else None
+        chunks.append(chunk({"role": "assistant", "content": first_content, "refusal": None}))
+        logprobs = (choice.get("logprobs") or {}).get("content") or []
+        for position, piece in enumerate(faults.pieces(message["content"] or "")):
+            token = logprobs[position : position + 1] if choice.get("logprobs") else None
+            chunks.append(chunk({"content": piece}, logprobs={"content": token, "refusal": None} if token else None))
+        for piece in faults.pieces(message.get("refusal") or ""):
+            chunks.append(chunk({"refusal": piece}))
+        for call_index, call in enumerate(calls):
+            function = {"name": call["function"]["name"], "arguments": ""}
+            head = {"index": call_index, "id": call["id"], "type": "function", "function": function}
+            chunks.append(chunk({"tool_calls": [head]}))
+            raw = call["function"]["arguments"]
+            for start in range(0, len(raw), 8):
+                piece = {"index": call_index, "function": {"arguments": raw[start : start + 8]}}
+                chunks.append(chunk({"tool_calls": [piece]}))
+        chunks.append(chunk({}, choice["finish_reason"]))
     if include_usage:
         chunks.append({**envelope, "choices": [], "usage": completion["usage"]})
     return chunks

@@ -277,3 +277,53 @@ def pieces(text: str) -> list[str]:
     """Words with their following space, as a model streams them."""
     words = text.split(" ")
     return [word + " " for word in words[:-1]] + [words[-1]] if text else []
+
+
+def example_of(schema: Any, root: Any = None) -> Any:
+    """A small JSON value that satisfies `schema` (the subset structured outputs allow: objects,
+    arrays, scalars, enums, const, anyOf, local $refs): what a fake model answers when a request
+    asks for structured output."""
+    root = schema if root is None else root
+    if not isinstance(schema, dict):
+        return None
+    if "$ref" in schema:
+        target: Any = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        return example_of(target, root)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return example_of(schema[key][0], root)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        return {name: example_of(sub, root) for name, sub in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [example_of(schema.get("items") or {}, root)] * max(1, schema.get("minItems") or 1)
+    return {"string": "example", "integer": 1, "number": 1.5, "boolean": True, "null": None}.get(kind, "example")
+
+
+def strict_schema_problem(schema: Any, where: str) -> str | None:
+    """What OpenAI's strict mode refuses in a schema: an object that allows extra properties or
+    leaves a property optional. None when the schema is acceptable."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        if node.get("type") == "object" or "properties" in node:
+            if node.get("additionalProperties") is not False:
+                return f"Invalid schema for {where}: 'additionalProperties' is required to be supplied and to be false."
+            missing = set(node.get("properties") or {}) - set(node.get("required") or [])
+            if missing:
+                return f"Invalid schema for {where}: 'required' is required to include every property; missing {sorted(missing)}."
+        stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+    return None

@@ -11,12 +11,10 @@ import httpx2
 import openai
 import pytest
 from threadgate.domain.errors import InvalidRequest, UpstreamError
+from threadgate.providers.field_map import chat_to_messages, messages_to_chat
+from threadgate.providers.openai.streams import AnthropicToOpenAIStream, OpenAIStreamTranslator
 from threadgate.providers.openai.translate import (
-    AnthropicToOpenAIStream,
-    OpenAIStreamTranslator,
-    anthropic_request_to_openai,
     anthropic_response_to_openai,
-    openai_request_to_anthropic,
     openai_response_to_anthropic,
     wants_usage_chunk,
 )
@@ -75,7 +73,7 @@ CONVERSATION = {
 
 
 def test_conversation_becomes_a_valid_chat_completions_request():
-    body = anthropic_request_to_openai(CONVERSATION, "gpt-up")
+    body = messages_to_chat({**CONVERSATION, "model": "gpt-up"})
     assert request_problem(body) is None  # the ordering rules the real API enforces
     assert body["model"] == "gpt-up"
     assert body["max_completion_tokens"] == 300
@@ -103,12 +101,6 @@ def test_conversation_becomes_a_valid_chat_completions_request():
     assert "stream" not in body
 
 
-def test_stream_asks_for_the_usage_chunk():
-    body = anthropic_request_to_openai({**CONVERSATION, "stream": True}, "gpt-up")
-    assert body["stream"] is True
-    assert body["stream_options"] == {"include_usage": True}
-
-
 @pytest.mark.parametrize(
     ("choice", "expected"),
     [
@@ -120,7 +112,7 @@ def test_stream_asks_for_the_usage_chunk():
     ],
 )
 def test_tool_choice_maps_to_openai(choice, expected):
-    body = anthropic_request_to_openai({**CONVERSATION, "tool_choice": choice}, "gpt-up")
+    body = messages_to_chat({**{**CONVERSATION, "tool_choice": choice}, "model": "gpt-up"})
     assert {k: body[k] for k in expected} == expected
 
 
@@ -145,7 +137,7 @@ def test_tool_result_images_and_url_images_reach_the_model():
             },
         ],
     }
-    assistant, tool, user = anthropic_request_to_openai(request, "gpt-up")["messages"]
+    assistant, tool, user = messages_to_chat({**request, "model": "gpt-up"})["messages"]
     assert assistant["content"] is None and assistant["tool_calls"][0]["function"]["arguments"] == "{}"
     assert tool == {"role": "tool", "tool_call_id": "t1", "content": "here"}
     assert user == {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}
@@ -165,7 +157,7 @@ def test_tool_result_images_and_url_images_reach_the_model():
 )
 def test_bad_anthropic_request_names_the_field(change, field):
     with pytest.raises(InvalidRequest) as caught:
-        anthropic_request_to_openai({**CONVERSATION, **change}, "gpt-up")
+        messages_to_chat({**{**CONVERSATION, **change}, "model": "gpt-up"})
     assert caught.value.message.startswith(f"{field}: ")
     assert caught.value.param == field
 
@@ -175,7 +167,7 @@ def test_bad_anthropic_request_names_the_field(change, field):
 
 def test_round_trip_keeps_tools_calls_results_and_errors():
     """Anthropic -> OpenAI -> Anthropic gives back the conversation (minus thinking)."""
-    back = openai_request_to_anthropic(anthropic_request_to_openai(CONVERSATION, "gpt-up"))
+    back = chat_to_messages(messages_to_chat({**CONVERSATION, "model": "gpt-up"}))
     expected = json.loads(json.dumps(CONVERSATION))
     expected["model"] = "gpt-up"
     expected["system"] = "You are terse.\n\nUse tools."
@@ -207,10 +199,10 @@ def test_openai_round_trip_keeps_the_conversation():
         "stop": ["END"],
         "temperature": 0.5,
     }
-    anthropic_request = openai_request_to_anthropic(request)
+    anthropic_request = chat_to_messages(request)
     assert anthropic_request["messages"][1]["content"][1]["input"] == {RAW_ARGUMENTS_KEY: "not json"}
     assert anthropic_request["messages"][2]["content"][1]["is_error"] is True
-    back = anthropic_request_to_openai(anthropic_request, "gpt-up")
+    back = messages_to_chat({**anthropic_request, "model": "gpt-up"})
     assert back == request
 
 
@@ -236,9 +228,9 @@ def test_openai_request_hoists_system_and_merges_tool_messages_into_one_user_tur
             {"role": "system", "content": "rule two"},
         ],
     }
-    out = openai_request_to_anthropic(request)
+    out = chat_to_messages(request)
     assert out["system"] == "rule one\n\nrule two"
-    assert out["max_tokens"] == 4096  # OpenAI clients may omit it; Anthropic requires it
+    assert "max_tokens" not in out  # never invented: the gateway reserves against the model's own limit
     user, assistant, results = out["messages"]
     assert user["content"][1] == {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": PNG}}
     assert [b["type"] for b in assistant["content"]] == ["text", "tool_use", "tool_use"]
@@ -262,7 +254,6 @@ EMPTY_SCHEMA = {"type": "object", "properties": {}}
     [
         ({"max_tokens": 50}, {"max_tokens": 50}),
         ({"max_tokens": 50, "max_completion_tokens": 70}, {"max_tokens": 70}),
-        ({"temperature": 1.7}, {"temperature": 1.0}),
         ({"temperature": 0.5, "top_p": 1}, {"temperature": 0.5, "top_p": None}),  # no-op top_p not sent
         ({"top_p": 0.9}, {"top_p": 0.9}),
         ({"stop": "###"}, {"stop_sequences": ["###"]}),
@@ -277,7 +268,7 @@ EMPTY_SCHEMA = {"type": "object", "properties": {}}
     ],
 )
 def test_openai_parameters_map_to_anthropic(params, expected):
-    out = openai_request_to_anthropic({"model": "m", "messages": [{"role": "user", "content": "hi"}], **params})
+    out = chat_to_messages({"model": "m", "messages": [{"role": "user", "content": "hi"}], **params})
     assert {k: out.get(k) for k in expected} == expected
 
 
@@ -297,10 +288,14 @@ def test_usage_chunk_wish_is_read_from_stream_options():
             "messages: must contain at least one non-empty user or assistant message",
         ),
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id: must be a string"),
-        ({"n": 2}, "n: only 1 is supported"),
+        ({"n": 2}, "n: not supported for Claude and other models: Claude writes one answer per request (1 is accepted)"),
+        ({"temperature": 1.7}, "temperature: Claude models take 0-1; values above 1 have no equivalent"),
+        ({"seed": 7}, "seed: not supported for Claude and other models: Claude has no sampling seed"),
+        ({"surprise": 1}, "surprise: not a Chat Completions field the gateway can translate for Claude and other models"),
         ({"max_completion_tokens": -1}, "max_completion_tokens: must be an integer >= 1"),
         ({"temperature": 3}, "temperature: must be a number between 0 and 2"),
-        ({"response_format": {"type": "json_object"}}, "response_format.type: only 'text' is supported for this model"),
+        ({"response_format": {"type": "json_object"}},
+         "response_format.type: 'json_object' has no Claude equivalent (Claude has no schema-less JSON mode); send a json_schema"),
         ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
          "messages[0].content[0].type: 'input_audio' is not supported for this model"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]},
@@ -309,7 +304,7 @@ def test_usage_chunk_wish_is_read_from_stream_options():
 )
 def test_bad_openai_request_names_the_field(change, message):
     with pytest.raises(InvalidRequest) as caught:
-        openai_request_to_anthropic({"model": "m", "messages": [{"role": "user", "content": "hi"}], **change})
+        chat_to_messages({"model": "m", "messages": [{"role": "user", "content": "hi"}], **change})
     assert caught.value.message == message
 
 
@@ -343,7 +338,7 @@ def test_openai_answer_becomes_an_anthropic_message_with_split_cache_usage():
         "cache_read_input_tokens": 800,
     }
     # ... and the unparsable arguments go back to the model exactly as it wrote them.
-    back = anthropic_request_to_openai({"messages": [{"role": "assistant", "content": message["content"]}]}, "gpt-up")
+    back = messages_to_chat({**{"messages": [{"role": "assistant", "content": message["content"]}]}, "model": "gpt-up"})
     assert back["messages"][0]["tool_calls"][1]["function"]["arguments"] == "{oops"
 
 

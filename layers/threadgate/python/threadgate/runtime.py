@@ -18,6 +18,7 @@ from threadgate.domain.catalog import Catalog
 from threadgate.domain.errors import NotFound
 from threadgate.domain.metering import Meter
 from threadgate.domain.models import ModelInfo, Tool
+from threadgate.domain.passthrough import Upstream
 from threadgate.domain.ratelimit import RateLimiter
 from threadgate.domain.turns import TurnDeps
 from threadgate.ports import ModelProvider
@@ -79,6 +80,13 @@ class Runtime:
 
     def provider_for(self, model: ModelInfo) -> ModelProvider:
         return self.providers[model.provider]
+
+    def upstream_for(self, model: ModelInfo, caller: str) -> Upstream:
+        """How a passthrough call from a caller speaking `caller` ("openai" or "anthropic")
+        reaches the model (see providers/passthrough.py)."""
+        from threadgate.providers.passthrough import upstream_of
+
+        return upstream_of(self.provider_for(model), caller)
 
     def turn_deps(self) -> TurnDeps:
         return TurnDeps(

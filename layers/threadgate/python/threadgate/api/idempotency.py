@@ -61,8 +61,11 @@ def idempotency_scope(key_id: str, method: str, path: str, idempotency_key: str)
     return f"{key_id}:{method}:{path}:{digest}"
 
 
-def claim_key(request: Request, rt: Runtime, p: Principal, body: BaseModel) -> tuple[Claim | None, JSONResponse | None]:
-    """(the claim to complete or abandon later, or None) and a replayed response on a repeat."""
+def claim_key(
+    request: Request, rt: Runtime, p: Principal, body: BaseModel | dict[str, Any]
+) -> tuple[Claim | None, JSONResponse | None]:
+    """(the claim to complete or abandon later, or None) and a replayed response on a repeat.
+    `body` is the checked model, or the raw body where it is forwarded whole (passthrough)."""
     idem = request.headers.get("idempotency-key")
     if idem is None:
         return None, None
@@ -70,7 +73,10 @@ def claim_key(request: Request, rt: Runtime, p: Principal, body: BaseModel) -> t
         raise InvalidRequest("Idempotency-Key must be 1-255 characters", param="Idempotency-Key")
     claim = Claim(idempotency_scope(p.key_id, request.method, request.url.path, idem), idem)
     scope = claim.scope
-    payload = body.model_dump(mode="json", exclude={"stream"})
+    if isinstance(body, dict):
+        payload = {k: v for k, v in body.items() if k != "stream"}
+    else:
+        payload = body.model_dump(mode="json", exclude={"stream"})
     body_hash = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     now = rt.clock.now_ms()
     existing = rt.stores.idempotency.claim(scope, body_hash, now, TTL_MS)

@@ -197,21 +197,23 @@ class InputMessage(Part):
 
 
 class MessagesCreate(SamplingParams):
+    """A `/v1/messages` body, checked; the body itself is forwarded as it came (api/passthrough.py)."""
+
     messages: list[InputMessage] = Field(min_length=1)
     tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
 
-    @field_validator("tools")
-    @classmethod
-    def _client_tools_only(cls, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-        # Server tools (web search, code execution, ...) carry per-use fees the usage report
-        # cannot meter, so they are refused rather than served unbilled.
-        for i, tool in enumerate(tools or []):
-            if tool.get("type") not in (None, "custom"):
-                raise InvalidRequest(
-                    f"tools[{i}].type: server tools ({tool.get('type')!r}) are not supported", param=f"tools[{i}].type"
-                )
-            if not isinstance(tool.get("name"), str) or not isinstance(tool.get("input_schema"), dict):
-                raise InvalidRequest(
-                    f"tools[{i}]: a tool needs a string name and an input_schema object", param=f"tools[{i}]"
-                )
-        return tools
+
+class ChatMessage(Part):
+    role: str
+
+
+class ChatCreate(Body):
+    """A `/v1/chat/completions` body: only what the gateway reads is checked here; the body itself
+    is forwarded as it came or translated field by field (providers/field_map.py)."""
+
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    n: int | None = Field(default=None, ge=1, le=128)

@@ -35,6 +35,7 @@ from threadgate.domain.errors import AuthenticationFailed, GatewayError, Invalid
 from threadgate.domain.jobs import Endpoint, Job, JobOutcome, parse_endpoint, without_stream
 from threadgate.domain.keys import new_id, principal_of
 from threadgate.domain.models import Principal
+from threadgate.domain.passthrough import PassthroughCall
 from threadgate.domain.turns import Turn
 from threadgate.ports import JobStore
 from threadgate.runtime import Runtime
@@ -49,25 +50,21 @@ RECOVER_LIMIT = 10_000
 @dataclass
 class PreparedJob:
     endpoint: Endpoint
-    turn: Turn
-    render: Callable[[Turn], Any]  # the synchronous route's JSON answer for the finished turn
+    turn: Turn | PassthroughCall
+    render: Callable[[Any], Any]  # the synchronous route's JSON answer for the finished turn
 
 
 def prepare_job(rt: Runtime, p: Principal, endpoint: Endpoint, body: dict[str, Any], rid: str) -> PreparedJob:
     """The turn the synchronous route would run for `body` (its `stream` flag ignored)."""
-    from threadgate.api.routes.chat import chat_answer, chat_body
-    from threadgate.api.routes.messages import passthrough_turn, plain_answer, thread_answer, thread_turn
-    from threadgate.api.schemas import MessagesCreate, TurnCreate
+    from threadgate.api import passthrough
+    from threadgate.api.routes.messages import thread_answer, thread_turn
+    from threadgate.api.schemas import TurnCreate
 
     body = without_stream(body)
     try:
-        if endpoint.kind == "chat":
-            turn = passthrough_turn(rt, p, chat_body(body), rid, stream=True)
-            created = int(time.time())
-            return PreparedJob(endpoint, turn, lambda t: chat_answer(t, created)[0])
-        if endpoint.kind == "messages":
-            turn = passthrough_turn(rt, p, _validate(MessagesCreate, body), rid, stream=True)
-            return PreparedJob(endpoint, turn, lambda t: plain_answer(t)[0])
+        if endpoint.kind in ("chat", "messages"):  # one metered call, nothing persisted
+            call = passthrough.prepare(rt, p, endpoint.kind, body, rid)
+            return PreparedJob(endpoint, call.call, lambda c: call.render(c)[0])
         turn_body = _validate(TurnCreate, body)
         turn = thread_turn(rt, p, endpoint.thread_id or "", turn_body, rid, stream=True)
         return PreparedJob(endpoint, turn, lambda t: thread_answer(t)[0])

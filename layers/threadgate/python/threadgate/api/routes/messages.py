@@ -1,4 +1,4 @@
-"""POST /v1/threads/{id}/messages (a turn) and POST /v1/messages (Anthropic passthrough)."""
+"""POST /v1/threads/{id}/messages (a turn) and POST /v1/messages (Anthropic passthrough, api/passthrough.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from threadgate.api import idempotency
+from threadgate.api import idempotency, passthrough
 from threadgate.api.deps import get_principal, get_runtime, request_id
 from threadgate.api.routes.threads import visible_thread
-from threadgate.api.schemas import MessagesCreate, TurnCreate
+from threadgate.api.schemas import TurnCreate
 from threadgate.api.turn_http import run_turn
 from threadgate.domain.errors import InvalidRequest
 from threadgate.domain.models import Principal
@@ -85,46 +85,13 @@ async def send_turn(
     return await run_turn(request, rt, turn, scope=scope, render=thread_answer, lock=lock)
 
 
-def plain_answer(turn: Turn) -> tuple[dict[str, Any], dict[str, str]]:
-    return turn.final_message(), {"x-qlaud-cost-micros": str(turn.result.cost_micros)}
-
-
-def passthrough_turn(rt: Runtime, p: Principal, body: MessagesCreate, rid: str, *, stream: bool) -> Turn:
-    """One model call, nothing persisted (/v1/messages and /v1/chat/completions; async jobs)."""
-    spec = TurnSpec(
-        principal=p,
-        model=rt.model(body.model),
-        params=body.forwarded(),
-        request_id=rid,
-        stream=stream,
-        messages=[m.model_dump() for m in body.messages],
-        tool_definitions=body.tools,
-        max_iterations=1,
-    )
-    return Turn(rt.turn_deps(), spec)
-
-
-def _passthrough_events(event: dict[str, Any]) -> list[dict[str, Any]]:
-    """Plain Anthropic streams: qlaud.* bookkeeping is ours, not the SDK's."""
-    kind = event.get("type", "")
-    if kind == "qlaud.error":
-        return [{"type": "error", "error": event["error"]}]
-    if kind.startswith("qlaud.") or kind.startswith("_"):
-        return []
-    return [event]
-
-
 @router.post("/v1/messages")
 async def messages(
-    body: MessagesCreate, request: Request, p: Principal = Depends(get_principal), rt: Runtime = Depends(get_runtime)
+    request: Request, p: Principal = Depends(get_principal), rt: Runtime = Depends(get_runtime)
 ) -> Any:
-    from threadgate.api.sse import encode
-
-    turn = passthrough_turn(rt, p, body, request_id(request), stream=body.stream)
-    scope, replay = idempotency.claim_key(request, rt, p, body)
+    raw = passthrough.json_body(await request.body())
+    call = passthrough.messages(rt, p, raw, request_id(request), headers=request.headers)
+    scope, replay = idempotency.claim_key(request, rt, p, raw)
     if replay is not None:
         return replay
-    return await run_turn(
-        request, rt, turn, scope=scope, render=plain_answer,
-        stream_render=lambda e: [encode(x) for x in _passthrough_events(e)],
-    )
+    return await run_turn(request, rt, call.call, scope=scope, render=call.render, stream_render=call.stream_render)

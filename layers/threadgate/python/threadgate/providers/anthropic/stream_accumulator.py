@@ -25,6 +25,7 @@ class MessageAccumulator:
         self._usage: dict[str, Any] = {"input_tokens": 0, "output_tokens": 0}
         self.started = False
         self.finished = False
+        self.deltas = 0  # content deltas seen (a broken stream is billed at least one token each)
 
     def feed(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -37,6 +38,7 @@ class MessageAccumulator:
             if block.get("type") in ("tool_use", "server_tool_use"):
                 self._json_parts[index] = []
         elif kind == "content_block_delta":
+            self.deltas += 1
             self._apply_delta(event["index"], event.get("delta") or {})
         elif kind == "content_block_stop":
             self._finish_tool_input(event["index"])

@@ -1,7 +1,8 @@
 """`OpenAIProvider`: the `ModelProvider` port over the OpenAI Chat Completions HTTP API (httpx).
 
-It speaks Anthropic Messages to the gateway and Chat Completions to the upstream, translating
-with `translate.py`. `request["model"]` must already be the upstream model id.
+Thread turns speak Anthropic Messages to it (the canonical shape), translated field by field by
+`providers/field_map.py`; same-family passthrough forwards Chat Completions bodies as they are.
+`request["model"]` must already be the upstream model id.
 
 Retry policy (shared with Anthropic, see `threadgate.providers.http`): retried only until a 2xx
 status arrives — connection failures, timeouts before the headers, 429 (except
@@ -23,11 +24,9 @@ from threadgate.providers.openai.errors import (
     error_for_stream_payload,
     stream_broken,
 )
-from threadgate.providers.openai.translate import (
-    OpenAIStreamTranslator,
-    anthropic_request_to_openai,
-    openai_response_to_anthropic,
-)
+from threadgate.providers.field_map import messages_to_chat
+from threadgate.providers.openai.streams import OpenAIStreamTranslator
+from threadgate.providers.openai.translate import openai_response_to_anthropic
 from threadgate.providers.openai.wire import CHAT_COMPLETIONS_PATH, SSE_DONE
 from threadgate.providers.openai.wire import request_headers as openai_headers
 
@@ -35,54 +34,80 @@ from threadgate.providers.openai.wire import request_headers as openai_headers
 class OpenAIProvider(HTTPProvider):
     """`OpenAIProvider(base_url, api_key, *, timeout_s, connect_timeout_s, attempts, client,
     backoff_initial_s, backoff_max_s, max_retry_after_s)` (see `HTTPProvider`); `base_url`
-    includes the version, e.g. "https://api.openai.com/v1"."""
+    includes the version, e.g. "https://api.openai.com/v1".
+
+    `forward`/`forward_stream` speak Chat Completions as they are (same-family passthrough);
+    `create`/`stream`, the `ModelProvider` port, translate the canonical Anthropic shape."""
 
     name = "openai"
     endpoint_path = CHAT_COMPLETIONS_PATH
     status_error = UpstreamStatusError
     request_headers = staticmethod(openai_headers)
 
-    async def create(self, request: dict[str, Any]) -> dict[str, Any]:
-        model = _model(request)
-        body = anthropic_request_to_openai({**request, "stream": False}, model)
+    async def forward(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A Chat Completions request as it is; returns the `chat.completion` as it came."""
+        body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         answer = await read_json(await self._upstream.open(body))
-        if not isinstance(answer, dict) or "error" in answer:
+        if not isinstance(answer, dict) or "error" in answer or not isinstance(answer.get("choices"), list):
             raise UpstreamError("upstream returned an answer that is not a completion")
-        return openai_response_to_anthropic(answer, model)
+        return answer
 
-    async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        model = _model(request)
-        body = anthropic_request_to_openai({**request, "stream": True}, model)
+    async def forward_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """A Chat Completions request as it is, streamed: yields its chunks as they came, up to
+        [DONE]. The usage chunk is always asked for (the gateway bills from it)."""
+        options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+        body = {**body, "stream": True, "stream_options": {**options, "include_usage": True}}
         # After [DONE] the answer is complete: a failed drain costs nothing.
         upstream = UpstreamEvents(await self._upstream.open(body), complete_when_done=True)
-        translator = OpenAIStreamTranslator(model)
+        finished = usage = False
         async with contextlib.aclosing(upstream.data()) as payloads:
             async for data in payloads:
                 if data.strip() == SSE_DONE:
-                    upstream.done = True  # the usage chunk came before [DONE]: close the message now
-                    for event in translator.finish():
-                        upstream.received += 1
-                        yield event
+                    upstream.done = True
                     continue
                 chunk = decode_json_object(data)
                 if chunk is None:
                     raise stream_broken("upstream sent a malformed stream chunk", upstream.received)
                 if "error" in chunk:
                     raise error_for_stream_payload(chunk, upstream.received)
-                try:
-                    events = translator.feed(chunk)
-                except UpstreamError as exc:  # a chunk we cannot express in Anthropic events
-                    raise stream_broken(exc.message, upstream.received) from None
-                for event in events:
-                    upstream.received += 1
-                    yield event
-        if upstream.done:
-            return
+                usage = usage or isinstance(chunk.get("usage"), dict)
+                finished = finished or any(
+                    isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or ()
+                )
+                upstream.received += 1
+                yield chunk
         # Without [DONE], accept the end only if the finish reason and the usage both arrived:
-        # a message without its usage could not be billed.
-        if not (translator.saw_finish_reason and translator.saw_usage):
+        # an answer without its usage could not be billed.
+        if not upstream.done and not (finished and usage):
             raise stream_broken("upstream stream ended before [DONE]", upstream.received)
-        for event in translator.finish():
+
+    async def create(self, request: dict[str, Any]) -> dict[str, Any]:
+        _model(request)
+        return await self.create_from_chat(messages_to_chat(request))
+
+    def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        _model(request)
+        return self.stream_from_chat(messages_to_chat(request))
+
+    async def create_from_chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A Chat Completions body, answered as an Anthropic `message`."""
+        return openai_response_to_anthropic(await self.forward(body), body["model"])
+
+    async def stream_from_chat(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """A Chat Completions body, streamed as Anthropic events."""
+        translator = OpenAIStreamTranslator(body["model"])
+        sent = 0
+        async with contextlib.aclosing(self.forward_stream(body)) as chunks:
+            try:
+                async for chunk in chunks:
+                    for event in translator.feed(chunk):
+                        sent += 1
+                        yield event
+            except UpstreamError as exc:  # broken, or a chunk we cannot express in Anthropic events
+                if not sent:
+                    raise
+                raise stream_broken(exc.message, sent) from None  # counted in events, not chunks
+        for event in translator.finish():  # the usage chunk came before [DONE]: close the message now
             yield event
 
 

@@ -1,4 +1,5 @@
-"""Streaming translation, one event at a time, both directions (pure; no I/O).
+"""Streams of Chat Completions chunks, one event at a time (pure; no I/O): translated both ways,
+and accumulated into the whole answer (`ChunkAccumulator`).
 
 OpenAI streams one flat sequence of deltas; Anthropic streams typed content blocks. Blocks here are
 emitted strictly one after another, as Anthropic does: a block is stopped before the next starts,
@@ -13,6 +14,7 @@ from typing import Any
 from threadgate.domain.errors import UpstreamError
 from threadgate.providers.openai.wire import (
     CHUNK_OBJECT,
+    COMPLETION_OBJECT,
     STOP_TO_FINISH,
     completion_id,
     message_id,
@@ -279,3 +281,77 @@ class AnthropicToOpenAIStream:
         if self._include_usage:
             chunk["usage"] = None
         return chunk
+
+
+class ChunkAccumulator:
+    """Feed `chat.completion.chunk` dicts, read the `chat.completion` they stream (every choice,
+    with usage once its chunk arrived). Works on a partial stream too: what was received so far.
+
+    Bills a passthrough stream (`usage`) and answers a streamed call as one JSON (async jobs)."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.deltas = 0  # content and argument deltas (a broken stream is billed at least one token each)
+        self._head: dict[str, Any] = {}
+        self._choices: dict[int, dict[str, Any]] = {}
+        self._usage: dict[str, Any] | None = None
+
+    def feed(self, chunk: dict[str, Any]) -> None:
+        if not self.started:
+            self.started = True
+            self._head = {k: chunk[k] for k in ("id", "created", "model", "service_tier", "system_fingerprint") if k in chunk}
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else []:
+            if isinstance(choice, dict):
+                self._choice(choice)
+
+    def _choice(self, choice: dict[str, Any]) -> None:
+        index = choice.get("index") if isinstance(choice.get("index"), int) else 0
+        whole = self._choices.setdefault(index, {
+            "index": index,
+            "message": {"role": "assistant", "content": None, "refusal": None},
+            "logprobs": None,
+            "finish_reason": None,
+        })
+        message = whole["message"]
+        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        for key in ("content", "refusal"):
+            if isinstance(delta.get(key), str) and delta[key]:
+                message[key] = (message[key] or "") + delta[key]
+                self.deltas += 1
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else []:
+            if isinstance(call, dict):
+                self._tool_call(message.setdefault("tool_calls", []), call)
+        logprobs = choice.get("logprobs")
+        if isinstance(logprobs, dict):
+            merged = whole["logprobs"] = whole["logprobs"] or {}
+            for key, items in logprobs.items():
+                if isinstance(items, list):
+                    merged.setdefault(key, []).extend(items)
+        if choice.get("finish_reason"):
+            whole["finish_reason"] = choice["finish_reason"]
+
+    def _tool_call(self, calls: list[dict[str, Any]], call: dict[str, Any]) -> None:
+        index = call.get("index") if isinstance(call.get("index"), int) else len(calls)
+        while len(calls) <= index:
+            calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+        whole = calls[index]
+        if call.get("id"):
+            whole["id"] = call["id"]
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        if isinstance(function.get("name"), str):
+            whole["function"]["name"] += function["name"]
+        if isinstance(function.get("arguments"), str) and function["arguments"]:
+            whole["function"]["arguments"] += function["arguments"]
+            self.deltas += 1
+
+    def message(self) -> dict[str, Any]:
+        return {
+            **self._head,
+            "object": COMPLETION_OBJECT,
+            "choices": [self._choices[i] for i in sorted(self._choices)],
+            "usage": self._usage,
+        }

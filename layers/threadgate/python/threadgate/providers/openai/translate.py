@@ -1,23 +1,20 @@
-"""Anthropic Messages ⇄ OpenAI Chat Completions, as pure functions (no I/O).
+"""Anthropic Messages ⇄ OpenAI Chat Completions conversations and answers, as pure functions.
 
-Anthropic Messages is our canonical shape. Two directions are needed:
-- the OpenAI provider: Anthropic request -> OpenAI request, OpenAI answer -> Anthropic answer;
-- the `/v1/chat/completions` route: OpenAI request -> Anthropic request, Anthropic answer -> OpenAI.
-The streaming counterparts live in `streams.py` and are re-exported here.
+The request FIELDS (sampling, tools, formats, limits) are translated field by field in
+`threadgate.providers.field_map`, the one table that also documents them; this module holds
+what those translators need for conversations (messages, content parts, tools, tool choice)
+and translates answers back. The streaming counterparts live in `streams.py`.
 
 Lossy spots, decided once:
-- thinking blocks are dropped (Chat Completions has no place for them or their signatures);
+- thinking blocks in a conversation sent to OpenAI are left out (Chat Completions has no place
+  for them or their signatures), and Chat Completions answers carry no reasoning text;
 - consecutive assistant text blocks are concatenated (Anthropic splits text at citations, so
   they are one continuous text);
 - `is_error` on a tool result travels as the TOOL_ERROR_PREFIX on the tool message's text;
 - tool-call arguments that are not a JSON object are kept under RAW_ARGUMENTS_KEY (see wire.py);
-- OpenAI `temperature` above 1 is clamped to Anthropic's maximum of 1;
-- fields with no counterpart are not sent: Anthropic `top_k`, `thinking`, `metadata` and
-  `cache_control` marks (OpenAI caches prompts by itself); OpenAI penalties, `seed`,
-  `logit_bias` and `reasoning_effort`. Fields whose absence would change the answer's form
-  (`n` > 1, `logprobs`, a non-text `response_format`, server tools, audio) are refused instead.
-Bad client input raises InvalidRequest naming the field; an unusable upstream answer raises
-UpstreamError.
+- `cache_control` marks are not sent to OpenAI, which caches prompt prefixes by itself.
+Content without a counterpart is refused by name. Bad client input raises InvalidRequest naming
+the field; an unusable upstream answer raises UpstreamError.
 """
 
 from __future__ import annotations
@@ -27,11 +24,9 @@ import uuid
 from typing import Any
 
 from threadgate.domain.errors import InvalidRequest, UpstreamError
-from threadgate.providers.openai.streams import AnthropicToOpenAIStream, OpenAIStreamTranslator
 from threadgate.providers.openai.wire import (
     ANTHROPIC_MESSAGE_ROLES,
     COMPLETION_OBJECT,
-    DEFAULT_MAX_TOKENS,
     OPENAI_MESSAGE_ROLES,
     STOP_TO_FINISH,
     TOOL_ERROR_PREFIX,
@@ -44,20 +39,6 @@ from threadgate.providers.openai.wire import (
     usage_to_openai,
 )
 
-__all__ = [
-    "AnthropicToOpenAIStream",
-    "OpenAIStreamTranslator",
-    "anthropic_request_to_openai",
-    "anthropic_response_to_openai",
-    "arguments_to_json",
-    "openai_request_to_anthropic",
-    "openai_response_to_anthropic",
-    "parse_arguments",
-    "stop_reason_from_finish",
-    "usage_to_anthropic",
-    "usage_to_openai",
-    "wants_usage_chunk",
-]
 
 _DATA_URL = re.compile(r"^data:(?P<media_type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)$", re.DOTALL)
 _THINKING_TYPES = ("thinking", "redacted_thinking")
@@ -67,92 +48,72 @@ _THINKING_TYPES = ("thinking", "redacted_thinking")
 # small shared pieces
 
 
-def _invalid(path: str, problem: str) -> InvalidRequest:
+def invalid(path: str, problem: str) -> InvalidRequest:
     return InvalidRequest(f"{path}: {problem}", param=path)
 
 
-def _dict(value: Any, path: str) -> dict[str, Any]:
+def as_object(value: Any, path: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _invalid(path, "must be an object")
+        raise invalid(path, "must be an object")
     return value
 
 
-def _list(value: Any, path: str) -> list[Any]:
+def as_array(value: Any, path: str) -> list[Any]:
     if not isinstance(value, list):
-        raise _invalid(path, "must be an array")
+        raise invalid(path, "must be an array")
     return value
 
 
-def _str(value: Any, path: str) -> str:
+def as_string(value: Any, path: str) -> str:
     if not isinstance(value, str):
-        raise _invalid(path, "must be a string")
+        raise invalid(path, "must be a string")
     return value
 
 
-def _positive_int(value: Any, path: str) -> int:
+def positive_int(value: Any, path: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _invalid(path, "must be an integer >= 1")
+        raise invalid(path, "must be an integer >= 1")
     return value
 
 
-def _number(value: Any, path: str, low: float, high: float) -> float:
+def number_between(value: Any, path: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise _invalid(path, f"must be a number between {low:g} and {high:g}")
+        raise invalid(path, f"must be a number between {low:g} and {high:g}")
     return value
 
 
 # ---------------------------------------------------------------------------------------------
-# Anthropic request -> OpenAI request (the OpenAI provider)
+# Anthropic conversation -> OpenAI messages (the request fields themselves: providers/field_map.py)
 
 
-def anthropic_request_to_openai(req: dict[str, Any], upstream_model: str) -> dict[str, Any]:
-    """An Anthropic Messages request -> a Chat Completions request for `upstream_model`."""
-    req = _dict(req, "body")
+def anthropic_messages_to_openai(system: Any, raw_messages: Any) -> list[dict[str, Any]]:
+    """An Anthropic `system` and `messages` -> Chat Completions `messages`."""
     messages: list[dict[str, Any]] = []
-    system = req.get("system")
     if system:
         messages.append({"role": "system", "content": _anthropic_system_text(system)})
-    for i, message in enumerate(_list(req.get("messages"), "messages")):
+    for i, message in enumerate(as_array(raw_messages, "messages")):
         path = f"messages[{i}]"
-        message = _dict(message, path)
+        message = as_object(message, path)
         role = message.get("role")
         if role not in ANTHROPIC_MESSAGE_ROLES:
-            raise _invalid(f"{path}.role", f"must be one of {', '.join(ANTHROPIC_MESSAGE_ROLES)}")
+            raise invalid(f"{path}.role", f"must be one of {', '.join(ANTHROPIC_MESSAGE_ROLES)}")
         blocks = _anthropic_blocks(message.get("content"), f"{path}.content")
         if role == "user":
             messages.extend(_user_to_openai(blocks, f"{path}.content"))
         else:
             messages.append(_assistant_to_openai(blocks, f"{path}.content"))
-
-    body: dict[str, Any] = {"model": upstream_model, "messages": messages}
-    if req.get("max_tokens") is not None:
-        body["max_completion_tokens"] = _positive_int(req["max_tokens"], "max_tokens")
-    if req.get("temperature") is not None:
-        body["temperature"] = _number(req["temperature"], "temperature", 0, 1)
-    if req.get("top_p") is not None:
-        body["top_p"] = _number(req["top_p"], "top_p", 0, 1)
-    if req.get("stop_sequences"):
-        stops = _list(req["stop_sequences"], "stop_sequences")
-        body["stop"] = [_str(s, f"stop_sequences[{i}]") for i, s in enumerate(stops)]
-    if req.get("tools"):
-        body["tools"] = [_tool_to_openai(t, f"tools[{i}]") for i, t in enumerate(_list(req["tools"], "tools"))]
-        if req.get("tool_choice") is not None:
-            _apply_tool_choice_to_openai(_dict(req["tool_choice"], "tool_choice"), body)
-    if req.get("stream"):
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}  # usage arrives only if asked for
-    return body
+    return messages
 
 
 def _anthropic_system_text(system: Any) -> str:
     if isinstance(system, str):
         return system
     texts = []
-    for i, block in enumerate(_list(system, "system")):
-        block = _dict(block, f"system[{i}]")
+    for i, block in enumerate(as_array(system, "system")):
+        block = as_object(block, f"system[{i}]")
         if block.get("type") != "text":
-            raise _invalid(f"system[{i}].type", "must be text")
-        texts.append(_str(block.get("text"), f"system[{i}].text"))
+            raise invalid(f"system[{i}].type", "must be text")
+        texts.append(as_string(block.get("text"), f"system[{i}].text"))
     return "\n\n".join(texts)
 
 
@@ -160,10 +121,10 @@ def _anthropic_blocks(content: Any, path: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     if not isinstance(content, list):
-        raise _invalid(path, "must be a string or an array of content blocks")
-    blocks = [_dict(b, f"{path}[{j}]") for j, b in enumerate(content)]
+        raise invalid(path, "must be a string or an array of content blocks")
+    blocks = [as_object(b, f"{path}[{j}]") for j, b in enumerate(content)]
     for j, block in enumerate(blocks):
-        _str(block.get("type"), f"{path}[{j}].type")
+        as_string(block.get("type"), f"{path}[{j}].type")
     return blocks
 
 
@@ -175,7 +136,7 @@ def _user_to_openai(blocks: list[dict[str, Any]], path: str) -> list[dict[str, A
     for j, block in enumerate(blocks):
         bpath, kind = f"{path}[{j}]", block["type"]
         if kind == "text":
-            parts.append({"type": "text", "text": _str(block.get("text"), f"{bpath}.text")})
+            parts.append({"type": "text", "text": as_string(block.get("text"), f"{bpath}.text")})
         elif kind == "image":
             parts.append(_image_to_openai(block, bpath))
         elif kind == "document":
@@ -184,14 +145,14 @@ def _user_to_openai(blocks: list[dict[str, Any]], path: str) -> list[dict[str, A
             text, images = _tool_result_to_openai(block, bpath)
             tool_messages.append({
                 "role": "tool",
-                "tool_call_id": _str(block.get("tool_use_id"), f"{bpath}.tool_use_id"),
+                "tool_call_id": as_string(block.get("tool_use_id"), f"{bpath}.tool_use_id"),
                 "content": TOOL_ERROR_PREFIX + text if block.get("is_error") else text,
             })
             parts.extend(images)  # a tool message holds text only; its images follow as user parts
         elif kind in _THINKING_TYPES:
             continue
         else:
-            raise _invalid(f"{bpath}.type", f"'{kind}' is not supported for this model")
+            raise invalid(f"{bpath}.type", f"'{kind}' is not supported for this model")
     if parts or not tool_messages:
         only_text = len(parts) == 1 and parts[0]["type"] == "text"
         content: Any = parts[0]["text"] if only_text else (parts or "")
@@ -200,25 +161,25 @@ def _user_to_openai(blocks: list[dict[str, Any]], path: str) -> list[dict[str, A
 
 
 def _image_to_openai(block: dict[str, Any], path: str) -> dict[str, Any]:
-    source = _dict(block.get("source"), f"{path}.source")
+    source = as_object(block.get("source"), f"{path}.source")
     if source.get("type") == "base64":
-        media_type = _str(source.get("media_type"), f"{path}.source.media_type")
-        data = _str(source.get("data"), f"{path}.source.data")
+        media_type = as_string(source.get("media_type"), f"{path}.source.media_type")
+        data = as_string(source.get("data"), f"{path}.source.data")
         return {"type": "image_url", "image_url": {"url": f"data:{media_type};base64,{data}"}}
     if source.get("type") == "url":
-        return {"type": "image_url", "image_url": {"url": _str(source.get("url"), f"{path}.source.url")}}
-    raise _invalid(f"{path}.source.type", "must be base64 or url")
+        return {"type": "image_url", "image_url": {"url": as_string(source.get("url"), f"{path}.source.url")}}
+    raise invalid(f"{path}.source.type", "must be base64 or url")
 
 
 def _document_to_openai(block: dict[str, Any], path: str) -> dict[str, Any]:
-    source = _dict(block.get("source"), f"{path}.source")
+    source = as_object(block.get("source"), f"{path}.source")
     if source.get("type") == "text":
-        return {"type": "text", "text": _str(source.get("data"), f"{path}.source.data")}
+        return {"type": "text", "text": as_string(source.get("data"), f"{path}.source.data")}
     if source.get("type") == "base64" and source.get("media_type") == "application/pdf":
-        data = _str(source.get("data"), f"{path}.source.data")
+        data = as_string(source.get("data"), f"{path}.source.data")
         filename = block.get("title") if isinstance(block.get("title"), str) else "document.pdf"
         return {"type": "file", "file": {"filename": filename, "file_data": f"data:application/pdf;base64,{data}"}}
-    raise _invalid(f"{path}.source", "only text documents and base64 PDFs are supported for this model")
+    raise invalid(f"{path}.source", "only text documents and base64 PDFs are supported for this model")
 
 
 def _tool_result_to_openai(block: dict[str, Any], path: str) -> tuple[str, list[dict[str, Any]]]:
@@ -228,15 +189,15 @@ def _tool_result_to_openai(block: dict[str, Any], path: str) -> tuple[str, list[
     if isinstance(content, str):
         return content, []
     texts, images = [], []
-    for k, inner in enumerate(_list(content, f"{path}.content")):
+    for k, inner in enumerate(as_array(content, f"{path}.content")):
         ipath = f"{path}.content[{k}]"
-        inner = _dict(inner, ipath)
+        inner = as_object(inner, ipath)
         if inner.get("type") == "text":
-            texts.append(_str(inner.get("text"), f"{ipath}.text"))
+            texts.append(as_string(inner.get("text"), f"{ipath}.text"))
         elif inner.get("type") == "image":
             images.append(_image_to_openai(inner, ipath))
         else:
-            raise _invalid(f"{ipath}.type", f"'{inner.get('type')}' is not supported in a tool result for this model")
+            raise invalid(f"{ipath}.type", f"'{inner.get('type')}' is not supported in a tool result for this model")
     return "\n".join(texts), images
 
 
@@ -246,20 +207,20 @@ def _assistant_to_openai(blocks: list[dict[str, Any]], path: str) -> dict[str, A
     for j, block in enumerate(blocks):
         bpath, kind = f"{path}[{j}]", block["type"]
         if kind == "text":
-            texts.append(_str(block.get("text"), f"{bpath}.text"))
+            texts.append(as_string(block.get("text"), f"{bpath}.text"))
         elif kind == "tool_use":
             calls.append({
-                "id": _str(block.get("id"), f"{bpath}.id"),
+                "id": as_string(block.get("id"), f"{bpath}.id"),
                 "type": "function",
                 "function": {
-                    "name": _str(block.get("name"), f"{bpath}.name"),
+                    "name": as_string(block.get("name"), f"{bpath}.name"),
                     "arguments": arguments_to_json(block.get("input")),
                 },
             })
         elif kind in _THINKING_TYPES:
             continue
         else:
-            raise _invalid(f"{bpath}.type", f"'{kind}' is not supported in an assistant turn for this model")
+            raise invalid(f"{bpath}.type", f"'{kind}' is not supported in an assistant turn for this model")
     text = "".join(texts)
     message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
     if calls:
@@ -267,18 +228,38 @@ def _assistant_to_openai(blocks: list[dict[str, Any]], path: str) -> dict[str, A
     return message
 
 
-def _tool_to_openai(tool: Any, path: str) -> dict[str, Any]:
-    tool = _dict(tool, path)
+def tool_to_openai(tool: Any, path: str) -> dict[str, Any]:
+    """A custom Anthropic tool -> an OpenAI function tool. Tool fields without a counterpart are
+    refused by name, except those that change no answer: `cache_control` (OpenAI caches prompts
+    by itself) and `eager_input_streaming` (how the input streams, not what it is)."""
+    tool = as_object(tool, path)
     if tool.get("type") not in (None, "custom"):
-        raise _invalid(f"{path}.type", f"server tool '{tool.get('type')}' is not supported for this model")
-    function: dict[str, Any] = {"name": _str(tool.get("name"), f"{path}.name")}
+        raise invalid(f"{path}.type", f"'{tool.get('type')}' is an Anthropic-defined tool; OpenAI models have no equivalent")
+    function: dict[str, Any] = {"name": as_string(tool.get("name"), f"{path}.name")}
     if tool.get("description") is not None:
-        function["description"] = _str(tool["description"], f"{path}.description")
-    function["parameters"] = _dict(tool.get("input_schema"), f"{path}.input_schema")
+        function["description"] = as_string(tool["description"], f"{path}.description")
+    function["parameters"] = as_object(tool.get("input_schema"), f"{path}.input_schema")
+    if tool.get("strict") is not None:
+        function["strict"] = bool(tool["strict"])
+    for key, value in tool.items():
+        if key in _ANTHROPIC_TOOL_FIELDS or value is None or value is False or value == [] or (
+            key == "allowed_callers" and value == ["direct"]
+        ):
+            continue
+        why = _ANTHROPIC_TOOL_REFUSALS.get(key, "OpenAI function tools have no such field")
+        raise invalid(f"{path}.{key}", f"not supported for OpenAI models ({why})")
     return {"type": "function", "function": function}
 
 
-def _apply_tool_choice_to_openai(choice: dict[str, Any], body: dict[str, Any]) -> None:
+_ANTHROPIC_TOOL_FIELDS = frozenset({"type", "name", "description", "input_schema", "strict", "cache_control", "eager_input_streaming"})
+_ANTHROPIC_TOOL_REFUSALS = {
+    "input_examples": "OpenAI function tools take no input examples",
+    "defer_loading": "deferred tools need Anthropic's tool search",
+    "allowed_callers": "only direct calls exist in Chat Completions",
+}
+
+
+def tool_choice_to_openai(choice: dict[str, Any], body: dict[str, Any]) -> None:
     kind = choice.get("type")
     if kind == "auto":
         body["tool_choice"] = "auto"
@@ -287,10 +268,10 @@ def _apply_tool_choice_to_openai(choice: dict[str, Any], body: dict[str, Any]) -
     elif kind == "none":
         body["tool_choice"] = "none"
     elif kind == "tool":
-        name = _str(choice.get("name"), "tool_choice.name")
+        name = as_string(choice.get("name"), "tool_choice.name")
         body["tool_choice"] = {"type": "function", "function": {"name": name}}
     else:
-        raise _invalid("tool_choice.type", "must be one of auto, any, tool, none")
+        raise invalid("tool_choice.type", "must be one of auto, any, tool, none")
     if choice.get("disable_parallel_tool_use") and kind != "none":
         body["parallel_tool_calls"] = False
 
@@ -348,29 +329,19 @@ def _openai_content_text(content: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# OpenAI request -> Anthropic request (the /v1/chat/completions route)
+# OpenAI messages -> Anthropic conversation (the request fields themselves: providers/field_map.py)
 
 
-def openai_request_to_anthropic(
-    req: dict[str, Any], *, default_max_tokens: int = DEFAULT_MAX_TOKENS
-) -> dict[str, Any]:
-    """A Chat Completions request -> an Anthropic Messages request (same `model` value).
-
-    `max_tokens` is required by Anthropic and usually omitted by OpenAI clients:
-    `max_completion_tokens`, then `max_tokens`, then `default_max_tokens` is used.
-    `stream_options` is not part of the result; see `wants_usage_chunk`.
-    """
-    req = _dict(req, "body")
-    model = _str(req.get("model"), "model")
-    raw_messages = _list(req.get("messages"), "messages")
+def openai_messages_to_anthropic(raw_messages: Any) -> tuple[str, list[dict[str, Any]]]:
+    """Chat Completions `messages` -> (an Anthropic `system` text, `messages`)."""
+    raw_messages = as_array(raw_messages, "messages")
     if not raw_messages:
-        raise _invalid("messages", "must not be empty")
-
+        raise invalid("messages", "must not be empty")
     system_texts: list[str] = []
     messages: list[dict[str, Any]] = []
     for i, message in enumerate(raw_messages):
         path = f"messages[{i}]"
-        message = _dict(message, path)
+        message = as_object(message, path)
         role = message.get("role")
         if role in ("system", "developer"):
             system_texts.append(_openai_text(message.get("content"), f"{path}.content"))
@@ -382,54 +353,13 @@ def openai_request_to_anthropic(
         elif role == "tool":
             _append_merged(messages, "user", [_openai_tool_result(message, path)])
         else:
-            raise _invalid(f"{path}.role", f"must be one of {', '.join(OPENAI_MESSAGE_ROLES)}")
+            raise invalid(f"{path}.role", f"must be one of {', '.join(OPENAI_MESSAGE_ROLES)}")
     if not messages:
-        raise _invalid("messages", "must contain at least one non-empty user or assistant message")
+        raise invalid("messages", "must contain at least one non-empty user or assistant message")
     for message in messages:  # Anthropic wants tool results at the start of their user turn
         if message["role"] == "user":
             message["content"].sort(key=lambda block: block["type"] != "tool_result")
-
-    max_tokens = req.get("max_completion_tokens")
-    max_path = "max_completion_tokens"
-    if max_tokens is None:
-        max_tokens, max_path = req.get("max_tokens"), "max_tokens"
-    out: dict[str, Any] = {
-        "model": model,
-        "messages": messages,
-        "max_tokens": default_max_tokens if max_tokens is None else _positive_int(max_tokens, max_path),
-    }
-    system = "\n\n".join(t for t in system_texts if t)
-    if system:
-        out["system"] = system
-    if req.get("n") is not None and req["n"] != 1:
-        raise _invalid("n", "only 1 is supported")
-    if req.get("logprobs"):
-        raise _invalid("logprobs", "is not supported for this model")
-    response_format = req.get("response_format")
-    if response_format is not None and _dict(response_format, "response_format").get("type") != "text":
-        raise _invalid("response_format.type", "only 'text' is supported for this model")
-    if req.get("temperature") is not None:
-        out["temperature"] = min(_number(req["temperature"], "temperature", 0, 2), 1.0)
-    if req.get("top_p") is not None and _number(req["top_p"], "top_p", 0, 1) != 1:
-        out["top_p"] = req["top_p"]  # 1 is a no-op, and some Claude models refuse it beside temperature
-    stop = req.get("stop")
-    if isinstance(stop, str):
-        out["stop_sequences"] = [stop]
-    elif stop is not None:
-        out["stop_sequences"] = [_str(s, f"stop[{i}]") for i, s in enumerate(_list(stop, "stop"))]
-    if req.get("tools"):
-        out["tools"] = [_openai_tool(t, f"tools[{i}]") for i, t in enumerate(_list(req["tools"], "tools"))]
-        choice = _tool_choice_to_anthropic(req.get("tool_choice"))
-        if req.get("parallel_tool_calls") is False and choice.get("type") != "none":
-            choice["disable_parallel_tool_use"] = True
-        if req.get("tool_choice") is not None or "disable_parallel_tool_use" in choice:
-            out["tool_choice"] = choice
-    if req.get("stream"):
-        out["stream"] = True
-    user = req.get("user") or req.get("safety_identifier")
-    if isinstance(user, str) and user:
-        out["metadata"] = {"user_id": user}
-    return out
+    return "\n\n".join(t for t in system_texts if t), messages
 
 
 def wants_usage_chunk(req: dict[str, Any]) -> bool:
@@ -455,11 +385,11 @@ def _openai_text(content: Any, path: str) -> str:
     if isinstance(content, str):
         return content
     texts = []
-    for k, part in enumerate(_list(content, path)):
-        part = _dict(part, f"{path}[{k}]")
+    for k, part in enumerate(as_array(content, path)):
+        part = as_object(part, f"{path}[{k}]")
         if part.get("type") not in ("text", "refusal"):
-            raise _invalid(f"{path}[{k}].type", "must be text here")
-        texts.append(_str(part.get(part["type"]), f"{path}[{k}].{part['type']}"))
+            raise invalid(f"{path}[{k}].type", "must be text here")
+        texts.append(as_string(part.get(part["type"]), f"{path}[{k}].{part['type']}"))
     return "\n".join(texts)
 
 
@@ -467,22 +397,22 @@ def _openai_user_blocks(content: Any, path: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     blocks = []
-    for k, part in enumerate(_list(content, path)):
+    for k, part in enumerate(as_array(content, path)):
         ppath = f"{path}[{k}]"
-        part = _dict(part, ppath)
+        part = as_object(part, ppath)
         kind = part.get("type")
         if kind == "text":
-            text = _str(part.get("text"), f"{ppath}.text")
+            text = as_string(part.get("text"), f"{ppath}.text")
             if text:
                 blocks.append({"type": "text", "text": text})
         elif kind == "image_url":
             image = part.get("image_url")
-            url = image if isinstance(image, str) else _dict(image, f"{ppath}.image_url").get("url")
-            blocks.append(_image_from_url(_str(url, f"{ppath}.image_url.url"), f"{ppath}.image_url.url"))
+            url = image if isinstance(image, str) else as_object(image, f"{ppath}.image_url").get("url")
+            blocks.append(_image_from_url(as_string(url, f"{ppath}.image_url.url"), f"{ppath}.image_url.url"))
         elif kind == "file":
-            blocks.append(_document_from_file(_dict(part.get("file"), f"{ppath}.file"), f"{ppath}.file"))
+            blocks.append(_document_from_file(as_object(part.get("file"), f"{ppath}.file"), f"{ppath}.file"))
         else:
-            raise _invalid(f"{ppath}.type", f"'{kind}' is not supported for this model")
+            raise invalid(f"{ppath}.type", f"'{kind}' is not supported for this model")
     return blocks
 
 
@@ -493,13 +423,13 @@ def _image_from_url(url: str, path: str) -> dict[str, Any]:
         return {"type": "image", "source": source}
     if url.startswith(("https://", "http://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
-    raise _invalid(path, "must be an http(s) URL or a base64 data URL")
+    raise invalid(path, "must be an http(s) URL or a base64 data URL")
 
 
 def _document_from_file(file: dict[str, Any], path: str) -> dict[str, Any]:
     match = _DATA_URL.match(file.get("file_data") or "") if isinstance(file.get("file_data"), str) else None
     if not match or match["media_type"] != "application/pdf":
-        raise _invalid(f"{path}.file_data", "only a base64 PDF data URL is supported for this model")
+        raise invalid(f"{path}.file_data", "only a base64 PDF data URL is supported for this model")
     block: dict[str, Any] = {
         "type": "document",
         "source": {"type": "base64", "media_type": "application/pdf", "data": match["data"]},
@@ -515,16 +445,16 @@ def _openai_assistant_blocks(message: dict[str, Any], path: str) -> list[dict[st
     if text:
         blocks.append({"type": "text", "text": text})
     calls = message.get("tool_calls")
-    for k, call in enumerate(_list(calls, f"{path}.tool_calls") if calls is not None else []):
+    for k, call in enumerate(as_array(calls, f"{path}.tool_calls") if calls is not None else []):
         cpath = f"{path}.tool_calls[{k}]"
-        call = _dict(call, cpath)
+        call = as_object(call, cpath)
         if call.get("type", "function") != "function":
-            raise _invalid(f"{cpath}.type", "only function tool calls are supported")
-        function = _dict(call.get("function"), f"{cpath}.function")
+            raise invalid(f"{cpath}.type", "only function tool calls are supported")
+        function = as_object(call.get("function"), f"{cpath}.function")
         blocks.append({
             "type": "tool_use",
-            "id": _str(call.get("id"), f"{cpath}.id"),
-            "name": _str(function.get("name"), f"{cpath}.function.name"),
+            "id": as_string(call.get("id"), f"{cpath}.id"),
+            "name": as_string(function.get("name"), f"{cpath}.function.name"),
             "input": parse_arguments(function.get("arguments")),
         })
     return blocks
@@ -534,7 +464,7 @@ def _openai_tool_result(message: dict[str, Any], path: str) -> dict[str, Any]:
     text = _openai_text(message.get("content"), f"{path}.content")
     block: dict[str, Any] = {
         "type": "tool_result",
-        "tool_use_id": _str(message.get("tool_call_id"), f"{path}.tool_call_id"),
+        "tool_use_id": as_string(message.get("tool_call_id"), f"{path}.tool_call_id"),
     }
     if text.startswith(TOOL_ERROR_PREFIX):
         text = text[len(TOOL_ERROR_PREFIX):]
@@ -543,23 +473,33 @@ def _openai_tool_result(message: dict[str, Any], path: str) -> dict[str, Any]:
     return block
 
 
-def _openai_tool(tool: Any, path: str) -> dict[str, Any]:
-    tool = _dict(tool, path)
+def tool_to_anthropic(tool: Any, path: str) -> dict[str, Any]:
+    """An OpenAI function tool (or a deprecated `functions` entry, `path` naming it) -> a
+    Claude tool; `strict` is kept."""
+    tool = as_object(tool, path)
+    if "function" not in tool and "name" in tool and "type" not in tool:  # a `functions` entry
+        tool, fpath = {"type": "function", "function": tool}, path
+    else:
+        fpath = f"{path}.function"
     if tool.get("type", "function") != "function":
-        raise _invalid(f"{path}.type", "only function tools are supported")
-    function = _dict(tool.get("function"), f"{path}.function")
-    out: dict[str, Any] = {"name": _str(function.get("name"), f"{path}.function.name")}
+        raise invalid(f"{path}.type", f"'{tool.get('type')}' tools (free-form input) have no Claude equivalent")
+    function = as_object(tool.get("function"), fpath)
+    out: dict[str, Any] = {"name": as_string(function.get("name"), f"{fpath}.name")}
     if function.get("description") is not None:
-        out["description"] = _str(function["description"], f"{path}.function.description")
+        out["description"] = as_string(function["description"], f"{fpath}.description")
     parameters = function.get("parameters")
     out["input_schema"] = (
-        _dict(parameters, f"{path}.function.parameters") if parameters is not None
+        as_object(parameters, f"{fpath}.parameters") if parameters is not None
         else {"type": "object", "properties": {}}
     )
+    if function.get("strict") is not None:
+        out["strict"] = bool(function["strict"])
+    for key in function.keys() - {"name", "description", "parameters", "strict"}:
+        raise invalid(f"{fpath}.{key}", "not supported for Claude models (Claude tools have no such field)")
     return out
 
 
-def _tool_choice_to_anthropic(choice: Any) -> dict[str, Any]:
+def tool_choice_to_anthropic(choice: Any) -> dict[str, Any]:
     if choice is None or choice == "auto":
         return {"type": "auto"}
     if choice == "required":
@@ -567,9 +507,11 @@ def _tool_choice_to_anthropic(choice: Any) -> dict[str, Any]:
     if choice == "none":
         return {"type": "none"}
     if isinstance(choice, dict) and choice.get("type") == "function":
-        name = _dict(choice.get("function"), "tool_choice.function").get("name")
-        return {"type": "tool", "name": _str(name, "tool_choice.function.name")}
-    raise _invalid("tool_choice", "must be auto, required, none or a function choice")
+        name = as_object(choice.get("function"), "tool_choice.function").get("name")
+        return {"type": "tool", "name": as_string(name, "tool_choice.function.name")}
+    if isinstance(choice, dict) and choice.get("type") in ("allowed_tools", "custom"):
+        raise invalid("tool_choice.type", f"'{choice['type']}' has no Claude equivalent; use auto, required, none or a function")
+    raise invalid("tool_choice", "must be auto, required, none or a function choice")
 
 
 # ---------------------------------------------------------------------------------------------

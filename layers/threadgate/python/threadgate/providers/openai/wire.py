@@ -57,10 +57,6 @@ STOP_TO_FINISH: dict[str, str] = {
 OPENAI_MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool")
 ANTHROPIC_MESSAGE_ROLES = ("user", "assistant")
 
-# Chat Completions requests cannot omit `max_tokens` upstream-side for Anthropic, while OpenAI
-# clients usually do; the `/v1/chat/completions` route may pass a catalog value instead.
-DEFAULT_MAX_TOKENS = 4096
-
 
 def parse_arguments(raw: Any) -> dict[str, Any]:
     """Tool-call `arguments` text -> an Anthropic `tool_use.input` object. Empty means no
