@@ -107,38 +107,38 @@ def fake_openai() -> Iterator[Any]:
         yield fake
 
 
-@pytest.fixture
-def gateway_factory(tmp_path: Path, fake_anthropic: Any):
-    """Start a gateway with settings overrides; stops at test end."""
+def start_gateway(tmp: Path, fake_anthropic: Any, stack: list[Any], stores: Any = None, **overrides: Any) -> Gateway:
+    """A gateway over real HTTP against the fake Anthropic, settings overridden; its server is put
+    on `stack` for the caller to stop. `stores`: run on these adapters (e.g. DynamoDB under moto)
+    instead of SQLite."""
     from threadgate.api.app import create_app
+    from threadgate.api.connection_limits import uvicorn_options
     from threadgate.bootstrap import ensure_first_admin
     from threadgate.runtime import build
 
-    from threadgate.api.connection_limits import uvicorn_options
-
     from tests.fakes.servers import serve_asgi
 
+    fake_anthropic.reset()
+    fake_anthropic.default_reply = None  # a test's scripted default must not leak into the next
+    settings = make_settings(
+        tmp, anthropic_api_key=fake_anthropic.api_key, anthropic_base_url=fake_anthropic.base_url, **overrides
+    )
+    rt = build(settings)
+    if stores is not None:
+        rt.stores.close()
+        rt.stores = stores
+    admin = ensure_first_admin(rt.stores, rt.clock, settings)
+    cm = serve_asgi(create_app(rt), **uvicorn_options())
+    url = cm.__enter__()
+    stack.append(cm)
+    return Gateway(url=url, admin_key=admin, runtime=rt, fake=fake_anthropic)
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path, fake_anthropic: Any):
+    """Start a gateway with settings overrides; stops at test end."""
     stack: list[Any] = []
-
-    def start(stores: Any = None, **overrides: Any) -> Gateway:
-        """`stores`: run on these adapters (e.g. DynamoDB under moto) instead of SQLite."""
-        fake_anthropic.reset()
-        fake_anthropic.default_reply = None  # a test's scripted default must not leak into the next
-        settings = make_settings(
-            tmp_path, anthropic_api_key=fake_anthropic.api_key, anthropic_base_url=fake_anthropic.base_url,
-            **overrides,
-        )
-        rt = build(settings)
-        if stores is not None:
-            rt.stores.close()
-            rt.stores = stores
-        admin = ensure_first_admin(rt.stores, rt.clock, settings)
-        cm = serve_asgi(create_app(rt), **uvicorn_options())
-        url = cm.__enter__()
-        stack.append(cm)
-        return Gateway(url=url, admin_key=admin, runtime=rt, fake=fake_anthropic)
-
-    yield start
+    yield lambda stores=None, **overrides: start_gateway(tmp_path, fake_anthropic, stack, stores, **overrides)
     for cm in reversed(stack):
         cm.__exit__(None, None, None)
 
@@ -156,6 +156,22 @@ def gateway_with_openai(gateway_factory, fake_openai) -> Gateway:
     gw = gateway_factory(openai_api_key=fake_openai.api_key, openai_base_url=fake_openai.v1_url)
     gw.openai_fake = fake_openai
     return gw
+
+
+@pytest.fixture(scope="module")
+def module_gateway_with_openai(tmp_path_factory, fake_anthropic, fake_openai) -> Iterator[Gateway]:
+    """One `gateway_with_openai` for a whole module of many small, independent requests (each
+    test resets the fakes itself). Search indexing is off: it has its own tests."""
+    stack: list[Any] = []
+    gw = start_gateway(
+        tmp_path_factory.mktemp("gateway"), fake_anthropic, stack,
+        openai_api_key=fake_openai.api_key, openai_base_url=fake_openai.v1_url,
+    )
+    gw.runtime.indexer = None
+    gw.openai_fake = fake_openai
+    yield gw
+    for cm in reversed(stack):
+        cm.__exit__(None, None, None)
 
 
 @pytest.fixture

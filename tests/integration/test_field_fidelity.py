@@ -173,6 +173,23 @@ def test_every_sdk_request_field_is_handled():
         assert set(table.rules) == {c.field for c in cases}, "every rule needs a case here"
 
 
+@pytest.fixture(scope="module")
+def gw(module_gateway_with_openai):
+    return module_gateway_with_openai
+
+
+@pytest.fixture(scope="module")
+def secret(gw) -> str:
+    return gw.mint()["secret"]  # no cap: every output limit is affordable, so none is lowered
+
+
+@pytest.fixture(autouse=True)
+def fresh_fakes(gw):
+    for fake in (gw.fake, gw.openai_fake):
+        fake.reset()
+        fake.default_reply = None
+
+
 def _models(gw) -> dict[str, Any]:
     by_provider = {}
     for model in gw.runtime.catalog:
@@ -180,9 +197,8 @@ def _models(gw) -> dict[str, Any]:
     return by_provider
 
 
-def _send(gw, path: str, body: dict[str, Any], headers: dict[str, str]):
-    key = gw.mint()
-    with gw.client(key["secret"]) as c:
+def _send(gw, secret: str, path: str, body: dict[str, Any], headers: dict[str, str]):
+    with gw.client(secret) as c:
         return c.post(path, json=body, headers=headers)
 
 
@@ -212,22 +228,20 @@ def _expect(case: Case, expected: Any, response, fake, models: dict[str, Any]) -
 
 
 @pytest.mark.parametrize("case", CHAT_CASES, ids=lambda c: c.id)
-def test_chat_completions_field_same_family_and_cross_family(gateway_with_openai, case: Case):
-    gw = gateway_with_openai
+def test_chat_completions_field_same_family_and_cross_family(gw, secret, case: Case):
     models = _models(gw)
     base = {"messages": [{"role": "user", "content": "hello"}]}
-    same = _send(gw, "/v1/chat/completions", {**base, "model": models["openai"].id, **case.extra}, case.headers)
+    same = _send(gw, secret, "/v1/chat/completions", {**base, "model": models["openai"].id, **case.extra}, case.headers)
     _expect(case, case.same, same, gw.openai_fake, models)
-    cross = _send(gw, "/v1/chat/completions", {**base, "model": models["anthropic"].id, **case.extra}, case.headers)
+    cross = _send(gw, secret, "/v1/chat/completions", {**base, "model": models["anthropic"].id, **case.extra}, case.headers)
     _expect(case, case.cross, cross, gw.fake, models)
 
 
 @pytest.mark.parametrize("case", MESSAGES_CASES, ids=lambda c: c.id)
-def test_messages_field_same_family_and_cross_family(gateway_with_openai, case: Case):
-    gw = gateway_with_openai
+def test_messages_field_same_family_and_cross_family(gw, secret, case: Case):
     models = _models(gw)
     base = {"max_tokens": 64, "messages": [{"role": "user", "content": "hello"}]}
-    same = _send(gw, "/v1/messages", {**base, "model": models["anthropic"].id, **case.extra}, case.headers)
+    same = _send(gw, secret, "/v1/messages", {**base, "model": models["anthropic"].id, **case.extra}, case.headers)
     _expect(case, case.same, same, gw.fake, models)
-    cross = _send(gw, "/v1/messages", {**base, "model": models["openai"].id, **case.extra}, case.headers)
+    cross = _send(gw, secret, "/v1/messages", {**base, "model": models["openai"].id, **case.extra}, case.headers)
     _expect(case, case.cross, cross, gw.openai_fake, models)
