@@ -12,8 +12,14 @@ the official `anthropic` SDK.
         ... point the client at fake.base_url with api key fake.api_key ...
         fake.requests[-1].body["messages"]        # what was sent
 
+It refuses what the real API refuses that a translator could send: fields the official SDK does
+not send (besides the legacy sampling ones), temperature above 1, `tool_choice` without tools, a
+thinking budget outside [1024, max_tokens), a malformed `output_config.format` (which is
+answered with JSON that fits its schema).
+
 Replies: scripted `FakeReply`s are served in order to requests that get past the injected
-failures; when none is queued the default reply is `default_reply` (or "Fake reply to: <last
+failures; when none is queued, `fake.responder(body)` decides if set (e.g.
+`tool_calling_responder`), else the default reply is `default_reply` (or "Fake reply to: <last
 user text>"), cut to `max_tokens` words (stop_reason "max_tokens"). Default usage:
 input_tokens = ceil(bytes of JSON {messages, system, tools} / 4), output_tokens = words + blocks.
 """
@@ -101,7 +107,7 @@ class FakeAnthropic(FakeUpstream):
             delay = self._take("header_delay", 0.0)
             refusal = self._refusal(headers, body, number)
             if refusal is None:
-                reply, snapshot = self._take_reply(streaming=bool(body.get("stream")))
+                reply, snapshot = self._take_reply(streaming=bool(body.get("stream")), body=body)
         if delay:
             await asyncio.sleep(delay)
         if refusal is not None:
@@ -160,6 +166,19 @@ def request_problem(body: dict[str, Any]) -> str | None:
     if fmt is not None and (fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict)):
         return "output_config.format: Input should be a valid json_schema format"
     return None
+
+
+def tool_calling_responder(body: dict[str, Any]) -> FakeReply | None:
+    """A model that calls a tool it is offered (the one `tool_choice` names, else the first) with
+    an input made from its schema, unless the conversation just answered a tool call."""
+    tools = [t for t in body.get("tools") or [] if t.get("input_schema") is not None]
+    last = (body.get("messages") or [{}])[-1].get("content")
+    answered = isinstance(last, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in last)
+    if not tools or answered:
+        return None
+    named = (body.get("tool_choice") or {}).get("name")
+    tool = next((t for t in tools if t["name"] == named), tools[0])
+    return FakeReply(tool_uses=[FakeToolUse(tool["name"], faults.example_of(tool["input_schema"]))])
 
 
 def _error(status: int, message: str, number: int, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -5,9 +5,11 @@ It answers in the real wire format — `chat.completion` JSON, and SSE streams o
 `data: {chat.completion.chunk}\\n\\n` lines ending with `data: [DONE]`, plus the usage chunk
 (empty `choices`) when `stream_options.include_usage` is set — which
 `tests/integration/test_openai_provider.py` checks with the official `openai` SDK. It also
-enforces the request rules of the real API that a translator can break (tool messages must
-answer a preceding assistant `tool_calls`, every call must be answered, `stream_options` only
-with `stream`, `tool_choice` only with `tools`), answering 400 like the real API does.
+enforces the request rules of the real API that a translator can break (only the fields the
+official SDK can send, tool messages must answer a preceding assistant `tool_calls`, every call
+must be answered, `stream_options` only with `stream`, `tool_choice` only with `tools`, strict
+schemas closed and fully required), answering 400 like the real API does. A `response_format`
+json_schema is answered with JSON that fits it; `n` choices and `logprobs` are served as asked.
 
     with running_fake_openai() as fake:
         fake.enqueue(FakeReply(tool_calls=[FakeToolCall("get_weather", {"city": "Paris"})]),
@@ -17,7 +19,8 @@ with `stream`, `tool_choice` only with `tools`), answering 400 like the real API
         fake.requests[-1].body["messages"]        # what was sent
 
 Replies: scripted `FakeReply`s are served in order to requests that get past the injected
-failures; when none is queued the reply is `default_reply` (or "Fake reply to: <last user
+failures; when none is queued, `fake.responder(body)` decides if set (e.g.
+`tool_calling_responder`), else the reply is `default_reply` (or "Fake reply to: <last user
 text>"), cut to `max_completion_tokens` (or `max_tokens`) words with finish_reason "length".
 Default usage: prompt_tokens = ceil(bytes of JSON {messages, tools} / 4), completion_tokens =
 words + tool calls.
@@ -114,7 +117,7 @@ class FakeOpenAI(FakeUpstream):
             await response(scope, receive, send)
             return
         with self._lock:
-            reply, snapshot = self._take_reply(streaming=bool(body.get("stream")))
+            reply, snapshot = self._take_reply(streaming=bool(body.get("stream")), body=body)
         completion = build_completion(body, reply, self.default_reply, number)
         if not body.get("stream"):
             await faults.json_answer(completion, _request_id(number), snapshot)(scope, receive, send)
@@ -309,6 +312,19 @@ def build_completion(
         "service_tier": "default",
         "system_fingerprint": "fp_fake0001",
     }
+
+
+def tool_calling_responder(body: dict[str, Any]) -> FakeReply | None:
+    """A model that calls a tool it is offered (the one `tool_choice` names, else the first) with
+    an input made from its schema, unless the conversation just answered a tool call."""
+    tools = [t.get("function") or t for t in body.get("tools") or body.get("functions") or []]
+    messages = body.get("messages") or [{}]
+    if not tools or messages[-1].get("role") in ("tool", "function"):
+        return None
+    choice = body.get("tool_choice")
+    named = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    tool = next((t for t in tools if t.get("name") == named), tools[0])
+    return FakeReply(tool_calls=[FakeToolCall(tool["name"], faults.example_of(tool.get("parameters") or {}))])
 
 
 def _structured_reply(response_format: Any) -> str | None:

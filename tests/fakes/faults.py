@@ -65,6 +65,8 @@ class FakeUpstream:
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()  # the server thread and the test thread share the queues
         self._queues: defaultdict[str, deque[Any]] = defaultdict(deque)
+        # Consulted when no reply is queued: request body -> a reply, or None for the default one.
+        self.responder: Callable[[Any], Any] | None = None
 
     # --- scripting -------------------------------------------------------------------------
     def enqueue(self, *replies: Any) -> None:
@@ -111,6 +113,7 @@ class FakeUpstream:
         with self._lock:
             self.requests.clear()
             self._queues.clear()
+            self.responder = None
 
     def _push(self, queue: str, values: Iterable[Any]) -> None:
         with self._lock:
@@ -133,9 +136,12 @@ class FakeUpstream:
         self.requests.append(RecordedRequest(request.scope["path"], headers, body))
         return body, headers, len(self.requests)
 
-    def _take_reply(self, streaming: bool) -> tuple[Any, dict[str, Any]]:
-        """The next scripted reply and this request's fault snapshot. Holds the lock."""
+    def _take_reply(self, streaming: bool, body: Any = None) -> tuple[Any, dict[str, Any]]:
+        """The next scripted reply (else the responder's) and this request's fault snapshot.
+        Holds the lock."""
         reply = self._take("reply")
+        if reply is None and self.responder is not None:
+            reply = self.responder(body)
         if streaming:
             return reply, {name: self._take(name, default) for name, default in self.STREAM_FAULTS.items()}
         return reply, {"malformed_json": True} if self._take("malformed_json", False) else {}
@@ -257,14 +263,17 @@ def reply_digest(body: Any, number: int) -> str:
 
 
 def last_user_text(body: dict[str, Any]) -> str:
-    """The text of the last user message (string content, or its text parts/blocks joined)."""
+    """The text of the last user message that has text (string content, or its text parts/blocks
+    joined): a turn of tool results only is skipped, as OpenAI's tool messages are not user ones."""
     for message in reversed(body.get("messages") or []):
         if message.get("role") != "user":
             continue
         content = message.get("content")
         if isinstance(content, str):
             return content
-        return " ".join(part.get("text", "") for part in content or [] if part.get("type") == "text")
+        text = " ".join(part.get("text", "") for part in content or [] if part.get("type") == "text")
+        if text:
+            return text
     return ""
 
 

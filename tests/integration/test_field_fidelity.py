@@ -160,6 +160,8 @@ MESSAGES_CASES = [
     Case("workspace_id", {}, REFUSED, REFUSED, headers={"anthropic-workspace-id": "wrkspc_1"}),
     Case("user_profile_id", {}, REFUSED, REFUSED, headers={"anthropic-user-profile-id": "prof_1"}),
     Case("betas", {}, REFUSED, REFUSED, headers={"anthropic-beta": "files-api-2025-04-14"}),
+    Case("betas", {"tools": [CLAUDE_TOOL]}, {"tools": [OPENAI_TOOL]}, {"tools": [CLAUDE_TOOL]},
+         headers={"anthropic-beta": "structured-outputs-2025-11-13,fine-grained-tool-streaming-2025-05-14"}),
 ]
 
 
@@ -213,7 +215,9 @@ def _expect(case: Case, expected: Any, response, fake, models: dict[str, Any]) -
         assert fake.requests == []
         return
     assert response.status_code == 200, response.text
-    (sent,) = [r.body for r in fake.requests]
+    (request,) = fake.requests
+    sent = request.body
+    assert not set(case.headers) & set(request.headers), "a caller's header reached the upstream"
     if expected == UNCHANGED:
         assert sent[case.field] == case.extra[case.field]
         return

@@ -60,7 +60,8 @@ def _values(*values: Any) -> Callable[[Any], bool]:
 def _refuse_unless(allowed: Callable[[Any], bool], why: str) -> Callable[[str, Any], None]:
     def guard(name: str, value: Any) -> None:
         if value is not None and not allowed(value):
-            raise invalid(name, f"{json.dumps(value)[:60]} is refused: {why}")
+            shown = json.dumps(value)
+            raise invalid(name, f"{shown if len(shown) <= 60 else shown[:57] + '...'} is refused: {why}")
 
     return guard
 
@@ -521,12 +522,28 @@ MESSAGES = Table("Messages", "Claude models", "OpenAI models", {
         header="anthropic-user-profile-id",
     ),
     "betas": Rule(
-        "refused: a beta can switch on features the gateway cannot meter or isolate (server tools, the Files API)",
-        "refused (betas)",
-        guard=_refuse_always("a beta can switch on features the gateway cannot meter or isolate (server tools, the Files API)"),
+        "betas whose features are generally available now (structured outputs, advanced tool use, "
+        "fine-grained tool streaming, interleaved thinking, token-efficient tools, PDFs, prompt caching, "
+        "extended cache TTL, 128k output) are accepted and not sent: their body fields work without "
+        "them; any other beta is refused, since it can switch on what the gateway cannot meter or "
+        "isolate (server tools, the Files API, 1M-token context pricing)",
+        "as for Claude models",
+        _accept,
+        guard=_refuse_unless(
+            lambda value: all(b.strip().startswith(GENERALLY_AVAILABLE_BETAS) for b in str(value).split(",")),
+            "only betas whose features are generally available are accepted; this one can switch on "
+            "what the gateway cannot meter or isolate",
+        ),
         header="anthropic-beta",
     ),
 })
+
+# `anthropic-beta` names of features that are generally available now: the body fields they once
+# unlocked work without the header (clients such as the AI SDK still send it).
+GENERALLY_AVAILABLE_BETAS = (
+    "structured-outputs-", "advanced-tool-use-", "fine-grained-tool-streaming-", "interleaved-thinking-",
+    "token-efficient-tools-", "pdfs-", "prompt-caching-", "extended-cache-ttl-", "output-128k-",
+)
 
 # Anthropic-defined tools that run on the caller's side, billed as tokens only.
 CLIENT_TOOL_PREFIXES = ("bash_", "text_editor_", "memory_", "computer_")
