@@ -66,6 +66,14 @@ def fake_upstream() -> contextlib.AbstractContextManager[str]:
     )
 
 
+def fake_openai_upstream() -> contextlib.AbstractContextManager[str]:
+    """The fake OpenAI Chat Completions API; its clients' base URL is this URL + "/v1"."""
+    return serve_python(
+        "import uvicorn; from tests.fakes.fake_openai import FakeOpenAI; "
+        "uvicorn.run(FakeOpenAI().app, host='127.0.0.1', port={port}, log_level='warning', access_log=False)"
+    )
+
+
 @contextlib.contextmanager
 def gateway(upstream: str, **env: str) -> Iterator[str]:
     """`python -m threadgate serve` in local mode on a throwaway data dir, against `upstream`."""

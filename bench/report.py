@@ -13,7 +13,7 @@ RESULTS = ROOT / "bench" / "results"
 OUT = ROOT / "docs" / "benchmarks.md"
 TITLES = {"core": "Gateway overhead (core_bench.py)", "toolloop": "Tool loop (toolloop_bench.py)",
           "search": "Search (search_bench.py)", "coldstart": "Lambda cold start imports (coldstart_bench.py)",
-          "abuse": "Huge request headers (abuse_bench.py)"}
+          "abuse": "Huge request headers (abuse_bench.py)", "passthrough": "Passthrough overhead (passthrough_bench.py)"}
 PROSE_KEYS = ("method", "note", "scenario", "embedder", "vectors", "index")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-for name in ("core_bench.py", "toolloop_bench.py", "search_bench.py", "coldstart_bench.py", "abuse_bench.py"):
+for name in ("core_bench.py", "passthrough_bench.py", "toolloop_bench.py", "search_bench.py", "coldstart_bench.py", "abuse_bench.py"):
     script = HERE / name
     if script.exists():
         print(f"\n=== {name} ===", flush=True)

@@ -2,8 +2,8 @@
 answer's schema and every error status it can answer (all in the API's error envelope), plus the
 security scheme. FastAPI contributes the paths, parameters and request bodies it derives from the
 route signatures; this module replaces what it gets wrong (a 422 we never send, no error
-statuses, no response schemas, no security) and adds what it cannot see (the body of
-/v1/chat/completions, which the route parses itself).
+statuses, no response schemas, no security) and adds what it cannot see (the bodies of
+/v1/chat/completions and /v1/messages, which the routes parse themselves).
 
 Adding a route? Add its `Contract` to ROUTES below; tests/integration/test_openapi.py fails, naming
 the route, until you do. docs/api.md stays the prose reference.
@@ -94,6 +94,24 @@ CHAT_REQUEST = {
     },
 }
 
+# What /v1/messages reads (Anthropic's shape); the rest of the body is forwarded as it came or
+# translated field by field (providers/field_map.py), and refused with 400 where it cannot be.
+MESSAGES_REQUEST = {
+    "type": "object",
+    "required": ["model", "max_tokens", "messages"],
+    "properties": {
+        "model": STR,
+        "max_tokens": INT,
+        "messages": {"type": "array", "minItems": 1,
+                     "items": obj(role={"enum": ["user", "assistant"]},
+                                  content={"anyOf": [STR, {"type": "array", "items": ANY_OBJECT}]})},
+        "system": {"anyOf": [STR, {"type": "array", "items": ANY_OBJECT}]},
+        "stream": BOOL,
+        "tools": {"type": "array", "items": ANY_OBJECT},
+        "tool_choice": ANY_OBJECT,
+    },
+}
+
 ERROR_TEXT = {
     400: "Invalid request: the message names the offending field",
     401: "Missing, malformed, unknown or revoked API key",
@@ -154,7 +172,7 @@ ROUTES: dict[tuple[str, str], Contract] = {
     ("GET", "/v1/threads/{thread_id}/messages"): Contract(
         200, list_of(STORED_MESSAGE, has_more=BOOL, first_seq=nullable(INT), last_seq=nullable(INT)), (*KEYED, 404)),
     ("POST", "/v1/threads/{thread_id}/messages"): Contract(200, MESSAGE, (*KEYED, *TURN), streams=True),
-    ("POST", "/v1/messages"): Contract(200, MESSAGE, (*KEYED, *TURN), streams=True),
+    ("POST", "/v1/messages"): Contract(200, MESSAGE, (*KEYED, *TURN), streams=True, request=MESSAGES_REQUEST),
     ("POST", "/v1/chat/completions"): Contract(200, CHAT_COMPLETION, (*KEYED, *TURN), streams=True,
                                                request=CHAT_REQUEST),
     ("GET", "/v1/tools"): Contract(200, list_of(TOOL), ADMIN),
