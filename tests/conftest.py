@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests import real_opensearch
+from tests.infra import lwa_build
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 # Tests never read the developer's provider keys or data directory.
@@ -18,7 +19,8 @@ for _var in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "THREADGATE_MASTER_KEY", "TH
     os.environ.pop(_var, None)
 
 
-# --- the session's real OpenSearch node (tests/real_opensearch.py) ---------------------------------
+# --- the session's real OpenSearch node (tests/real_opensearch.py) and the stream-function tier's
+# Lambda Web Adapter build (tests/infra/lwa_build.py): both start in the background at collection.
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -27,6 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     real_opensearch.collection_modifyitems(items)
+    lwa_build.collection_modifyitems(items)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -45,19 +48,6 @@ def pytest_unconfigure() -> None:
 def opensearch_url() -> str:
     """The URL of a real OpenSearch 2.19.1 + k-NN node (skips where Java/Maven are absent)."""
     return real_opensearch.wait_for_url()
-
-
-# --- the stream-function tier's Lambda Web Adapter build (tests/infra/lwa_build.py) -----------------
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """When the stream-function tier is collected, start building Lambda Web Adapter (a few
-    minutes, once per machine) in the background now, so the tier finds it built."""
-    if any(item.nodeid.startswith("tests/infra/test_stream_function.py") for item in session.items):
-        from tests.infra import lwa_build
-
-        if version := lwa_build.pinned_version():
-            lwa_build.start_in_background(version)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """The Lambda Web Adapter binary the stream function runs, built from crates.io with cargo.
 
 Built once per machine into the user's cache (never the repository): ~2.5 min on a clean machine,
-4.6 MB. `make test` starts the build in the background when the session starts (tests/conftest.py)
-so it overlaps the rest of the suite; the tier waits for it. One build at a time (a file lock).
+4.6 MB. When a test process has collected the tier and the binary is not there yet, it starts the
+build in the background and moves the tier to the end of the run, so the build overlaps the rest
+of the suite; the tier waits for it. One build at a time (a file lock).
 
     python -m tests.infra.lwa_build      # build now (what the background start runs)
 """
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 # The crate behind each pinned layer version (infra `lwaLayerVersion`): the layer's release is
 # the crate's (awslabs/aws-lambda-web-adapter README: layer 26 = v1.0.0-rc1).
@@ -62,6 +64,21 @@ def build(version: str) -> Path:
             if done.returncode != 0:
                 raise RuntimeError(f"cargo install {CRATE} {version} failed:\n{done.stderr[-4000:]}")
     return target
+
+
+TIER = "tests/infra/test_stream_function.py"
+
+
+def collection_modifyitems(items: list[Any]) -> None:
+    """If the tier is collected and its binary is not built yet: start the build now and run the
+    tier last (tests/conftest.py calls this)."""
+    tier = [item for item in items if item.nodeid.startswith(TIER)]
+    version = pinned_version() if tier else None
+    if version is None or binary(version).exists():
+        return
+    chosen = set(map(id, tier))
+    items[:] = [item for item in items if id(item) not in chosen] + tier
+    start_in_background(version)
 
 
 def start_in_background(version: str) -> None:

@@ -33,6 +33,7 @@ log = logging.getLogger("threadgate")
 
 EXTENSION_NAME = "threadgate-invocation-hold"  # an internal extension's name is free (no file)
 MAX_HOLD_S = 900.0  # Lambda's longest timeout: the bound when an event has no usable deadline
+REGISTER_TIMEOUT_S = 5.0  # init must not hang on it (the next-event poll itself waits unbounded)
 MAX_TRACKED = 64  # answered requests whose event has not come yet (one at a time on Lambda)
 
 
@@ -65,7 +66,8 @@ class InvocationHold:
         """Register (this must happen during init) and start the event loop in the background."""
         try:
             answer = await self._client.post(
-                "/register", headers={"Lambda-Extension-Name": EXTENSION_NAME}, json={"events": ["INVOKE"]}
+                "/register", headers={"Lambda-Extension-Name": EXTENSION_NAME}, json={"events": ["INVOKE"]},
+                timeout=REGISTER_TIMEOUT_S,
             )
             answer.raise_for_status()
         except httpx.HTTPError as exc:
