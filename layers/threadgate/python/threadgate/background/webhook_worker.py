@@ -59,7 +59,7 @@ class ToolCallMessage:
 
 def requeue_delay_s(receive: int, retry_after_s: float | None, base_s: float) -> int:
     """The visibility timeout before the next receive: the receiver's Retry-After when it gave
-    one, else exponential with full jitter on the upper half; never over MAX_REQUEUE_S."""
+    one, else exponential, jittered over the upper half of its step; never over MAX_REQUEUE_S."""
     if retry_after_s is not None:
         delay = retry_after_s
     else:
