@@ -133,13 +133,13 @@ def terminal_summary(config: pytest.Config, terminalreporter: Any) -> None:
     started = json.loads((state / "state.json").read_text()) if state and (state / "state.json").exists() else {}
     outcome = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
     if external:
-        where = f"the node at {external} ({EXTERNAL_URL_VAR})"
+        where = f"against the node at {external} ({EXTERNAL_URL_VAR})"
     elif "url" in started:
-        where = f"a real {started['version']} node started by this session ({started['seconds']} s to green)"
+        where = f"against a real {started['version']} node started by this session ({started['seconds']} s to green)"
     else:
-        where = f"no node: {node.missing_tools() or started.get('error', 'not started')}"
+        where = f"without a real OpenSearch node ({node.missing_tools() or started.get('error', 'not started')})"
     terminalreporter.write_sep("-", "OpenSearch")
-    terminalreporter.write_line(f"search adapter tests against {where}: {outcome}")
+    terminalreporter.write_line(f"search adapter tests {where}: {outcome}")
 
 
 def unconfigure() -> None:
