@@ -83,9 +83,9 @@ def test_events_are_dense_ordered_paged_and_never_renumbered(stores):
     assert [e for _, e in everything] == events
     assert stores.runs.list_events(r.id, 7, 3) == [(8, events[7]), (9, events[8]), (10, events[9])]
     assert stores.runs.list_events(r.id, 25, 10) == []
-    with pytest.raises(Conflict):
-        stores.runs.append_events(r.id, 25, [{"type": "ping"}])
-    assert stores.runs.list_events(r.id, 24, 10) == [(25, events[24])]
+    with pytest.raises(Conflict):  # a second writer reusing numbers
+        stores.runs.append_events(r.id, 12, [{"type": "ping"}])
+    assert stores.runs.list_events(r.id, 11, 1) == [(12, events[11])]
 
 
 def test_a_very_large_event_is_stored_and_read_back(stores):
@@ -135,3 +135,16 @@ def test_deleting_a_threads_runs_removes_their_events_and_outcomes(stores):
 def _noise(n: int) -> str:
     rng = random.Random(n)
     return "".join(rng.choices(string.ascii_letters + string.digits, k=n))
+
+
+def test_deleting_a_run_removes_it_with_its_events_and_outcomes(stores):
+    gone, kept = run(), run()
+    for r in (gone, kept):
+        stores.runs.create_run(r)
+        stores.runs.append_events(r.id, 1, [{"type": "ping"}] * 30)
+        stores.runs.put_tool_outcome(r.id, "toolu_1", ToolOutcome("text", False))
+    stores.runs.delete_run(gone.id)
+    stores.runs.delete_run("req_never_existed")
+    assert stores.runs.get_run(gone.id) is None and stores.runs.list_events(gone.id) == []
+    assert stores.runs.get_tool_outcomes(gone.id, ["toolu_1"]) == {} and stores.runs.last_event_seq(gone.id) == 0
+    assert stores.runs.get_run(kept.id) == kept and len(stores.runs.list_events(kept.id)) == 30

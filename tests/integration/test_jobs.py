@@ -325,11 +325,13 @@ def test_cancel_during_a_tool_call_keeps_the_thread_usable(gateway_factory):
 
     assert cancelled["status"] == "cancelled"
     assert next_turn.status_code == 200, next_turn.text
-    # The unanswered tool_use was sent upstream with an "interrupted" result, not as an orphan.
+    # The cancel answered the pending tool_use in the thread itself (never an orphan), and the
+    # webhook's late answer was ignored; upstream got it merged with the next user turn.
     sent = gw.fake.requests[-1].body["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
     assert sent[2]["content"][0]["type"] == "tool_result" and sent[2]["content"][0]["is_error"] is True
-    assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
+    assert [m["role"] for m in history] == ["user", "assistant", "user", "user", "assistant"]
+    assert history[2]["content"][0]["content"] == "not executed: the turn was cancelled"
     u = usage(gw, key)
     assert u["request_count"] == 2 and u["reserved_micros"] == 0  # the tool_use call, then the next turn
     (job_event,) = [e for e in u["events"] if e["request_id"] != next_turn.headers["request-id"]]

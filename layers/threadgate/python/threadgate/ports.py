@@ -228,13 +228,16 @@ class RunStore(Protocol):
     def unfinished_runs(self, limit: int = 100) -> list[Run]:
         """Running runs of every account, oldest first (recovery at a local start)."""
 
+    def delete_run(self, run_id: str) -> None:
+        """Remove the run with its events and outcomes (nothing if it is absent)."""
+
     def delete_thread_runs(self, account_id: str, thread_id: str) -> None:
         """Remove the runs of a deleted thread with their events and outcomes (which hold its
         text: the streamed answers and tool outputs)."""
 
     def append_events(self, run_id: str, first_seq: int, events: Sequence[dict[str, Any]]) -> None:
         """Store events numbered first_seq, first_seq + 1, … (dense per run, from 1). The writer
-        numbers them (it is the only writer): an already stored number raises Conflict."""
+        numbers them (it is the only writer); a batch starting at a stored number raises Conflict."""
 
     def list_events(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, dict[str, Any]]]:
         """(seq, event) with seq > after_seq, ascending, at most `limit`."""

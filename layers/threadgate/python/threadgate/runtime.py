@@ -20,7 +20,7 @@ from threadgate.domain.metering import Meter
 from threadgate.domain.models import ModelInfo, Tool
 from threadgate.domain.passthrough import Upstream
 from threadgate.domain.ratelimit import RateLimiter
-from threadgate.domain.turns import TurnDeps
+from threadgate.domain.steps import RunDeps
 from threadgate.ports import ModelProvider
 from threadgate.stores import Stores
 
@@ -88,19 +88,24 @@ class Runtime:
 
         return upstream_of(self.provider_for(model), caller)
 
-    def turn_deps(self) -> TurnDeps:
-        return TurnDeps(
+    def run_deps(self) -> RunDeps:
+        """What the run steps (domain/steps.py) need, in whichever process runs them."""
+        from threadgate.background.jobs_runner import finish_job_of_run
+
+        assert self.stores.runs is not None, "thread turns need the RunStore"
+        return RunDeps(
             threads=self.stores.threads,
+            runs=self.stores.runs,
             meter=self.meter,
             clock=self.clock,
-            provider_for=self.provider_for,
-            dispatch=self.dispatch_tool,
+            model_for=self.catalog.get,
+            provider_for=lambda model: self.provider_for(self.model(model.id)),
+            dispatch=self.dispatch_call,
             # On AWS the DynamoDB stream feeds the index; locally the turn indexes before it ends.
             indexer=self.indexer if self.settings.mode != "aws" else None,
+            on_finish=lambda run: finish_job_of_run(self, run),
+            durable_lease_ms=self.settings.durable_lease_ms,
         )
-
-    async def dispatch_tool(self, tool: Tool, call: dict[str, Any], context: dict[str, Any]) -> Any:
-        return await self.dispatch_call(tool.account_id, tool.id, call, context)
 
     async def dispatch_call(self, account_id: str, tool_id: str, call: dict[str, Any], context: dict[str, Any]) -> Any:
         """The in-process delivery of one tool call (all its attempts, here)."""
@@ -110,22 +115,6 @@ class Runtime:
             self.webhook_client = new_webhook_client()
         delivery = self.prepare_delivery(account_id, tool_id, call, context)
         return await delivery.with_retries(client=self.webhook_client, backoff_base_s=self.settings.webhook_backoff_base_s)
-
-    def run_deps(self) -> Any:
-        """What the run steps (domain/steps.py) need, in whichever process runs them."""
-        from threadgate.domain.steps import RunDeps
-
-        return RunDeps(
-            threads=self.stores.threads,
-            runs=self.stores.runs,
-            meter=self.meter,
-            clock=self.clock,
-            model_for=self.catalog.get,
-            provider_for=lambda model: self.provider_for(self.model(model.id)),
-            dispatch=self.dispatch_call,
-            indexer=self.indexer if self.settings.mode != "aws" else None,
-            durable_lease_ms=self.settings.durable_lease_ms,
-        )
 
     def prepare_delivery(
         self, account_id: str, tool_id: str, call: dict[str, Any], context: dict[str, Any]

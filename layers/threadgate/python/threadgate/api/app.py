@@ -30,6 +30,10 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
 
         sweeper = asyncio.create_task(sweeping.sweep_forever(rt)) if rt.settings.mode == "local" else None
 
+        if rt.settings.mode != "aws":  # one process per data directory: what is running is dead
+            from threadgate.background.runs_recovery import end_dead_runs
+
+            await end_dead_runs(rt)
         await jobs_runner.start_jobs(app, rt)  # re-queue what a previous run left unfinished
         yield
         await jobs_runner.stop_jobs(app)
@@ -56,9 +60,9 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         app.state.runtime = runtime  # also usable without running the lifespan (Mangum "off")
     errors.install(app)
     openapi.install(app)
-    from threadgate.api.routes import chat, console, jobs, keys, messages, search, threads, tools
+    from threadgate.api.routes import chat, console, jobs, keys, messages, runs, search, threads, tools
 
-    for module in (keys, threads, messages, chat, tools, search, jobs, console):
+    for module in (keys, threads, messages, runs, chat, tools, search, jobs, console):
         app.include_router(module.router)
 
     @app.get("/health", include_in_schema=False)

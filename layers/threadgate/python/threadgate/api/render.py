@@ -7,7 +7,8 @@ from typing import Any
 from threadgate.domain import billing
 from threadgate.domain.catalog import micros_to_usd
 from threadgate.domain.jobs import Job
-from threadgate.domain.models import Account, ApiKey, DeliveryRecord, Message, ModelInfo, Thread, Tool
+from threadgate.domain.models import Account, ApiKey, DeliveryRecord, Message, ModelInfo, Thread, Tool, Usage
+from threadgate.domain.runs import Run
 
 
 def key(k: ApiKey) -> dict[str, Any]:
@@ -134,3 +135,44 @@ def delivery(d: DeliveryRecord) -> dict[str, Any]:
     out = {"object": "delivery", **vars(d)}
     del out["account_id"]  # the caller's own account: not worth repeating on every record
     return out
+
+
+def run(r: Run) -> dict[str, Any]:
+    """A thread turn's run (status route, 202 answers)."""
+    return {
+        "id": r.id,
+        "object": "run",
+        "thread_id": r.thread_id,
+        "status": r.status,
+        "model": r.model,
+        "iterations": r.iteration,
+        "max_iterations": r.max_iterations,
+        "hit_max_iterations": r.hit_max_iterations,
+        "incomplete": r.incomplete,
+        "cancel_requested": r.cancel_requested,
+        "assistant_seq": r.assistant_seq,
+        "cost_micros": r.cost_micros,
+        "usage": r.usage or Usage().as_dict(),
+        "error": None if r.error is None else {"type": r.error["type"], "message": r.error["message"]},
+        "job_id": r.job_id,
+        "attempts": r.attempts,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+    }
+
+
+def run_answer(r: Run, content: list[dict[str, Any]]) -> dict[str, Any]:
+    """A finished run's non-streaming answer: its last assistant message, usage summed over
+    every call of the turn (API.md §6.1)."""
+    answer = r.answer or {}
+    return {
+        "id": answer.get("id") or f"msg_{r.id}",
+        "type": "message",
+        "role": "assistant",
+        "model": r.model,
+        "content": content,
+        "stop_reason": answer.get("stop_reason"),
+        "stop_sequence": answer.get("stop_sequence"),
+        "usage": r.usage or Usage().as_dict(),
+        "hit_max_iterations": r.hit_max_iterations,
+    }

@@ -12,12 +12,14 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from threadgate import jsoncodec
 
-_DONE = object()
+DONE = _DONE = object()  # the end of a Feed
 _background: set[asyncio.Task] = set()  # strong references: the loop only keeps weak ones
 
 
-def encode(event: dict[str, Any]) -> bytes:
-    return b"event: " + event["type"].encode() + b"\ndata: " + jsoncodec.dumps(event) + b"\n\n"
+def encode(event: dict[str, Any], seq: int | None = None) -> bytes:
+    """One SSE frame; `seq` (a run's event number) becomes its `id:` (Last-Event-ID resumes)."""
+    frame = b"event: " + event["type"].encode() + b"\ndata: " + jsoncodec.dumps(event) + b"\n\n"
+    return frame if seq is None else b"id: " + str(seq).encode() + b"\n" + frame
 
 
 class Feed(asyncio.Queue):
@@ -43,10 +45,16 @@ def run_in_background(
                 await on_finish()
             queue.put_nowait(_DONE)
 
-    task = queue.task = asyncio.create_task(drive())
+    queue.task = spawn(drive())
+    return queue
+
+
+def spawn(coro: Any) -> asyncio.Task:
+    """A task that outlives its request (held here until done; `wait_background` awaits it)."""
+    task = asyncio.create_task(coro)
     _background.add(task)
     task.add_done_callback(_background.discard)
-    return queue
+    return task
 
 
 async def next_item(queue: asyncio.Queue) -> Any:

@@ -3,15 +3,17 @@
 `prepare_job` checks a job's inner request exactly as its synchronous route does (same schema,
 same thread/model/tool lookups, same 4xx), naming fields under `body.`; the route calls it before
 storing anything, the worker again when the job runs. `LocalJobWorker` runs each job in its own
-asyncio task, at most `concurrency` at once, drives `Turn.events()` to the end and stores what the
-synchronous route would have answered (or its error object).
+asyncio task, at most `concurrency` at once, and stores what the synchronous route would have
+answered (or its error object).
 
-Upstream calls stream even though a job answers once: a cancelled job then bills the tokens it
-was actually sent (the engine settles a broken stream from what it saw), where a cancelled
-non-streaming call could only release its reservation. The answer is the same message.
-
-A job the process was running when it stopped (crash, restart) is run again from the start on
-the next start (`recover`): a client retrying a failed synchronous request would do the same.
+A passthrough job is one metered call; its upstream call streams even though a job answers once:
+a cancelled job then bills the tokens it was actually sent. A thread-turn job is a run (the same
+steps as the synchronous turn) whose id is derived from the job's (`job_run_id`): the run
+finishes its job when it ends (`finish_job_of_run`, also when Step Functions drives it), a
+cancel of the job cancels the run (it stops at its next step boundary), and a job the process was
+running when it stopped (crash, restart) RESUMES its run on the next start (`recover`): the user
+message is not sent twice and no model call whose answer was persisted is made again; the call
+that was in flight is billed for what it had streamed, and the job's cost counts every attempt.
 This assumes ONE gateway process per data directory, which is what local mode is.
 
 How a stored job reaches a worker is a `JobDispatcher`, picked by `dispatcher_for`: locally the
@@ -30,34 +32,49 @@ from typing import Any, Callable, Protocol
 from pydantic import BaseModel, ValidationError
 
 from threadgate.api.errors import envelope, validation_error
-from threadgate.api.turn_http import acquire_thread
+from threadgate.domain.driver import ThreadLease, drive
 from threadgate.domain.errors import AuthenticationFailed, GatewayError, InvalidRequest
 from threadgate.domain.jobs import Endpoint, Job, JobOutcome, parse_endpoint, without_stream
 from threadgate.domain.keys import new_id, principal_of
 from threadgate.domain.models import Principal
 from threadgate.domain.passthrough import PassthroughCall
-from threadgate.domain.turns import Turn
+from threadgate.domain.run_events import RunEventLog
+from threadgate.domain.runs import Run
+from threadgate.domain.steps import RunContext, TurnRequest, recover_dead_turn, start_run
 from threadgate.ports import JobStore
 from threadgate.runtime import Runtime
 
 log = logging.getLogger("threadgate.jobs")
 
 CONCURRENCY = 4
-CANCEL_WAIT_S = 10.0  # a cancelled task only unwinds (settles billing, releases the lock)
+CANCEL_WAIT_S = 10.0  # a cancelled task only unwinds (settles billing)
 RECOVER_LIMIT = 10_000
+LOCK_WAIT_S = 120.0  # a job waits longer than a request for a busy thread (nobody is waiting on it)
 
 
 @dataclass
 class PreparedJob:
     endpoint: Endpoint
-    turn: Turn | PassthroughCall
-    render: Callable[[Any], Any]  # the synchronous route's JSON answer for the finished turn
+    turn: PassthroughCall | None = None  # passthrough
+    render: Callable[[Any], Any] | None = None  # the synchronous route's JSON answer for the finished call
+    thread_turn: TurnRequest | None = None  # a thread turn (a run)
+
+    @property
+    def cost_micros(self) -> int:
+        return self.turn.result.cost_micros if self.turn is not None else 0
 
 
-def prepare_job(rt: Runtime, p: Principal, endpoint: Endpoint, body: dict[str, Any], rid: str) -> PreparedJob:
-    """The turn the synchronous route would run for `body` (its `stream` flag ignored)."""
+def job_run_id(job_id: str) -> str:
+    """The run of a thread-turn job: known before it starts, so a restarted worker finds it."""
+    return f"req_{job_id}"
+
+
+def prepare_job(
+    rt: Runtime, p: Principal, endpoint: Endpoint, body: dict[str, Any], rid: str, job_id: str | None = None
+) -> PreparedJob:
+    """The call the synchronous route would make for `body` (its `stream` flag ignored)."""
     from threadgate.api import passthrough
-    from threadgate.api.routes.messages import thread_answer, thread_turn
+    from threadgate.api.routes.messages import thread_turn
     from threadgate.api.schemas import TurnCreate
 
     body = without_stream(body)
@@ -66,8 +83,9 @@ def prepare_job(rt: Runtime, p: Principal, endpoint: Endpoint, body: dict[str, A
             call = passthrough.prepare(rt, p, endpoint.kind, body, rid)
             return PreparedJob(endpoint, call.call, lambda c: call.render(c)[0])
         turn_body = _validate(TurnCreate, body)
-        turn = thread_turn(rt, p, endpoint.thread_id or "", turn_body, rid, stream=True)
-        return PreparedJob(endpoint, turn, lambda t: thread_answer(t)[0])
+        run_id = job_run_id(job_id) if job_id else rid
+        request = thread_turn(rt, p, endpoint.thread_id or "", turn_body, run_id, job_id=job_id)
+        return PreparedJob(endpoint, thread_turn=request)
     except InvalidRequest as err:
         raise _under_body(err) from None
 
@@ -95,25 +113,63 @@ def error_object(endpoint: Endpoint, err: GatewayError) -> dict[str, Any]:
     return envelope(endpoint.path, err.type, err.message, err.param)["error"]
 
 
-async def run_prepared(rt: Runtime, job: PreparedJob) -> JobOutcome:
-    """Drive the turn to its end; thread turns take the thread's lock like the synchronous route."""
+async def run_prepared(rt: Runtime, job: PreparedJob) -> JobOutcome | None:
+    """Run the job's call. None: a thread turn, whose run finishes the job itself when it ends
+    (here, or later under a durable driver)."""
+    if job.thread_turn is not None:
+        await run_thread_turn_job(rt, job.thread_turn)
+        return None
     turn = job.turn
-    thread = turn.spec.thread
-    lock = (thread.id, turn.spec.request_id) if thread is not None else None
+    assert turn is not None and job.render is not None
     try:
-        if lock is not None:
-            await acquire_thread(rt, *lock)  # 409 after the synchronous route's wait
-        try:
-            async for _ in turn.events():
-                pass
-        finally:
-            if lock is not None:
-                rt.stores.threads.release_turn_lock(*lock)
-    except GatewayError as err:  # before the first model call: e.g. 402, thread deleted meanwhile
+        async for _ in turn.events():
+            pass
+    except GatewayError as err:  # before the call: e.g. 402
         return JobOutcome.failed(error_object(job.endpoint, err), turn.result.cost_micros)
-    if turn.result.error is not None:  # a later call failed: the synchronous answer is that error
+    if turn.result.error is not None:
         return JobOutcome.failed(error_object(job.endpoint, turn.result.error), turn.result.cost_micros)
     return JobOutcome.succeeded(job.render(turn), turn.result.cost_micros)
+
+
+async def run_thread_turn_job(rt: Runtime, req: TurnRequest | None, *, resume: Run | None = None) -> None:
+    """Start (or, after a crash, resume) a thread-turn job's run and drive it here until it ends
+    or a durable driver takes it. Errors before the run starts (402, thread deleted) raise."""
+    deps = rt.run_deps()
+    run_id = resume.id if resume is not None else req.run_id  # type: ignore[union-attr]
+    thread_id = resume.thread_id if resume is not None else req.thread.id  # type: ignore[union-attr]
+    lease = ThreadLease(rt.stores.threads, rt.clock, thread_id, run_id, rt.settings.turn_lease_ms)
+    await lease.acquire(LOCK_WAIT_S)
+    try:
+        if lease.taken_from is not None:
+            account = resume.account_id if resume is not None else req.principal.account_id  # type: ignore[union-attr]
+            await recover_dead_turn(deps, account, thread_id, lease.taken_from)
+        ctx = RunContext.load(deps, run_id) if resume is not None else start_run(deps, req)  # type: ignore[arg-type]
+        ctx.lease = lease
+        lease.start_heartbeat()
+        log = RunEventLog.resume(rt.stores.runs, run_id) if resume is not None else RunEventLog(rt.stores.runs, run_id)
+        await drive(deps, ctx, log, tool_loop=rt.tool_loop)
+    finally:
+        lease.release()
+
+
+def finish_job_of_run(rt: Runtime, run: Run) -> None:
+    """A thread-turn job's run ended: the job ends with what the synchronous route would have
+    answered (a cancelled job stays cancelled, with what it was billed)."""
+    from threadgate.api import render
+    from threadgate.api.turn_http import _assistant_content
+
+    jobs = rt.stores.jobs
+    if jobs is None or run.job_id is None:
+        return
+    endpoint = parse_endpoint(f"/v1/threads/{run.thread_id}/messages")
+    if run.status in ("completed", "limit_reached"):
+        outcome = JobOutcome.succeeded(render.run_answer(run, _assistant_content(rt, run)), run.cost_micros)
+    else:
+        error = run.error or {"type": "api_error", "message": "the turn was cancelled", "status": 499}
+        err = GatewayError(error["message"])
+        err.type = error["type"]
+        outcome = JobOutcome.failed(error_object(endpoint, err), run.cost_micros)
+    jobs.finish_job(run.job_id, outcome, rt.clock.now_ms())
 
 
 class LocalJobWorker:
@@ -140,8 +196,14 @@ class LocalJobWorker:
         task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
 
     async def cancel(self, job_id: str) -> None:
-        """Stop the job's task if it runs here, and wait until it has settled what it used."""
+        """Stop the job if it runs here: a thread turn's run stops at its next step boundary
+        (and records the job's cost when it does); a passthrough call is interrupted at once and
+        settles what it was sent."""
         task = self._tasks.get(job_id)
+        if cancel_job_run(self._rt, job_id):
+            if task is not None:  # the run ends within a poll interval: then the job has its cost
+                await asyncio.wait({task}, timeout=CANCEL_WAIT_S)
+            return
         if task is None:
             return
         self._cancelled.add(job_id)
@@ -183,35 +245,65 @@ class LocalJobWorker:
             if job is None:  # cancelled while queued: it never runs
                 return
             prepared: PreparedJob | None = None
+            outcome: JobOutcome | None
             try:
-                prepared = self._prepare(job)
-                outcome = await run_prepared(rt, prepared)
+                run = existing_job_run(rt, job)
+                if run is not None:  # a previous process started it: resume, never repeat
+                    outcome = await resume_job_run(rt, job, run)
+                else:
+                    prepared = prepare_stored_job(rt, job)
+                    outcome = await run_prepared(rt, prepared)
             except GatewayError as err:
                 outcome = JobOutcome.failed(error_object(parse_endpoint(job.endpoint), err))
             except asyncio.CancelledError:
                 if job_id in self._cancelled:  # the job is cancelled in the store: record its cost
-                    cost = prepared.turn.result.cost_micros if prepared else 0
+                    cost = prepared.cost_micros if prepared else 0
                     self.jobs.finish_job(job_id, JobOutcome.failed({}, cost), rt.clock.now_ms())
                 raise
             except Exception as exc:  # a bug or a store outage: end the job visibly
                 log.error("job %s failed: %s", job_id, type(exc).__name__)
                 err = GatewayError("internal error while running the job")
-                outcome = JobOutcome.failed(
-                    error_object(parse_endpoint(job.endpoint), err),
-                    prepared.turn.result.cost_micros if prepared else 0,
-                )
-            self.jobs.finish_job(job_id, outcome, rt.clock.now_ms())
+                outcome = JobOutcome.failed(error_object(parse_endpoint(job.endpoint), err),
+                                            prepared.cost_micros if prepared else 0)
+            if outcome is not None:
+                self.jobs.finish_job(job_id, outcome, rt.clock.now_ms())
 
-    def _prepare(self, job: Job) -> PreparedJob:
-        return prepare_stored_job(self._rt, job)
+
+def existing_job_run(rt: Runtime, job: Job) -> Run | None:
+    """The run an earlier attempt of this thread-turn job started, if any."""
+    if parse_endpoint(job.endpoint).kind != "thread_turn" or rt.stores.runs is None:
+        return None
+    return rt.stores.runs.get_run(job_run_id(job.id), job.account_id)
+
+
+async def resume_job_run(rt: Runtime, job: Job, run: Run) -> None:
+    """Carry an interrupted job's run on from its last completed step (or, if it had ended,
+    give the job the run's answer)."""
+    if run.finished:
+        finish_job_of_run(rt, run)
+        return None
+    log.warning("job %s: resuming its run %s after an interruption", job.id, run.id)
+    await run_thread_turn_job(rt, None, resume=run)
+    return None
+
+
+def cancel_job_run(rt: Runtime, job_id: str) -> bool:
+    """Ask a thread-turn job's run to stop at its next step boundary. False: the job has no run."""
+    if rt.stores.runs is None:
+        return False
+    run = rt.stores.runs.get_run(job_run_id(job_id))
+    if run is None:
+        return False
+    rt.stores.runs.update_run(run.id, {"cancel_requested": True, "updated_at": rt.clock.now_ms()})
+    return True
 
 
 def prepare_stored_job(rt: Runtime, job: Job) -> PreparedJob:
-    """The job's turn, for the key as it is now (a key revoked meanwhile runs nothing)."""
+    """The job's call, for the key as it is now (a key revoked meanwhile runs nothing)."""
     key = rt.stores.keys.get_key(job.account_id, job.key_id)
     if key is None or key.revoked:
         raise AuthenticationFailed("the key that submitted this job was revoked")
-    return prepare_job(rt, principal_of(key), parse_endpoint(job.endpoint), job.body, new_id("req_"))
+    return prepare_job(rt, principal_of(key), parse_endpoint(job.endpoint), job.body, new_id("req_"), job.id)
 
 
 class JobDispatcher(Protocol):

@@ -16,8 +16,11 @@ A retry never runs a thread turn twice:
 - a job found `running` on redelivery was started by another receive of the message. If that
   started less than LEASE_MS ago it may still run (SQS delivers at least once): the record fails,
   and comes back after the visibility timeout, when the job is finished (no-op) or its worker is
-  gone. Otherwise its worker died mid-turn (Lambda timeout or crash), after the turn may have
-  written to the thread and been billed, so it is marked failed (INTERRUPTED), never run again.
+  gone. Otherwise its worker died mid-turn (Lambda timeout or crash): a thread-turn job RESUMES
+  its run from the last completed step (nothing persisted is repeated; the job's cost counts
+  every attempt); a passthrough job, which has no steps to resume, is marked failed
+  (INTERRUPTED), never run again.
+A thread-turn job whose run is handed to Step Functions is finished by its run's last step.
 After maxReceiveCount receives SQS moves the message to the DLQ, which feeds this same function:
 those records (`fail_dead_letter`) mark the job failed.
 """
@@ -30,7 +33,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from threadgate.background.jobs_runner import PreparedJob, error_object, prepare_stored_job, run_prepared
+from threadgate.background.jobs_runner import (
+    PreparedJob,
+    cancel_job_run,
+    error_object,
+    existing_job_run,
+    prepare_stored_job,
+    resume_job_run,
+    run_prepared,
+)
 from threadgate.background.sqs_batches import process_batch
 from threadgate.domain.errors import GatewayError
 from threadgate.domain.jobs import Job, JobOutcome, parse_endpoint
@@ -79,7 +90,13 @@ async def run_job_message(rt: Runtime, message: JobMessage) -> None:
     jobs = _jobs(rt)
     job = jobs.start_job(message.job_id, rt.clock.now_ms())
     if job is None:
-        _not_started(rt, message)
+        await _not_started(rt, message)
+        return
+    run = existing_job_run(rt, job)
+    if run is not None:  # an earlier receive started its run, then put the job back: resume it
+        outcome = await _run_until_cancelled(rt, job, resume_job_run(rt, job, run), None)
+        if outcome is not None:
+            jobs.finish_job(job.id, outcome, rt.clock.now_ms())
         return
     try:
         prepared = prepare_stored_job(rt, job)
@@ -89,36 +106,49 @@ async def run_job_message(rt: Runtime, message: JobMessage) -> None:
         jobs.requeue_job(job.id)  # nothing ran yet: the redelivery runs it from the start
         raise
     else:
-        outcome = await _run_until_cancelled(rt, job, prepared)
-    jobs.finish_job(job.id, outcome, rt.clock.now_ms())
+        outcome = await _run_until_cancelled(rt, job, run_prepared(rt, prepared), prepared)
+    if outcome is not None:
+        jobs.finish_job(job.id, outcome, rt.clock.now_ms())
 
 
-def _not_started(rt: Runtime, message: JobMessage) -> None:
+async def _not_started(rt: Runtime, message: JobMessage) -> None:
     job = _jobs(rt).get_job(message.account_id, message.job_id)
     if job is None or job.finished:  # expired, or cancelled / already run: nothing to do
         return
     if job.status == "running" and rt.clock.now_ms() - (job.started_at or 0) >= LEASE_MS:
+        run = existing_job_run(rt, job)
+        if run is not None:
+            outcome = await _run_until_cancelled(rt, job, resume_job_run(rt, job, run), None)
+            if outcome is not None:
+                _jobs(rt).finish_job(job.id, outcome, rt.clock.now_ms())
+            return
         log.warning("job %s was interrupted by its worker's end; marking it failed", job.id)
         fail_job(rt, job, INTERRUPTED)
         return
     raise JobBusy(f"job {job.id} is {job.status} under another delivery")
 
 
-async def _run_until_cancelled(rt: Runtime, job: Job, prepared: PreparedJob) -> JobOutcome:
-    """`run_prepared`, stopped if the client cancels the job meanwhile (the store says so)."""
-    task = asyncio.create_task(run_prepared(rt, prepared), name=f"job:{job.id}")
+async def _run_until_cancelled(rt: Runtime, job: Job, work: Any, prepared: PreparedJob | None) -> JobOutcome | None:
+    """Run the job's call, stopped if the client cancels the job meanwhile (the store says so):
+    a thread turn's run stops at its next step boundary (its end records the job's cost); a
+    passthrough call is interrupted and settles what it was sent."""
+    task = asyncio.create_task(work, name=f"job:{job.id}")
+    cost = (lambda: prepared.cost_micros) if prepared is not None else (lambda: 0)
     while not (await asyncio.wait({task}, timeout=CANCEL_POLL_S))[0]:
         if await _cancelled(rt, job):
+            if cancel_job_run(rt, job.id):
+                await asyncio.gather(task, return_exceptions=True)
+                return None
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)  # the turn settles what it used
+            await asyncio.gather(task, return_exceptions=True)  # the call settles what it used
             # finish_job keeps the cancellation and records what the job was billed.
-            return JobOutcome.failed({}, prepared.turn.result.cost_micros)
+            return JobOutcome.failed({}, cost())
     try:
         return task.result()
     except Exception as exc:  # a bug or a store outage mid-turn: end the job visibly, never rerun it
         log.error("job %s failed: %s", job.id, type(exc).__name__)
-        err = error_object(prepared.endpoint, GatewayError(INTERNAL))
-        return JobOutcome.failed(err, prepared.turn.result.cost_micros)
+        err = error_object(parse_endpoint(job.endpoint), GatewayError(INTERNAL))
+        return JobOutcome.failed(err, cost())
 
 
 async def _cancelled(rt: Runtime, job: Job) -> bool:

@@ -23,6 +23,7 @@ from threadgate.domain.steps import (
     abort,
     model_step,
     pending_tool_calls,
+    report_done,
     tools_done,
 )
 from threadgate.ports import Clock, ThreadStore, ToolLoop
@@ -97,9 +98,11 @@ async def drive(
     after a model call asked for tools. A run resumed after its process died first delivers the
     calls still without an outcome (receivers dedupe on X-Qlaud-Delivery = tool_use_id)."""
     run_id = ctx.run.id
+    ctx.cancel = asyncio.Event()
+    watcher = asyncio.get_running_loop().create_task(_watch_cancel(deps, run_id, ctx.cancel))
     try:
         if ctx.history is None and (calls := pending_tool_calls(deps, ctx)):
-            await deliver_tools(deps, ctx, calls)
+            await deliver_tools(deps, ctx, calls, sink)
             tools_done(deps, run_id, (), sink, ctx)
         while True:
             step = await model_step(deps, run_id, sink, ctx)
@@ -108,10 +111,26 @@ async def drive(
             if tool_loop is not None:
                 await hand_over(deps, ctx, tool_loop, step)
                 return step
-            await deliver_tools(deps, ctx, pending_tool_calls(deps, ctx))
+            await deliver_tools(deps, ctx, pending_tool_calls(deps, ctx), sink)
             tools_done(deps, run_id, (), sink, ctx)
     except Exception as exc:  # a store failure between steps (model_step handles its own)
         return await abort(deps, ctx, sink, exc)
+    finally:
+        watcher.cancel()
+
+
+async def _watch_cancel(deps: RunDeps, run_id: str, cancel: asyncio.Event) -> None:
+    """A cancel asked through the store (any process) interrupts the model call in progress or
+    the wait for tool calls; the run then ends `cancelled` at once."""
+    while True:
+        await asyncio.sleep(CANCEL_POLL_S)
+        try:
+            run: Any = await asyncio.to_thread(deps.runs.get_run, run_id)
+        except Exception:  # a failed look is not a cancel: look again next time
+            continue
+        if run is None or run.cancel_requested or run.finished:
+            cancel.set()
+            return
 
 
 async def hand_over(deps: RunDeps, ctx: RunContext, tool_loop: ToolLoop, step: StepOutcome) -> None:
@@ -126,9 +145,10 @@ async def hand_over(deps: RunDeps, ctx: RunContext, tool_loop: ToolLoop, step: S
     await asyncio.to_thread(tool_loop.start, run.id, step["tool_calls"])
 
 
-async def deliver_tools(deps: RunDeps, ctx: RunContext, calls: list[PendingToolCall]) -> None:
-    """Deliver the calls concurrently and record each outcome. A cancel of the run stops the
-    wait: deliveries still running are abandoned, and their answers are ignored."""
+async def deliver_tools(deps: RunDeps, ctx: RunContext, calls: list[PendingToolCall], sink: EventSink) -> None:
+    """Deliver the calls concurrently, record each outcome and report it (`qlaud.tool_dispatch_done`)
+    as it comes. A cancel of the run stops the wait: deliveries still running are abandoned, and
+    their answers are ignored."""
     run_id = ctx.run.id
 
     async def deliver(call: PendingToolCall) -> None:
@@ -140,26 +160,24 @@ async def deliver_tools(deps: RunDeps, ctx: RunContext, calls: list[PendingToolC
                     await deps.dispatch(call.account_id, call.tool_id, call.call, call.context))
             except Exception:  # a dispatcher bug must not break the thread
                 result = ToolOutcome("tool dispatch failed", True, attempts=0)
-        await asyncio.to_thread(deps.runs.put_tool_outcome, run_id, call.call["id"], result)
+        stored = await asyncio.to_thread(deps.runs.put_tool_outcome, run_id, call.call["id"], result)
+        report_done(ctx, sink, call.call, stored.output_text, stored.is_error)
 
     tasks = [asyncio.create_task(deliver(c)) for c in calls]
     if not tasks:
         return
+    stop = ctx.cancel or asyncio.Event()
+    stopper = asyncio.ensure_future(stop.wait())
     try:
         pending: set[asyncio.Task] = set(tasks)
-        while pending:
-            _, pending = await asyncio.wait(pending, timeout=CANCEL_POLL_S)
-            if pending and await _cancel_requested(deps, run_id):
-                break
+        while pending and not stop.is_set():
+            _, pending = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
+            pending.discard(stopper)
     finally:
+        stopper.cancel()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     for task in tasks:  # a store failure recording an outcome is the turn's failure
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
-
-
-async def _cancel_requested(deps: RunDeps, run_id: str) -> bool:
-    run: Any = await asyncio.to_thread(deps.runs.get_run, run_id)
-    return run is None or run.cancel_requested or run.finished

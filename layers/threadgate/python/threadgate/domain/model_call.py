@@ -1,7 +1,8 @@
-"""One metered upstream call: reserved before, settled exactly once after, whatever happens.
+"""One metered upstream call of a thread turn (`domain.steps`, one per iteration): reserved
+before, settled exactly once after, whatever happens. (Passthrough has its own engine,
+`domain.passthrough`, which forwards bodies in the upstream's wire shape.)
 
-Shared by thread turns (`domain.steps`, one call per iteration) and passthrough
-(`domain.turns`, one call per request). The caller reserves (a 402 must come before any write);
+The caller reserves (a 402 must come before any write);
 `ModelCall.events()` makes the call, yields the upstream's stream events, and settles the
 reservation in its `finally` — also when the stream breaks or the task is cancelled (a client
 that left, a cancelled job) — from what the upstream actually reported.

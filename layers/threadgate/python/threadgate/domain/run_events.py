@@ -3,9 +3,8 @@ live to whoever streams the run in this process.
 
 Every run's events are stored, so a dropped stream resumes with `Last-Event-ID` from any process
 and a run driven elsewhere (Step Functions) is relayed from the store. Stream deltas are stored
-in batches — at most every `interval_s`, at each step boundary, and at once for the first event
-of a model call (a recovery then knows the call had started) — written off the event loop, so
-the live stream never waits for the store.
+in batches — at most every `interval_s` and at each step boundary — written off the event loop,
+so the live stream never waits for the store (a short answer costs one write).
 """
 
 from __future__ import annotations
@@ -20,6 +19,8 @@ FLUSH_INTERVAL_S = 0.2
 
 
 class EventSink(Protocol):
+    next_seq: int  # the number the next event will get
+
     def emit(self, event: dict[str, Any]) -> int:
         """Number, store (soon) and hand on one event; returns its number."""
 
@@ -56,8 +57,7 @@ class RunEventLog:
         self._pending.append(event)
         if self._live is not None:
             self._live(seq, event)
-        urgent = event.get("type") == "message_start"
-        if (urgent or time.monotonic() - self._written_at >= self._interval) and self._writer is None:
+        if self._writer is None and time.monotonic() - self._written_at >= self._interval:
             self._writer = asyncio.get_running_loop().create_task(self._write())
         return seq
 

@@ -20,12 +20,13 @@ settled from the stream events it recorded (`_settle_dead_call`), never twice.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from threadgate.domain import billing
-from threadgate.domain.errors import GatewayError, NotFound, UpstreamError
+from threadgate.domain.errors import Conflict, GatewayError, NotFound, UpstreamError
 from threadgate.domain.history import INTERRUPTED, build_history
 from threadgate.domain.metering import Meter
 from threadgate.domain.model_call import ModelCall, usage_seen
@@ -101,10 +102,12 @@ class RunContext:
     max_tokens: int = 0  # what that reservation covers
     answer: dict[str, Any] | None = None  # the last assistant answer (Anthropic message)
     pending: list[dict[str, Any]] | None = None  # its tool_use blocks awaiting results
+    reported: set[str] = field(default_factory=set)  # those whose qlaud.tool_dispatch_done was sent
     error: GatewayError | None = None  # why the run failed (in-process: with its HTTP status)
     to_index: list[Message] = field(default_factory=list)
     current: bool = True  # `run` is as stored (False: re-read it at the next step)
     lease: Any = None  # domain.driver.ThreadLease while this process holds the thread
+    cancel: asyncio.Event | None = None  # set by the in-process driver when a cancel is asked
 
     @classmethod
     def load(cls, deps: RunDeps, run_id: str) -> "RunContext":
@@ -121,13 +124,15 @@ def start_run(deps: RunDeps, req: TurnRequest) -> RunContext:
     """Reserve the first call, persist the user message, record the run. Raises (nothing kept)
     on 400 (does not fit the context), 402, 404 (thread gone while the turn waited)."""
     p, thread, now = req.principal, req.thread, deps.clock.now_ms()
+    if req.job_id is not None and deps.runs.get_run(req.run_id) is not None:
+        raise Conflict(f"run {req.run_id} was started already")  # a job's run id is fixed: resume it instead
     run = Run(
         id=req.run_id, account_id=p.account_id, key_id=p.key_id, scope=p.scope, end_user_id=p.end_user_id,
         thread_id=thread.id, thread_end_user_id=thread.end_user_id, model=req.model.id, params=req.params,
         tools=[{"id": t.id, "name": t.name, "description": t.description, "input_schema": t.input_schema}
                for t in req.tools],
         max_iterations=req.max_iterations, created_at=now, updated_at=now, iteration=1, in_flight=1,
-        job_id=req.job_id,
+        call_from=1, job_id=req.job_id,
     )
     stored = deps.threads.list_messages(p.account_id, thread.id)
     history = build_history(stored, req.content, _budget(run, req.model))
@@ -152,7 +157,11 @@ async def model_step(
 ) -> StepOutcome:
     """One model call of the run (see the module docstring). Never raises for what happens after
     the run began: a failure finishes the run `failed` (qlaud.error + qlaud.done recorded)."""
-    ctx = ctx or RunContext.load(deps, run_id)
+    if ctx is None:
+        try:
+            ctx = RunContext.load(deps, run_id)
+        except NotFound:  # deleted with its thread
+            return {"run_id": run_id, "iteration": 0, "next": "failed", "tool_calls": []}
     sink = events or RunEventLog.resume(deps.runs, run_id)
     try:
         return await _model_step(deps, ctx, sink)
@@ -197,8 +206,6 @@ async def _model_step(deps: RunDeps, ctx: RunContext, sink: EventSink) -> StepOu
     if run.in_flight is not None and ctx.reservation is None:  # this call died mid-way once
         _settle_dead_call(deps, run, model, iteration)
         run.attempts += 1
-    if iteration > 1 or run.attempts > 1:
-        sink.emit({"type": "qlaud.iteration_start", "iteration": iteration})
     reservation, max_tokens = ctx.reservation, ctx.max_tokens
     ctx.reservation = None
     if reservation is None:
@@ -206,20 +213,23 @@ async def _model_step(deps: RunDeps, ctx: RunContext, sink: EventSink) -> StepOu
             reservation, max_tokens = _reserve(deps, run, model, history, iteration)
         except GatewayError as err:  # e.g. the cap ran out mid-loop
             return await _finish(deps, ctx, sink, "failed", err, iteration=iteration)
-        run.iteration, run.in_flight = iteration, iteration
-        _save(deps, run, "iteration", "in_flight", "attempts", "cost_micros", "usage")
+        run.iteration, run.in_flight, run.call_from = iteration, iteration, sink.next_seq
+        _save(deps, run, "iteration", "in_flight", "call_from", "attempts", "cost_micros", "usage")
+    if iteration > 1 or run.attempts > 1:  # a new bracket begins (also for a call made again)
+        sink.emit({"type": "qlaud.iteration_start", "iteration": iteration})
     call = ModelCall(deps.meter, deps.provider_for(model), model, reservation,
                      _upstream_request(run, model, history, max_tokens), stream=True)
-    async for event in call.events():
-        sink.emit(event)
+    stopped = await _stream(call, sink, ctx.cancel)
     run.cost_micros += call.cost_micros
     run.usage = (Usage(**run.usage) + call.usage).as_dict() if run.usage else call.usage.as_dict()
     if call.message is None:
-        if call.partial is not None:  # a broken stream: keep what was said
+        if call.partial is not None:  # a broken or stopped stream: keep what was said
             _append_assistant(deps, ctx, call.partial, has_tools=False)
         elif iteration == 1 and not call.billed:
             _retract_user_message(deps, ctx)
         run.in_flight = None
+        if stopped:
+            return await _finish(deps, ctx, sink, "cancelled")
         return await _finish(deps, ctx, sink, "failed", call.error or UpstreamError("the model call failed"),
                              iteration=iteration)
     message = call.message
@@ -243,6 +253,29 @@ async def _model_step(deps: RunDeps, ctx: RunContext, sink: EventSink) -> StepOu
     return outcome(run, [{"run_id": run.id, "tool_use_id": u["id"]} for u in tool_uses])
 
 
+async def _stream(call: ModelCall, sink: EventSink, stop: asyncio.Event | None) -> bool:
+    """Relay the call's events; True if `stop` interrupted it (the call settles what it was sent)."""
+    async def relay() -> None:
+        async for event in call.events():
+            sink.emit(event)
+
+    if stop is None:
+        await relay()
+        return False
+    task, stopper = asyncio.ensure_future(relay()), asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        return True
+    task.result()
+    return False
+
+
 # --- tools_done -----------------------------------------------------------------------------------
 
 
@@ -256,7 +289,11 @@ def tools_done(
     """Append the tool results of the last answer as one message (model's order), from the
     recorded outcomes; `results` stand in for calls with no outcome (a delivery given up on).
     Idempotent: results already appended are not appended again."""
-    ctx = ctx or RunContext.load(deps, run_id)
+    if ctx is None:
+        try:
+            ctx = RunContext.load(deps, run_id)
+        except NotFound:  # deleted with its thread: the next model_step ends it
+            return
     sink = events or RunEventLog.resume(deps.runs, run_id)
     if not _refresh(deps, ctx):
         return
@@ -283,21 +320,29 @@ def _append_results(
 ) -> Message:
     run = ctx.run
     uses = [b for b in answer_blocks if b.get("type") == "tool_use"]
-    recorded = deps.runs.get_tool_outcomes(run.id, [u["id"] for u in uses]) if not cancelled else {}
+    recorded = deps.runs.get_tool_outcomes(run.id, [u["id"] for u in uses])
     blocks = []
     for use in uses:
         found, given = recorded.get(use["id"]), results.get(use["id"])
-        if cancelled:
-            text, is_error = CANCELLED, True  # an in-flight webhook's late answer is ignored
-        elif found is not None:
+        if found is not None:
             text, is_error = found.output_text, found.is_error
+        elif cancelled:  # a webhook still running is abandoned: its late answer is ignored
+            text, is_error = CANCELLED, True
         else:
             text, is_error = ((given or {}).get("reason") or NO_RESULT), True
         blocks.append(_result_block(use["id"], text, is_error))
-        sink.emit({"type": "qlaud.tool_dispatch_done", "tool_use_id": use["id"], "name": use["name"],
-                   "iteration": run.iteration, "is_error": is_error, "output": text})
-    ctx.pending = None
+        if use["id"] not in ctx.reported:
+            report_done(ctx, sink, use, text, is_error)
+    ctx.pending, ctx.reported = None, set()
     return _append_tool_results(deps, run, blocks)
+
+
+def report_done(ctx: RunContext, sink: EventSink, use: dict[str, Any], text: str, is_error: bool) -> None:
+    """`qlaud.tool_dispatch_done` for one call: as each delivery ends when this process delivers
+    them, else (a durable driver's Map) all at `tools_done`, in the model's order."""
+    ctx.reported.add(use["id"])
+    sink.emit({"type": "qlaud.tool_dispatch_done", "tool_use_id": use["id"], "name": use["name"],
+               "iteration": ctx.run.iteration, "is_error": is_error, "output": text})
 
 
 # --- webhook worker support -----------------------------------------------------------------------
@@ -363,7 +408,7 @@ async def fail_run(deps: RunDeps, run_id: str, reason: str, events: EventSink | 
     mine = _messages_of(run, deps.threads.list_messages(run.account_id, run.thread_id))
     tail = mine[-1] if mine else None
     if tail is not None and tail.kind == "user" and run.in_flight is not None:
-        partial = _partial_answer(deps, run, run.in_flight)
+        partial = _partial_answer(deps, run)
         if partial is not None:
             _append_assistant(deps, ctx, partial, has_tools=False)
         else:
@@ -408,8 +453,10 @@ async def _finish(
     """Record the end: events (qlaud.error, qlaud.done) first, then the record, so a reader who
     sees the run finished finds its last event stored. Releases the thread; finishes a job."""
     run = ctx.run
-    if status == "cancelled" and run.in_flight is None:
-        _close_pending_as_cancelled(deps, ctx, sink)
+    if status == "cancelled":
+        error = Conflict("the turn was cancelled")
+        if run.in_flight is None:
+            _close_pending_as_cancelled(deps, ctx, sink)
     if error is not None:
         ctx.error = error
         run.error = {"type": error.type, "message": error.message, "status": error.status}
@@ -429,6 +476,8 @@ async def _finish(
         if ctx.lease is not None:
             ctx.lease.stop()
         deps.threads.release_turn_lock(run.thread_id, run.id)
+    if isinstance(error, NotFound):
+        deps.runs.delete_run(run.id)  # its thread is gone: so is everything of the run's (events hold text)
     _index(deps, ctx)
     if deps.on_finish is not None and run.job_id and stored is not None:
         deps.on_finish(ctx.run)
@@ -473,7 +522,7 @@ def _refresh(deps: RunDeps, ctx: RunContext) -> bool:
     if not ctx.current:
         run = deps.runs.get_run(ctx.run.id)
         if run is None:
-            return False
+            raise NotFound("thread not found")  # deleted with its thread mid-turn
         ctx.run, ctx.current = run, True
     run = ctx.run
     if run.finished:
@@ -528,14 +577,10 @@ def _reservation_of(run: Run, model: ModelInfo, iteration: int) -> Reservation:
                        thread_id=run.thread_id)
 
 
-def _call_events(deps: RunDeps, run: Run, iteration: int) -> list[dict[str, Any]]:
-    """The recorded stream events of the latest attempt of call `iteration`."""
-    events = [e for _, e in deps.runs.list_events(run.id, 0, 1_000_000)]
-    start = 0
-    for i, event in enumerate(events):
-        if event.get("type") == "qlaud.iteration_start" and event.get("iteration") == iteration:
-            start = i + 1
-    return [e for e in events[start:] if not e.get("type", "").startswith("qlaud.")]
+def _call_events(deps: RunDeps, run: Run) -> list[dict[str, Any]]:
+    """The stream events the in-flight call recorded before its process died."""
+    events = deps.runs.list_events(run.id, (run.call_from or 1) - 1, 1_000_000)
+    return [e for _, e in events if not e.get("type", "").startswith("qlaud.")]
 
 
 def _settle_dead_call(deps: RunDeps, run: Run, model: ModelInfo, iteration: int) -> None:
@@ -543,7 +588,7 @@ def _settle_dead_call(deps: RunDeps, run: Run, model: ModelInfo, iteration: int)
     message_start, output at least one token per delta seen); released if it never started. The
     ledger settles a reservation once: a call settled before its process died is not again."""
     reservation = _reservation_of(run, model, iteration)
-    usage = usage_seen(_call_events(deps, run, iteration))
+    usage = usage_seen(_call_events(deps, run))
     if usage is None:
         deps.meter.release(reservation)
         return
@@ -553,9 +598,9 @@ def _settle_dead_call(deps: RunDeps, run: Run, model: ModelInfo, iteration: int)
         run.usage = (Usage(**run.usage) + usage).as_dict() if run.usage else usage.as_dict()
 
 
-def _partial_answer(deps: RunDeps, run: Run, iteration: int) -> dict[str, Any] | None:
+def _partial_answer(deps: RunDeps, run: Run) -> dict[str, Any] | None:
     acc = MessageAccumulator()
-    for event in _call_events(deps, run, iteration):
+    for event in _call_events(deps, run):
         acc.feed(event)
     if not acc.started:
         return None

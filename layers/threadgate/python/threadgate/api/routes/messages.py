@@ -1,4 +1,5 @@
-"""POST /v1/threads/{id}/messages (a turn) and POST /v1/messages (Anthropic passthrough, api/passthrough.py)."""
+"""POST /v1/threads/{id}/messages (a turn: a run, see api/turn_http.py) and POST /v1/messages
+(Anthropic passthrough, api/passthrough.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from threadgate.api import idempotency, passthrough
 from threadgate.api.deps import get_principal, get_runtime, request_id
 from threadgate.api.routes.threads import visible_thread
 from threadgate.api.schemas import TurnCreate
-from threadgate.api.turn_http import run_turn
+from threadgate.api.turn_http import run_thread_turn, run_turn
 from threadgate.domain.errors import InvalidRequest
 from threadgate.domain.models import Principal
 from threadgate.domain.history import as_blocks
-from threadgate.domain.turns import Turn, TurnSpec
+from threadgate.domain.steps import TurnRequest
 from threadgate.runtime import Runtime
 
 router = APIRouter()
@@ -36,37 +37,22 @@ def _tools(rt: Runtime, p: Principal, body: TurnCreate) -> list:
     return list(tools.values())
 
 
-def thread_answer(turn: Turn) -> tuple[dict[str, Any], dict[str, str]]:
-    r = turn.result
-    body = turn.final_message()
-    body["hit_max_iterations"] = r.hit_max_iterations
-    headers = {
-        "x-qlaud-thread-id": turn.spec.thread.id,
-        "x-qlaud-assistant-seq": str(r.assistant_seq or ""),
-        "x-qlaud-cost-micros": str(r.cost_micros),
-        "x-qlaud-iterations": str(r.iterations),
-    }
-    return body, headers
-
-
-def thread_turn(rt: Runtime, p: Principal, thread_id: str, body: TurnCreate, rid: str, *, stream: bool) -> Turn:
+def thread_turn(
+    rt: Runtime, p: Principal, thread_id: str, body: TurnCreate, rid: str, *, job_id: str | None = None
+) -> TurnRequest:
     """A turn on a thread, its thread, model and tools checked (404/400 as this route answers).
     Shared with async jobs, which replay this route later."""
-    thread = visible_thread(rt, p, thread_id)
-    model = rt.model(body.model)
-    tools = _tools(rt, p, body)
-    spec = TurnSpec(
+    return TurnRequest(
+        run_id=rid,
         principal=p,
-        model=model,
+        thread=visible_thread(rt, p, thread_id),
+        model=rt.model(body.model),
         params=body.forwarded(),
-        request_id=rid,
-        stream=stream,
-        thread=thread,
-        new_content=as_blocks(body.content),
-        tools=tools,
+        content=as_blocks(body.content),
+        tools=_tools(rt, p, body),
         max_iterations=body.max_iterations,
+        job_id=job_id,
     )
-    return Turn(rt.turn_deps(), spec)
 
 
 @router.post("/v1/threads/{thread_id}/messages")
@@ -77,12 +63,11 @@ async def send_turn(
     p: Principal = Depends(get_principal),
     rt: Runtime = Depends(get_runtime),
 ) -> Any:
-    turn = thread_turn(rt, p, thread_id, body, request_id(request), stream=body.stream)
+    turn = thread_turn(rt, p, thread_id, body, request_id(request))
     scope, replay = idempotency.claim_key(request, rt, p, body)
     if replay is not None:
         return replay
-    lock = (turn.spec.thread.id, turn.spec.request_id)
-    return await run_turn(request, rt, turn, scope=scope, render=thread_answer, lock=lock)
+    return await run_thread_turn(request, rt, turn, stream=body.stream, scope=scope)
 
 
 @router.post("/v1/messages")

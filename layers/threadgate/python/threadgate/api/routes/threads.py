@@ -128,6 +128,8 @@ async def delete_thread(thread_id: str, p: Principal = Depends(get_principal), r
     visible_thread(rt, p, thread_id)
     if not rt.stores.threads.delete_thread(p.account_id, thread_id):
         raise NotFound("thread not found")
+    if rt.stores.runs is not None:  # their events and tool outcomes hold the thread's text too
+        rt.stores.runs.delete_thread_runs(p.account_id, thread_id)
     if rt.indexer is not None:
         rt.indexer.delete_thread(p.account_id, thread_id)
     return {"id": thread_id, "object": "thread", "deleted": True}

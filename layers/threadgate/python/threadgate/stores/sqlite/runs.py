@@ -48,12 +48,19 @@ class SqliteRunStore:
             "SELECT data FROM runs WHERE status = 'running' ORDER BY created_at, id LIMIT ?", (limit,))
         return [Run.from_dict(loads(r["data"])) for r in rows]
 
+    def delete_run(self, run_id: str) -> None:
+        with self.db.tx() as c:
+            self._delete(c, [run_id])
+
     def delete_thread_runs(self, account_id: str, thread_id: str) -> None:
         with self.db.tx() as c:
-            ids = [r["id"] for r in c.execute(
-                "SELECT id FROM runs WHERE thread_id = ? AND account_id = ?", (thread_id, account_id))]
-            for table, column in (("run_events", "run_id"), ("tool_outcomes", "run_id"), ("runs", "id")):
-                c.executemany(f"DELETE FROM {table} WHERE {column} = ?", [(i,) for i in ids])
+            self._delete(c, [r["id"] for r in c.execute(
+                "SELECT id FROM runs WHERE thread_id = ? AND account_id = ?", (thread_id, account_id))])
+
+    @staticmethod
+    def _delete(c: sqlite3.Connection, ids: list[str]) -> None:
+        for table, column in (("run_events", "run_id"), ("tool_outcomes", "run_id"), ("runs", "id")):
+            c.executemany(f"DELETE FROM {table} WHERE {column} = ?", [(i,) for i in ids])
 
     def append_events(self, run_id: str, first_seq: int, events: Sequence[dict[str, Any]]) -> None:
         try:
