@@ -107,7 +107,7 @@ async def run_thread_turn(
         try:
             await drive(deps, ctx, log, tool_loop=rt.tool_loop)
             if not ctx.run.finished:  # a durable driver has it: stay until it ends (Lambda freezes otherwise)
-                ctx.run = await wait_for_end(rt.stores.runs, ctx.run.id, None)
+                ctx.run, ctx.answer = await wait_for_end(rt.stores.runs, ctx.run.id, None), None
         finally:
             lease.release()
             feed.put_nowait(sse.DONE)
@@ -129,7 +129,8 @@ async def run_thread_turn(
         return error_response(request, ctx.error)
     if stream:
         frames = relay(rt.stores.runs, ctx, first, feed, ping_s)
-        return TurnStreamingResponse(frames, feed.task, media_type="text/event-stream", headers=SSE_HEADERS)
+        headers = {**SSE_HEADERS, "x-qlaud-thread-id": ctx.run.thread_id, "x-qlaud-run-id": ctx.run.id}
+        return TurnStreamingResponse(frames, feed.task, media_type="text/event-stream", headers=headers)
     try:
         await asyncio.wait_for(asyncio.shield(feed.task), timeout=rt.settings.turn_wait_s)
     except asyncio.TimeoutError:

@@ -36,8 +36,8 @@ class ThreadBusy(Conflict):
     """Another turn holds the thread (409 with Retry-After)."""
 
     def __init__(self, retry_after_s: int):
-        super().__init__("another turn on this thread is still running; retry after the Retry-After seconds")
-        self.retry_after_s = retry_after_s
+        super().__init__("another turn on this thread is still running; retry after the Retry-After seconds",
+                         retry_after=retry_after_s)
 
 
 class ThreadLease:
@@ -103,7 +103,7 @@ async def drive(
     try:
         if ctx.history is None and (calls := pending_tool_calls(deps, ctx)):
             await deliver_tools(deps, ctx, calls, sink)
-            tools_done(deps, run_id, (), sink, ctx)
+            await tools_done(deps, run_id, (), sink, ctx)
         while True:
             step = await model_step(deps, run_id, sink, ctx)
             if step["next"] != "tools":
@@ -112,7 +112,7 @@ async def drive(
                 await hand_over(deps, ctx, tool_loop, step)
                 return step
             await deliver_tools(deps, ctx, pending_tool_calls(deps, ctx), sink)
-            tools_done(deps, run_id, (), sink, ctx)
+            await tools_done(deps, run_id, (), sink, ctx)
     except Exception as exc:  # a store failure between steps (model_step handles its own)
         return await abort(deps, ctx, sink, exc)
     finally:

@@ -279,7 +279,7 @@ async def _stream(call: ModelCall, sink: EventSink, stop: asyncio.Event | None) 
 # --- tools_done -----------------------------------------------------------------------------------
 
 
-def tools_done(
+async def tools_done(
     deps: RunDeps,
     run_id: str,
     results: Sequence[ToolResultRef] = (),
@@ -307,6 +307,7 @@ def tools_done(
     _append_results(deps, ctx, sink, pending, {r["tool_use_id"]: r for r in results},
                     cancelled=run.cancel_requested)
     ctx.current = False
+    await sink.flush()
 
 
 def _append_results(
