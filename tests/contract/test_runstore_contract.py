@@ -148,3 +148,16 @@ def test_deleting_a_run_removes_it_with_its_events_and_outcomes(stores):
     assert stores.runs.get_run(gone.id) is None and stores.runs.list_events(gone.id) == []
     assert stores.runs.get_tool_outcomes(gone.id, ["toolu_1"]) == {} and stores.runs.last_event_seq(gone.id) == 0
     assert stores.runs.get_run(kept.id) == kept and len(stores.runs.list_events(kept.id)) == 30
+
+
+def test_pruning_removes_old_finished_runs_only(stores):
+    old_done, old_running, new_done = run(created_at=1_000), run(created_at=2_000), run(created_at=9_000)
+    for r in (old_done, old_running, new_done):
+        stores.runs.create_run(r)
+        stores.runs.append_events(r.id, 1, [{"type": "ping"}])
+    for r in (old_done, new_done):
+        stores.runs.update_run(r.id, {"status": "completed"})
+    assert stores.runs.prune_runs(5_000, 100) == 1
+    assert stores.runs.get_run(old_done.id) is None and stores.runs.list_events(old_done.id) == []
+    assert stores.runs.get_run(old_running.id) is not None and stores.runs.get_run(new_done.id) is not None
+    assert stores.runs.prune_runs(5_000, 100) == 0

@@ -50,7 +50,7 @@ class ThreadedToolLoop:
             while tool_calls:
                 for ref in tool_calls:  # the Map: one webhook-worker delivery per call
                     pending = tool_call(rt.run_deps(), ref["run_id"], ref["tool_use_id"])
-                    result = await rt.dispatch_tool(pending.account_id, pending.tool_id, pending.call, pending.context)
+                    result = await rt.dispatch_call(pending.account_id, pending.tool_id, pending.call, pending.context)
                     rt.stores.runs.put_tool_outcome(run_id, ref["tool_use_id"], ToolOutcome(
                         result.output_text, result.is_error, attempts=result.attempts, status_code=result.status))
                 await tools_done(rt.run_deps(), run_id, [])  # a fresh context, as a Lambda has

@@ -228,6 +228,10 @@ class RunStore(Protocol):
     def unfinished_runs(self, limit: int = 100) -> list[Run]:
         """Running runs of every account, oldest first (recovery at a local start)."""
 
+    def prune_runs(self, created_before_ms: int, limit: int = 100) -> int:
+        """Remove up to `limit` finished runs created before that time, with their events and
+        outcomes (local mode's retention; DynamoDB's TTL does it on AWS). Returns how many."""
+
     def delete_run(self, run_id: str) -> None:
         """Remove the run with its events and outcomes (nothing if it is absent)."""
 

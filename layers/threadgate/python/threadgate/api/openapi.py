@@ -68,6 +68,11 @@ JOB = obj(id=STR, object={"const": "job"}, status={"enum": ["queued", "running",
           endpoint=STR, model=nullable(STR), created_at=INT, started_at=nullable(INT), completed_at=nullable(INT),
           response=nullable(ANY_OBJECT), error=nullable(ANY_OBJECT), cost_micros=INT)
 NEW_JOB = obj(id=STR, object={"const": "job"}, status={"const": "queued"}, endpoint=STR, created_at=INT)
+RUN = obj(id=STR, object={"const": "run"}, thread_id=STR,
+          status={"enum": ["running", "completed", "failed", "cancelled", "limit_reached"]}, model=STR,
+          iterations=INT, max_iterations=INT, hit_max_iterations=BOOL, incomplete=BOOL, cancel_requested=BOOL,
+          assistant_seq=nullable(INT), cost_micros=INT, usage=ANY_OBJECT, error=nullable(ANY_OBJECT),
+          job_id=nullable(STR), attempts=INT, created_at=INT, updated_at=INT)
 DELIVERY = obj(object={"const": "delivery"}, tool_id=STR, attempt=INT, outcome=STR, status_code=nullable(INT),
                reason=nullable(STR), latency_ms=nullable(INT), created_at=INT)
 DAILY_REQUESTS = obj(object={"const": "list"}, from_ms=INT, to_ms=INT, data={"type": "array", "items": ANY_OBJECT})
@@ -120,7 +125,7 @@ ERROR_TEXT = {
     404: "Not found (also: not visible to this key)",
     405: "Method not allowed on this path (see the Allow header)",
     408: "The request head did not arrive in time",
-    409: "Conflict (busy thread, reused Idempotency-Key, revoked key, last admin key...)",
+    409: "Conflict (busy thread: see Retry-After; reused Idempotency-Key, revoked key, last admin key, run ended...)",
     413: "Request body too large",
     414: "Request line too long",
     429: "Rate limit reached (see Retry-After)",
@@ -148,6 +153,8 @@ class Contract:
     streams: bool = False  # `"stream": true` answers text/event-stream instead
     public: bool = False  # no API key
     request: Schema | None = None  # a body FastAPI cannot see
+    accepted: Schema | None = None  # 202 with this body: still running past the route's time
+    sse_only: bool = False  # always text/event-stream
 
 
 ROUTES: dict[tuple[str, str], Contract] = {
@@ -171,7 +178,10 @@ ROUTES: dict[tuple[str, str], Contract] = {
     ("DELETE", "/v1/threads/{thread_id}"): Contract(200, DELETED_THREAD, (*KEYED, 404, 409)),
     ("GET", "/v1/threads/{thread_id}/messages"): Contract(
         200, list_of(STORED_MESSAGE, has_more=BOOL, first_seq=nullable(INT), last_seq=nullable(INT)), (*KEYED, 404)),
-    ("POST", "/v1/threads/{thread_id}/messages"): Contract(200, MESSAGE, (*KEYED, *TURN), streams=True),
+    ("POST", "/v1/threads/{thread_id}/messages"): Contract(200, MESSAGE, (*KEYED, *TURN), streams=True, accepted=RUN),
+    ("GET", "/v1/threads/{thread_id}/runs/{run_id}"): Contract(200, RUN, (*KEYED, 404)),
+    ("GET", "/v1/threads/{thread_id}/runs/{run_id}/events"): Contract(200, STR, (*KEYED, 404), sse_only=True),
+    ("POST", "/v1/threads/{thread_id}/runs/{run_id}/cancel"): Contract(200, RUN, (*KEYED, 404, 409)),
     ("POST", "/v1/messages"): Contract(200, MESSAGE, (*KEYED, *TURN), streams=True, request=MESSAGES_REQUEST),
     ("POST", "/v1/chat/completions"): Contract(200, CHAT_COMPLETION, (*KEYED, *TURN), streams=True,
                                                request=CHAT_REQUEST),
@@ -214,10 +224,13 @@ def build(app: Any) -> dict[str, Any]:
 
 def _describe(operation: dict[str, Any], path: str, contract: Contract) -> None:
     error_ref = {"$ref": "#/components/schemas/" + ("OpenAIError" if path == "/v1/chat/completions" else "Error")}
-    content: dict[str, Any] = {"application/json": {"schema": contract.schema}}
-    if contract.streams:
+    content: dict[str, Any] = {} if contract.sse_only else {"application/json": {"schema": contract.schema}}
+    if contract.streams or contract.sse_only:
         content["text/event-stream"] = {"schema": STR}
     responses: dict[str, Any] = {str(contract.status): {"description": "Success", "content": content}}
+    if contract.accepted is not None:
+        responses["202"] = {"description": "Still running after the route's time: the run (poll or stream it)",
+                            "content": {"application/json": {"schema": contract.accepted}}}
     for status in sorted({*contract.errors, *EVERYWHERE}):
         responses[str(status)] = {"description": ERROR_TEXT[status],
                                   "content": {"application/json": {"schema": error_ref}}}

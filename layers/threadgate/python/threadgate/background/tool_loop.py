@@ -84,14 +84,11 @@ def run_step(rt: Runtime, event: dict[str, Any]) -> dict[str, Any] | None:
 
 
 async def _tools_done(deps: Any, run_id: str, results: list[dict[str, Any]]) -> None:
-    """`tools_done` with its events stored before the invocation ends (the container may freeze
-    right after, and the next step numbers its events after the last stored one)."""
-    from threadgate.domain.run_events import RunEventLog
+    """`tools_done` (it stores its events before returning: the container may freeze right
+    after, and the next step numbers its events after the last stored one)."""
     from threadgate.domain.steps import tools_done
 
-    events = RunEventLog.resume(deps.runs, run_id)
-    tools_done(deps, run_id, results, events)
-    await events.flush()
+    await tools_done(deps, run_id, results)
 
 
 _loop: asyncio.AbstractEventLoop | None = None

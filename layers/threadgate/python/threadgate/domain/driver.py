@@ -23,7 +23,6 @@ from threadgate.domain.steps import (
     abort,
     model_step,
     pending_tool_calls,
-    report_done,
     tools_done,
 )
 from threadgate.ports import Clock, ThreadStore, ToolLoop
@@ -102,7 +101,7 @@ async def drive(
     watcher = asyncio.get_running_loop().create_task(_watch_cancel(deps, run_id, ctx.cancel))
     try:
         if ctx.history is None and (calls := pending_tool_calls(deps, ctx)):
-            await deliver_tools(deps, ctx, calls, sink)
+            await deliver_tools(deps, ctx, calls)
             await tools_done(deps, run_id, (), sink, ctx)
         while True:
             step = await model_step(deps, run_id, sink, ctx)
@@ -111,7 +110,7 @@ async def drive(
             if tool_loop is not None:
                 await hand_over(deps, ctx, tool_loop, step)
                 return step
-            await deliver_tools(deps, ctx, pending_tool_calls(deps, ctx), sink)
+            await deliver_tools(deps, ctx, pending_tool_calls(deps, ctx))
             await tools_done(deps, run_id, (), sink, ctx)
     except Exception as exc:  # a store failure between steps (model_step handles its own)
         return await abort(deps, ctx, sink, exc)
@@ -145,10 +144,10 @@ async def hand_over(deps: RunDeps, ctx: RunContext, tool_loop: ToolLoop, step: S
     await asyncio.to_thread(tool_loop.start, run.id, step["tool_calls"])
 
 
-async def deliver_tools(deps: RunDeps, ctx: RunContext, calls: list[PendingToolCall], sink: EventSink) -> None:
-    """Deliver the calls concurrently, record each outcome and report it (`qlaud.tool_dispatch_done`)
-    as it comes. A cancel of the run stops the wait: deliveries still running are abandoned, and
-    their answers are ignored."""
+async def deliver_tools(deps: RunDeps, ctx: RunContext, calls: list[PendingToolCall]) -> None:
+    """Deliver the calls concurrently and record each outcome (as the webhook worker does on
+    AWS). A cancel of the run stops the wait: deliveries still running are abandoned, and their
+    answers are ignored."""
     run_id = ctx.run.id
 
     async def deliver(call: PendingToolCall) -> None:
@@ -160,8 +159,7 @@ async def deliver_tools(deps: RunDeps, ctx: RunContext, calls: list[PendingToolC
                     await deps.dispatch(call.account_id, call.tool_id, call.call, call.context))
             except Exception:  # a dispatcher bug must not break the thread
                 result = ToolOutcome("tool dispatch failed", True, attempts=0)
-        stored = await asyncio.to_thread(deps.runs.put_tool_outcome, run_id, call.call["id"], result)
-        report_done(ctx, sink, call.call, stored.output_text, stored.is_error)
+        await asyncio.to_thread(deps.runs.put_tool_outcome, run_id, call.call["id"], result)
 
     tasks = [asyncio.create_task(deliver(c)) for c in calls]
     if not tasks:

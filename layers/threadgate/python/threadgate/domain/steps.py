@@ -102,7 +102,6 @@ class RunContext:
     max_tokens: int = 0  # what that reservation covers
     answer: dict[str, Any] | None = None  # the last assistant answer (Anthropic message)
     pending: list[dict[str, Any]] | None = None  # its tool_use blocks awaiting results
-    reported: set[str] = field(default_factory=set)  # those whose qlaud.tool_dispatch_done was sent
     error: GatewayError | None = None  # why the run failed (in-process: with its HTTP status)
     to_index: list[Message] = field(default_factory=list)
     current: bool = True  # `run` is as stored (False: re-read it at the next step)
@@ -332,18 +331,11 @@ def _append_results(
         else:
             text, is_error = ((given or {}).get("reason") or NO_RESULT), True
         blocks.append(_result_block(use["id"], text, is_error))
-        if use["id"] not in ctx.reported:
-            report_done(ctx, sink, use, text, is_error)
-    ctx.pending, ctx.reported = None, set()
+        # In the model's order, once all are answered: the same stream whichever driver delivered them.
+        sink.emit({"type": "qlaud.tool_dispatch_done", "tool_use_id": use["id"], "name": use["name"],
+                   "iteration": run.iteration, "is_error": is_error, "output": text})
+    ctx.pending = None
     return _append_tool_results(deps, run, blocks)
-
-
-def report_done(ctx: RunContext, sink: EventSink, use: dict[str, Any], text: str, is_error: bool) -> None:
-    """`qlaud.tool_dispatch_done` for one call: as each delivery ends when this process delivers
-    them, else (a durable driver's Map) all at `tools_done`, in the model's order."""
-    ctx.reported.add(use["id"])
-    sink.emit({"type": "qlaud.tool_dispatch_done", "tool_use_id": use["id"], "name": use["name"],
-               "iteration": ctx.run.iteration, "is_error": is_error, "output": text})
 
 
 # --- webhook worker support -----------------------------------------------------------------------

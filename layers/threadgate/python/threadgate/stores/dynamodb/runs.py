@@ -143,6 +143,27 @@ class DynamoRunStore:
             if item.get("account_id") == account_id:
                 self._delete_partition(item["pk"])
 
+    def prune_runs(self, created_before_ms: int, limit: int = 100) -> int:
+        """A scan, for local emulators: on AWS the table's TTL removes old runs."""
+        kwargs: dict[str, Any] = dict(
+            TableName=self._table, FilterExpression="sk = :run AND #s <> :running",
+            ExpressionAttributeNames={"#s": "status", "#f": "fixed", "#fz": "fixed_z"},
+            ProjectionExpression="pk, #f, #fz",
+            ExpressionAttributeValues=encode_values({":run": RUN, ":running": "running"}),
+        )
+        pruned = 0
+        while pruned < limit:
+            page = self._db.scan(**kwargs)
+            for raw in page.get("Items", []):
+                item = decode(raw)
+                if pruned < limit and unpack_json(item, "fixed")["created_at"] < created_before_ms:  # type: ignore[arg-type]
+                    self._delete_partition(item["pk"])  # type: ignore[index]
+                    pruned += 1
+            if not page.get("LastEvaluatedKey"):
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return pruned
+
     def delete_run(self, run_id: str) -> None:
         self._delete_partition(_pk(run_id))
 

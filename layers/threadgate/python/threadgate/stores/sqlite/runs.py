@@ -48,6 +48,13 @@ class SqliteRunStore:
             "SELECT data FROM runs WHERE status = 'running' ORDER BY created_at, id LIMIT ?", (limit,))
         return [Run.from_dict(loads(r["data"])) for r in rows]
 
+    def prune_runs(self, created_before_ms: int, limit: int = 100) -> int:
+        with self.db.tx() as c:
+            ids = [r["id"] for r in c.execute(
+                "SELECT id FROM runs WHERE created_at < ? AND status != 'running' LIMIT ?", (created_before_ms, limit))]
+            self._delete(c, ids)
+            return len(ids)
+
     def delete_run(self, run_id: str) -> None:
         with self.db.tx() as c:
             self._delete(c, [run_id])
