@@ -15,6 +15,7 @@ the model had finished" is a fact, not a timing.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -35,7 +36,7 @@ from tests.infra.stream_function import (
     running_stream_function,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the first test may wait for the LWA build
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # the first test may wait for the LWA build
 
 MASTER_KEY = "qlk_live_stream_function_tier_master_0001"
 HOLD = "threadgate-invocation-hold"
@@ -137,7 +138,7 @@ def _thread(function: StreamFunction, key: str) -> str:
 
 
 ROUTES = {
-    # name: (upstream, path (None: a new thread's messages), body, the text of a data line or None)
+    # name: (upstream, path (None: a new thread's messages), streamed request body)
     "thread turn": ("anthropic", None, {"model": "claude-haiku-4-5", "max_tokens": 100, "content": "hi",
                                         "stream": True}),
     "/v1/messages": ("anthropic", "/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 100, "stream": True,
@@ -157,8 +158,6 @@ def _text_of(data: dict[str, Any]) -> str:
 
 
 def _data_lines(response: httpx.Response) -> Iterator[dict[str, Any]]:
-    import json
-
     for line in response.iter_lines():
         if line.startswith("data: ") and line != "data: [DONE]":
             yield json.loads(line[6:])

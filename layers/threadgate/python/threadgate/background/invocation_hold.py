@@ -25,8 +25,6 @@ import os
 import time
 from typing import Any
 
-import httpx
-
 from threadgate import jsoncodec
 
 log = logging.getLogger("threadgate")
@@ -45,6 +43,9 @@ def from_environment() -> InvocationHold | None:
 
 class InvocationHold:
     def __init__(self, runtime_api: str) -> None:
+        import httpx  # here, not at import: create_app (the Mangum function's cold start) imports this module
+
+        self._http_error = httpx.HTTPError
         self._client = httpx.AsyncClient(base_url=f"http://{runtime_api}/2020-01-01/extension", timeout=None)
         self._answered: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task | None = None
@@ -70,7 +71,7 @@ class InvocationHold:
                 timeout=REGISTER_TIMEOUT_S,
             )
             answer.raise_for_status()
-        except httpx.HTTPError as exc:
+        except self._http_error as exc:
             log.error("invocation hold not registered (%s): a client that leaves mid-turn may leave "
                       "its turn to the sweeper", type(exc).__name__)
             return
@@ -88,7 +89,7 @@ class InvocationHold:
         while True:
             try:
                 event = (await self._client.get("/event/next", headers=headers)).json()
-            except (httpx.HTTPError, ValueError) as exc:  # the Runtime API itself is in trouble
+            except (self._http_error, ValueError) as exc:  # the Runtime API itself is in trouble
                 log.error("invocation hold: next event failed (%s)", type(exc).__name__)
                 await asyncio.sleep(1.0)
                 continue
