@@ -2,7 +2,7 @@
 the stack's environment) under a Lambda Runtime API emulator, reached through a function URL.
 
 What a client that leaves mid-turn does to the invocation, as observed here: the emulator closes
-the response channel, LWA drops the app's stream and asks for the next event within milliseconds.
+the response channel and LWA drops the app's stream; it has asked for the next event already.
 Lambda would freeze the environment then (the proxy does: runtime_api_proxy.py), with the turn
 unsettled, unless an extension registered for INVOKE has not asked for its next event yet. The app
 is such an extension (threadgate/background/invocation_hold.py): it holds the invocation until the

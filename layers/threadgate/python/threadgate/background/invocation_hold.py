@@ -1,8 +1,8 @@
 """Keeps a Lambda invocation of the `stream` function open until its request is fully answered.
 
-Lambda Web Adapter ends an invocation when the response stream ends, and when the client has
-left mid-stream it ends it at once (it takes the next event within milliseconds:
-tests/infra/test_stream_function.py). Lambda then freezes the environment with the turn still
+Lambda Web Adapter is done with an invocation when the response stream ends, and when the client
+has left mid-stream that is at once: the response channel closes, LWA drops the app's stream and
+(having asked for the next event already) is done (tests/infra/test_stream_function.py). Lambda then freezes the environment with the turn still
 running: its answer unsaved and its reservation open until the sweeper bills the estimate.
 
 An invocation ends only once the runtime AND every extension registered for INVOKE have asked for
