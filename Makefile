@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: dev chat test bench bench-peer synth deploy layers vendor chromium clean lock
+.PHONY: dev chat test bench bench-peer synth deploy layers vendor chromium clean lock catalog
 
 # Installs come from hashed lock files, so a clone next month installs exactly this code:
 # requirements.lock (runtime), requirements-dev.lock (+ tools), requirements-layer.lock (Lambda).
@@ -49,6 +49,11 @@ chat: $(VENV)/.runtime
 test: $(VENV)/.dev node_modules/.bin/cdk chromium
 	$(BIN)/python -m pytest -n 2 --dist loadfile tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
+# The model catalog from maintained price data (scripts/build_catalog.py): run after bumping
+# genai-prices in requirements-dev.txt or editing catalog/lineup.json, then review the diff.
+catalog: $(VENV)/.dev
+	$(BIN)/python scripts/build_catalog.py
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/run_all.py

@@ -22,6 +22,11 @@ failures; when none is queued, `fake.responder(body)` decides if set (e.g.
 `tool_calling_responder`), else the default reply is `default_reply` (or "Fake reply to: <last
 user text>"), cut to `max_tokens` words (stop_reason "max_tokens"). Default usage:
 input_tokens = ceil(bytes of JSON {messages, system, tools} / 4), output_tokens = words + blocks.
+
+It refuses (400) the histories the real API refuses that a gateway can produce: a tool_use not
+answered by the next message, a tool_result without its tool_use, a thinking block sent back
+without its signature. Models whose id contains "sonnet-5-5" say the text of a reply that also
+calls tools as a signed thinking block, as Claude Sonnet 5.5 does.
 """
 
 from __future__ import annotations
@@ -151,6 +156,9 @@ KNOWN_FIELDS = frozenset(
 
 def request_problem(body: dict[str, Any]) -> str | None:
     """The 400 message the real API would give for rules a translator can break, or None."""
+    problem = history_problem(body["messages"])
+    if problem is not None:
+        return problem
     for name in body:
         if name not in KNOWN_FIELDS:
             return f"{name}: Extra inputs are not permitted"
@@ -179,6 +187,26 @@ def tool_calling_responder(body: dict[str, Any]) -> FakeReply | None:
     named = (body.get("tool_choice") or {}).get("name")
     tool = next((t for t in tools if t["name"] == named), tools[0])
     return FakeReply(tool_uses=[FakeToolUse(tool["name"], faults.example_of(tool["input_schema"]))])
+
+
+def history_problem(messages: Any) -> str | None:
+    """The history rules of the real Messages API a gateway can break: every tool_use answered
+    by a tool_result in the very next message, no result without its tool_use, and thinking
+    blocks sent back with their signature."""
+    pending: set[str] = set()
+    for i, m in enumerate(messages if isinstance(messages, list) else []):
+        blocks = m.get("content") if isinstance(m, dict) and isinstance(m.get("content"), list) else []
+        results = {b.get("tool_use_id") for b in blocks if isinstance(b, dict) and b.get("type") == "tool_result"}
+        if pending and results != pending:
+            return (f"messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately after: "
+                    f"{sorted(pending - results)}")
+        if results - pending:
+            return f"messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks"
+        pending = {b.get("id") for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use"}
+        for b in blocks:
+            if isinstance(b, dict) and b.get("type") == "thinking" and not b.get("signature"):
+                return f"messages.{i}.content: thinking blocks must carry their `signature`"
+    return None
 
 
 def _error(status: int, message: str, number: int, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -210,9 +238,12 @@ def _build_message(
             text=" ".join(words[: body["max_tokens"]]), stop_reason="max_tokens" if cut else "end_turn"
         )
     content: list[dict[str, Any]] = []
-    if reply.thinking is not None:
-        content.append({"type": "thinking", "thinking": reply.thinking, "signature": "sig_" + digest[:32]})
-    if reply.text is not None:
+    # Claude Sonnet 5.5 says the text between tool calls as (signed) thinking.
+    between_tools = "sonnet-5-5" in str(body.get("model")) and reply.tool_uses and reply.text is not None
+    if reply.thinking is not None or between_tools:
+        thinking = reply.thinking if reply.thinking is not None else reply.text
+        content.append({"type": "thinking", "thinking": thinking, "signature": "sig_" + digest[:32]})
+    if reply.text is not None and not between_tools:
         content.append({"type": "text", "text": reply.text})
     for position, tool in enumerate(reply.tool_uses):
         tool_id = tool.id or f"toolu_{digest[position * 2 : position * 2 + 24]}"

@@ -66,6 +66,14 @@ class FakeReply:
     prompt_tokens: int | None = None  # default: computed from the request
     completion_tokens: int | None = None  # default: words + tool calls
     cached_tokens: int = 0
+    service_tier: str | None = None  # what the answer reports; default: as the real API does
+
+
+def served_tier(body: dict[str, Any]) -> str:
+    """The real API reports the tier it used: the one asked for ("priority", "flex"), else the
+    project default ("auto" → "default")."""
+    asked = body.get("service_tier")
+    return asked if asked in ("priority", "flex", "scale") else "default"
 
 
 class FakeOpenAI(FakeUpstream):
@@ -309,7 +317,7 @@ def build_completion(
                 "rejected_prediction_tokens": 0,
             },
         },
-        "service_tier": "default",
+        "service_tier": reply.service_tier or served_tier(body),
         "system_fingerprint": "fp_fake0001",
     }
 

@@ -445,7 +445,8 @@ def test_usage_totals_are_the_sum_of_events(gateway):
     for e in events:
         assert set(e) == {"id", "request_id", "key_id", "account_id", "thread_id", "model", "provider",
                           "input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
-                          "upstream_cost_micros", "cost_micros", "latency_ms", "status", "created_at"}
+                          "upstream_cost_micros", "cost_micros", "latency_ms", "status", "created_at",
+                          "price_tier", "service_tier"}
         assert e["upstream_cost_micros"] == _expected_upstream(e, models[e["model"]])
         assert e["cost_micros"] == _ceil_markup(e["upstream_cost_micros"], "1.07")
         assert e["status"] == "ok" and e["provider"] == models[e["model"]]["provider"]
@@ -501,10 +502,18 @@ def test_models_list(gateway):
     assert {LOCAL, HAIKU, "claude-sonnet-4-6"} <= set(models)
     assert not any(m["provider"] == "openai" for m in models.values())  # no OpenAI key configured
     for m in models.values():
-        assert set(m) == {"id", "object", "provider", "context_window", "max_output_tokens", "input_usd_per_mtok",
-                          "output_usd_per_mtok", "cache_read_usd_per_mtok", "cache_write_usd_per_mtok", "markup"}
+        assert set(m) == {"id", "object", "provider", "upstream_id", "context_window", "max_output_tokens", "legacy",
+                          "input_usd_per_mtok", "output_usd_per_mtok", "cache_read_usd_per_mtok",
+                          "cache_write_usd_per_mtok", "cache_write_1h_usd_per_mtok", "price_tiers", "price_source",
+                          "rules", "markup"}
         assert m["object"] == "model" and m["markup"] == 1.07
         assert m["context_window"] > m["max_output_tokens"] > 0
+        assert m["price_tiers"]["default"][0]["input_usd_per_mtok"] == m["input_usd_per_mtok"]
+        assert m["price_source"]
+    # Limits as the provider documents them today (legacy Sonnet 4.6: 1M context, 128K output).
+    sonnet = models["claude-sonnet-4-6"]
+    assert (sonnet["context_window"], sonnet["max_output_tokens"], sonnet["legacy"]) == (1_000_000, 128_000, True)
+    assert sonnet["price_source"].startswith("genai-prices ")
     assert (models[HAIKU]["input_usd_per_mtok"], models[HAIKU]["output_usd_per_mtok"],
             models[HAIKU]["cache_read_usd_per_mtok"], models[HAIKU]["cache_write_usd_per_mtok"]) == (1, 5, 0.1, 1.25)
     assert models[LOCAL]["provider"] == "local" and models[HAIKU]["provider"] == "anthropic"

@@ -168,6 +168,7 @@ async def test_stream_yields_anthropic_events_that_accumulate_to_the_created_mes
         "output_tokens": 12,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 256,
+        "service_tier": "default",
     }
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from threadgate.domain import billing
-from threadgate.domain.models import ModelInfo, Usage
+from threadgate.domain.models import ModelInfo, Prices, PriceTier, Usage
 from threadgate.runtime import CATALOG_FILE
 
 MARKUP = Fraction("1.07")
@@ -25,20 +25,37 @@ def catalog_models() -> list[ModelInfo]:
 
 
 MODELS = catalog_models()
-# Odd prices too (not only round catalog numbers): micro-dollars per Mtok, cache writes dearest.
-ODD = ModelInfo("odd", "anthropic", "odd", 200_000, 64_000, input_price=3_333_333, output_price=15_000_001,
-                cache_read_price=333_333, cache_write_price=4_166_667)
+
+
+def _odd_prices(scale: int) -> Prices:
+    return Prices(input=3_333_333 * scale, output=15_000_001 * scale, cache_read=333_333 * scale,
+                  cache_write=4_166_667 * scale, cache_write_1h=6_666_667 * scale)
+
+
+# Odd prices too (not only round catalog numbers), with an input-size line and a priority tier.
+ODD = ModelInfo("odd", "anthropic", "odd", 1_000_000, 64_000, price_tiers={
+    "default": (PriceTier("base", 0, _odd_prices(1)), PriceTier("input>200K", 200_000, _odd_prices(2))),
+    "priority": (PriceTier("base", 0, _odd_prices(3)),),
+})
 ALL_MODELS = MODELS + [ODD]
 markups = st.sampled_from([Fraction(1), MARKUP, Fraction("1.5"), Fraction("1.0001"), Fraction(7, 3)])
 
 
+def applied_prices(model: ModelInfo, usage: Usage) -> Prices:
+    """The tier that prices this usage, found independently of billing.tier_for."""
+    service = usage.service_tier if usage.service_tier in model.price_tiers else "default"
+    prompt = usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
+    return [t for t in model.price_tiers[service] if t.above_input_tokens == 0 or prompt > t.above_input_tokens][-1].prices
+
+
 def exact_cost(model: ModelInfo, usage: Usage, markup: Fraction) -> Fraction:
     """What the call costs in exact rational micro-dollars, before any rounding."""
+    p = applied_prices(model, usage)
     one_hour = usage.cache_creation_1h_input_tokens  # billed at the 1-hour write price
-    upstream = (usage.input_tokens * model.input_price + usage.output_tokens * model.output_price
-                + (usage.cache_creation_input_tokens - one_hour) * model.cache_write_price
-                + one_hour * model.cache_write_1h
-                + usage.cache_read_input_tokens * model.cache_read_price)
+    upstream = (usage.input_tokens * p.input + usage.output_tokens * p.output
+                + (usage.cache_creation_input_tokens - one_hour) * p.cache_write
+                + one_hour * p.cache_write_1h
+                + usage.cache_read_input_tokens * p.cache_read)
     return Fraction(upstream, billing.MTOK) * markup
 
 
@@ -57,7 +74,10 @@ def call_within_bounds(draw):
     total_in = draw(st.integers(0, bound))
     writes = draw(st.integers(0, total_in))
     reads = draw(st.integers(0, total_in - writes))
-    usage = Usage(total_in - writes - reads, draw(st.integers(0, max_tokens)), writes, reads)
+    # A bare bound reaches the default and priority service tiers (what "auto" may give).
+    service = draw(st.sampled_from([None, "standard", "default", "priority"]))
+    usage = Usage(total_in - writes - reads, draw(st.integers(0, max_tokens)), writes, reads,
+                  draw(st.integers(0, writes)), service_tier=service)
     return model, bound, max_tokens, usage
 
 
@@ -75,8 +95,12 @@ def test_estimate_is_tight_for_the_worst_case(model):
     """All input as 1-hour cache writes (the dearest input) and all output used: the estimate is
     that exact cost, rounded up once for the upstream and once for the markup — not a loose
     multiple of it."""
-    usage = Usage(0, 4_000, 100_000, 0, cache_creation_1h_input_tokens=100_000)
-    worst = charged(model, usage, MARKUP)
+    worst = max(
+        charged(model, Usage(0, 4_000, 100_000, 0, cache_creation_1h_input_tokens=100_000, service_tier=s), MARKUP)
+        for s in ("default", "priority")
+    )
+    usage = Usage(0, 4_000, 100_000, 0, cache_creation_1h_input_tokens=100_000,
+                  service_tier="priority" if "priority" in model.price_tiers else None)
     assert billing.estimate(model, 100_000, 4_000, MARKUP) == worst
     assert worst == ceil(Fraction(ceil(exact_cost(model, usage, Fraction(1))), 1) * MARKUP)
 
@@ -145,18 +169,6 @@ def test_remaining():
     assert billing.remaining(None, 10, 5) is None
     assert billing.remaining(100, 30, 20) == 50
     assert billing.remaining(10, 30, 0) == -20  # over cap after a PATCH: negative, never unlimited
-
-
-def test_input_bound_counts_bytes_and_media():
-    text = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
-    body = json.dumps({"messages": text}).encode()
-    base = billing.input_token_bound(body, text)
-    assert base == len(body) + billing.PROVIDER_PROMPT_ALLOWANCE_TOKENS
-    with_media = [{"role": "user", "content": [
-        {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}},
-        {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image", "source": {}}]},
-        {"type": "document", "source": {}}]}]
-    assert billing.input_token_bound(body, with_media) == base + 2 * billing.IMAGE_TOKENS_MAX + billing.DOCUMENT_TOKENS_MAX
 
 
 def test_one_hour_cache_writes_cost_twice_the_input_price():

@@ -336,6 +336,7 @@ def test_openai_answer_becomes_an_anthropic_message_with_split_cache_usage():
         "output_tokens": 40,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 800,
+        "service_tier": "default",  # OpenAI's reported tier, where Anthropic reports its own
     }
     # ... and the unparsable arguments go back to the model exactly as it wrote them.
     back = messages_to_chat({**{"messages": [{"role": "assistant", "content": message["content"]}]}, "model": "gpt-up"})
@@ -447,7 +448,8 @@ def test_openai_stream_translates_to_a_well_formed_anthropic_stream():
     starts = [e["content_block"] for e in events if e["type"] == "content_block_start"]
     assert [(b["type"], b.get("id")) for b in starts] == [("text", None), ("tool_use", "call_a"), ("tool_use", "call_b")]
     assert events[-2]["delta"]["stop_reason"] == "tool_use"
-    usage = {"input_tokens": 100, "output_tokens": 30, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 20}
+    usage = {"input_tokens": 100, "output_tokens": 30, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 20,
+             "service_tier": "default"}
     assert events[-2]["usage"] == usage
 
 

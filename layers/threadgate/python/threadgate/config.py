@@ -20,7 +20,9 @@ class Settings(BaseSettings):
     port: int = 8080
     master_key: str | None = None
     markup: Decimal = Decimal("1.07")
-    models_file: Path | None = None
+    models_file: Path | None = None  # replaces the generated catalog as a whole
+    # Negotiated prices for catalog models and custom models, merged over the catalog (README).
+    model_overrides_file: Path | None = None
     allow_private_webhooks: bool | None = None  # None: mode default (local allows loopback)
     key_prefix: str = "qlk_live_"
     max_body_bytes: int = 8 * 1024 * 1024
@@ -58,6 +60,11 @@ class Settings(BaseSettings):
     openai_base_url: str = Field(
         default="https://api.openai.com/v1", validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url")
     )
+
+    # Amazon Bedrock (Converse through boto3 with the function's IAM role): on when a region is
+    # set (CDK sets the stack's region). The endpoint URL is for tests and local emulators.
+    bedrock_region: str | None = None
+    bedrock_endpoint_url: str | None = None
 
     # AWS mode: resource names injected by CDK.
     keys_table: str | None = None

@@ -75,7 +75,8 @@ class Runtime:
     def model(self, model_id: str) -> ModelInfo:
         model = self.catalog.get(model_id)
         if not self._usable(model.provider):
-            raise NotFound(f"model {model_id!r} is not available on this gateway (no {model.provider} key)", param="model")
+            missing = "THREADGATE_BEDROCK_REGION" if model.provider == "bedrock" else f"{model.provider} key"
+            raise NotFound(f"model {model_id!r} is not available on this gateway (no {missing})", param="model")
         return model
 
     def provider_for(self, model: ModelInfo) -> ModelProvider:
@@ -179,7 +180,12 @@ def load_catalog(settings: Settings) -> Catalog:
     import json
 
     path = settings.models_file or CATALOG_FILE
-    return Catalog.from_dict(json.loads(Path(path).read_text()))
+    overrides = settings.model_overrides_file
+    return Catalog.from_dict(
+        json.loads(Path(path).read_text()),
+        json.loads(Path(overrides).read_text()) if overrides else None,
+        source=Path(overrides).name if overrides else "",
+    )
 
 
 def _secret(settings: Settings, name: str, env_value: str | None) -> str | None:
@@ -212,6 +218,10 @@ def build_providers(settings: Settings) -> dict[str, ModelProvider]:
         from threadgate.providers.openai.client import OpenAIProvider
 
         providers["openai"] = OpenAIProvider(settings.openai_base_url, openai_key, **common)
+    if settings.bedrock_region:
+        from threadgate.providers.bedrock.client import BedrockProvider
+
+        providers["bedrock"] = BedrockProvider(settings.bedrock_region, endpoint_url=settings.bedrock_endpoint_url, **common)
     from threadgate.providers.local import LocalModelProvider
 
     providers["local"] = LocalModelProvider(word_delay_ms=settings.local_model_word_delay_ms)

@@ -7,7 +7,7 @@ from typing import Any
 from threadgate.domain import billing
 from threadgate.domain.catalog import micros_to_usd
 from threadgate.domain.jobs import Job
-from threadgate.domain.models import Account, ApiKey, DeliveryRecord, Message, ModelInfo, Thread, Tool, Usage
+from threadgate.domain.models import Account, ApiKey, DeliveryRecord, Message, ModelInfo, PriceTier, Thread, Tool, Usage
 from threadgate.domain.runs import Run
 
 
@@ -84,17 +84,33 @@ def message(m: Message) -> dict[str, Any]:
     }
 
 
+def _tier(t: PriceTier) -> dict[str, Any]:
+    p = t.prices
+    return {
+        "tier": t.name,
+        "above_input_tokens": t.above_input_tokens,
+        "input_usd_per_mtok": micros_to_usd(p.input),
+        "output_usd_per_mtok": micros_to_usd(p.output),
+        "cache_read_usd_per_mtok": micros_to_usd(p.cache_read),
+        "cache_write_usd_per_mtok": micros_to_usd(p.cache_write),
+        "cache_write_1h_usd_per_mtok": micros_to_usd(p.cache_write_1h),
+    }
+
+
 def model(m: ModelInfo, markup: Any) -> dict[str, Any]:
     return {
         "id": m.id,
         "object": "model",
         "provider": m.provider,
+        "upstream_id": m.upstream_id,
         "context_window": m.context_window,
         "max_output_tokens": m.max_output_tokens,
-        "input_usd_per_mtok": micros_to_usd(m.input_price),
-        "output_usd_per_mtok": micros_to_usd(m.output_price),
-        "cache_read_usd_per_mtok": micros_to_usd(m.cache_read_price),
-        "cache_write_usd_per_mtok": micros_to_usd(m.cache_write_price),
+        "legacy": m.legacy,
+        # The base prices (default service tier, below every input-size line), as in round 1.
+        **{k: v for k, v in _tier(m.price_tiers["default"][0]).items() if k.endswith("per_mtok")},
+        "price_tiers": {service: [_tier(t) for t in tiers] for service, tiers in m.price_tiers.items()},
+        "price_source": m.price_source,
+        "rules": vars(m.rules),
         "markup": float(markup),
     }
 

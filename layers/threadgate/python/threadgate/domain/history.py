@@ -2,6 +2,9 @@
 
 - Orphan `tool_use` blocks (a crash between a model call and its tool results) get a synthetic
   error `tool_result`, and stray `tool_result`s without their `tool_use` are dropped.
+- A thinking block without its signature (a stream that broke before the signature arrived) is
+  dropped: no upstream accepts unsigned thinking back, and models that say their between-tools
+  text as thinking (Claude Sonnet 5.5) make such blocks common.
 - Consecutive messages of the same role are merged (a user turn whose model call failed leaves
   two user messages in a row).
 - Fitting drops whole exchanges, oldest first. An exchange starts at a plain user message, so a
@@ -35,12 +38,16 @@ def _tool_use_ids(blocks: list[dict[str, Any]]) -> list[str]:
     return [b["id"] for b in blocks if b.get("type") == "tool_use"]
 
 
+def _unsigned_thinking(block: dict[str, Any]) -> bool:
+    return block.get("type") == "thinking" and not block.get("signature")
+
+
 def _repair(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Pair every tool_use with a tool_result in the next user message; drop unpaired results."""
     out: list[dict[str, Any]] = []
     pending: list[str] = []  # tool_use ids of the previous assistant message awaiting results
     for m in messages:
-        blocks = as_blocks(m["content"])
+        blocks = [b for b in as_blocks(m["content"]) if not _unsigned_thinking(b)]
         if m["role"] == "user":
             kept, answered = [], set()
             for b in blocks:  # one result per pending tool_use; strays and repeats go

@@ -26,7 +26,7 @@ class Meter:
         principal: Principal,
         model: ModelInfo,
         *,
-        input_bound: int,
+        input_bound: int | billing.CallBound,
         max_tokens: int,
         request_id: str,
         reservation_id: str,
@@ -34,6 +34,8 @@ class Meter:
     ) -> tuple[Reservation, int]:
         """Reserve the call's upper-bound cost; returns the reservation and the max_tokens it
         covers (lowered when the remaining budget cannot cover the requested one).
+        `input_bound` is `billing.call_bound(model, request)` (or a bare token bound, priced at
+        every service tier and cache write the model has).
 
         Optimistic: the conditional write alone decides whether the full request fits, so the
         common case costs one atomic write and no reads; balances are read only to lower
@@ -53,16 +55,23 @@ class Meter:
         budget = min(budgets) if budgets else None
         covered = billing.affordable_max_tokens(model, input_bound, max_tokens, budget, self.markup)
         if covered < 1:
+            needed = billing.estimate(model, input_bound, 1, self.markup)
+            service, tier = billing.reserved_tier(model, input_bound, 1)
+            detail = (
+                f"this call needs {needed} micro-dollars reserved (max_tokens 1, up to "
+                f"{billing.bound_tokens(input_bound)} input tokens at {model.id}'s {service}/{tier.name} price)"
+            )
             if key_left is not None and (account_left is None or key_left <= account_left):
-                raise KeyCapExceeded("the key's remaining budget cannot cover this request")
-            raise AccountBudgetExceeded("the account's remaining budget cannot cover this request")
+                raise KeyCapExceeded(f"the key's remaining budget ({max(key_left, 0)} micro-dollars) cannot cover this request: {detail}")
+            left = max(account_left or 0, 0)
+            raise AccountBudgetExceeded(f"the account's remaining budget ({left} micro-dollars) cannot cover this request: {detail}")
         return reservation(covered), covered  # atomic again; raises if a concurrent call won
 
     def _reserve(
         self,
         principal: Principal,
         model: ModelInfo,
-        input_bound: int,
+        input_bound: int | billing.CallBound,
         request_id: str,
         reservation_id: str,
         thread_id: str | None,
@@ -95,10 +104,11 @@ class Meter:
         self, reservation: Reservation, model: ModelInfo, usage: Usage, *, latency_ms: int, status: str
     ) -> UsageEvent:
         """The usage event settling `reservation` would store (nothing is written)."""
-        upstream = billing.upstream_cost(model, usage)
+        priced = billing.price_call(model, usage)
         return usage_event(
-            reservation, usage, upstream, billing.apply_markup(upstream, self.markup),
+            reservation, usage, priced.upstream_micros, billing.apply_markup(priced.upstream_micros, self.markup),
             latency_ms=latency_ms, status=status, now_ms=self.clock.now_ms(),
+            price_tier=priced.price_tier, service_tier=priced.service_tier,
         )
 
     def release(self, reservation: Reservation) -> None:
@@ -106,7 +116,16 @@ class Meter:
 
 
 def usage_event(
-    r: Reservation, usage: Usage, upstream_micros: int, cost_micros: int, *, latency_ms: int, status: str, now_ms: int
+    r: Reservation,
+    usage: Usage,
+    upstream_micros: int,
+    cost_micros: int,
+    *,
+    latency_ms: int,
+    status: str,
+    now_ms: int,
+    price_tier: str = "base",
+    service_tier: str = "default",
 ) -> UsageEvent:
     return UsageEvent(
         id=new_id("use_"),
@@ -125,17 +144,20 @@ def usage_event(
         latency_ms=latency_ms,
         status=status,
         created_at=now_ms,
+        price_tier=price_tier,
+        service_tier=service_tier,
     )
 
 
 def sweep_expired(ledger: Ledger, clock: Clock, limit: int = 100) -> int:
     """Settle reservations a crash left open at their full estimate (recorded as `expired`):
     the upstream may have served the call, and the estimate is its upper bound. The estimate
-    already includes the markup, so it is both the upstream and the charged figure here."""
+    already includes the markup, so it is both the upstream and the charged figure here; the
+    tier is unknown ("reserved": the dearest the call could reach)."""
     swept = 0
     now = clock.now_ms()
     for r in ledger.expired_reservations(now, limit):
-        event = usage_event(r, Usage(), r.estimate_micros, r.estimate_micros, latency_ms=0, status="expired", now_ms=now)
+        event = usage_event(r, Usage(), r.estimate_micros, r.estimate_micros, latency_ms=0, status="expired", now_ms=now, price_tier="reserved")
         if ledger.settle(r.id, event):
             swept += 1
     return swept

@@ -140,6 +140,8 @@ class UsageEvent:
     latency_ms: int
     status: str  # "ok" | "incomplete" | "error" | "expired"
     created_at: int
+    price_tier: str = "base"  # the input-size tier that priced the whole call ("input>272K")
+    service_tier: str = "default"  # the service tier the upstream reported ("priority", "flex", "batch")
 
 
 @dataclass
@@ -210,9 +212,16 @@ class Usage:
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     cache_creation_1h_input_tokens: int = 0
+    service_tier: str | None = None  # as the upstream reported it (None: not reported)
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Every input token of the call, cached or not: what input-size price tiers look at."""
+        return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
 
     def __add__(self, other: "Usage") -> "Usage":
-        return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(Usage)))
+        counts = (getattr(self, f.name) + getattr(other, f.name) for f in fields(Usage) if f.name != "service_tier")
+        return Usage(*counts, service_tier=other.service_tier or self.service_tier)
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -232,7 +241,38 @@ class Usage:
             int(raw.get("cache_creation_input_tokens") or 0),
             int(raw.get("cache_read_input_tokens") or 0),
             int(split.get("ephemeral_1h_input_tokens") or 0),
+            raw.get("service_tier") if isinstance(raw.get("service_tier"), str) else None,
         )
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Micro-dollars per million tokens (= USD per Mtok × 1e6), integers, one per token kind."""
+
+    input: int
+    output: int
+    cache_read: int
+    cache_write: int  # 5-minute cache writes
+    cache_write_1h: int
+
+
+@dataclass(frozen=True)
+class PriceTier:
+    """Prices for the WHOLE request once its input tokens exceed `above_input_tokens` (0: base)."""
+
+    name: str  # "base", "input>272K"
+    above_input_tokens: int
+    prices: Prices
+
+
+@dataclass(frozen=True)
+class ModelRules:
+    """What a model refuses, acted on before any upstream call (domain/model_rules.py)."""
+
+    default_sampling_only: bool = False  # non-default temperature/top_p/top_k → upstream 400
+    manual_thinking: bool = True  # thinking {"type": "enabled", budget_tokens} accepted
+    forced_tool_choice: bool = True  # tool_choice any/tool (OpenAI: required/function) accepted
+    thinking_between_tools: bool = False  # text between tool calls comes back as thinking blocks
 
 
 @dataclass
@@ -242,14 +282,35 @@ class ModelInfo:
     upstream_id: str
     context_window: int
     max_output_tokens: int
-    # Prices in micro-dollars per million tokens (= USD per Mtok × 1e6), integers.
-    input_price: int
-    output_price: int
-    cache_read_price: int
-    cache_write_price: int  # 5-minute cache writes
-    cache_write_1h_price: int = 0  # 1-hour cache writes (0: twice the input price)
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Service tier ("default", "priority", "flex", "batch") → its input-size tiers, base first.
+    price_tiers: dict[str, tuple[PriceTier, ...]]
+    tokenizer: str = "claude-4"  # input-bound family (domain/billing.py)
+    rules: ModelRules = field(default_factory=ModelRules)
+    price_source: str = ""
+    legacy: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # provider specifics (Bedrock foundation model)
+
+    @property
+    def base(self) -> Prices:
+        return self.price_tiers["default"][0].prices
+
+    # The base prices under their round-1 names (render, CLI).
+    @property
+    def input_price(self) -> int:
+        return self.base.input
+
+    @property
+    def output_price(self) -> int:
+        return self.base.output
+
+    @property
+    def cache_read_price(self) -> int:
+        return self.base.cache_read
+
+    @property
+    def cache_write_price(self) -> int:
+        return self.base.cache_write
 
     @property
     def cache_write_1h(self) -> int:
-        return self.cache_write_1h_price or 2 * self.input_price
+        return self.base.cache_write_1h

@@ -12,6 +12,7 @@ from threadgate.api.deps import get_principal, get_runtime, request_id
 from threadgate.api.routes.threads import visible_thread
 from threadgate.api.schemas import TurnCreate
 from threadgate.api.turn_http import run_thread_turn, run_turn
+from threadgate.domain import model_rules
 from threadgate.domain.errors import InvalidRequest
 from threadgate.domain.models import Principal
 from threadgate.domain.history import as_blocks
@@ -42,12 +43,16 @@ def thread_turn(
 ) -> TurnRequest:
     """A turn on a thread, its thread, model and tools checked (404/400 as this route answers).
     Shared with async jobs, which replay this route later."""
+    thread = visible_thread(rt, p, thread_id)
+    model = rt.model(body.model)
+    params = body.forwarded()
+    model_rules.check_parameters(model, params)  # before any write, reservation or upstream call
     return TurnRequest(
         run_id=rid,
         principal=p,
-        thread=visible_thread(rt, p, thread_id),
-        model=rt.model(body.model),
-        params=body.forwarded(),
+        thread=thread,
+        model=model,
+        params=params,
         content=as_blocks(body.content),
         tools=_tools(rt, p, body),
         max_iterations=body.max_iterations,

@@ -70,7 +70,7 @@ class OpenAIStreamTranslator:
             self._started = True
             events.append(self._message_start(chunk))
         if isinstance(chunk.get("usage"), dict):
-            self._usage = usage_to_anthropic(chunk["usage"])
+            self._usage = usage_to_anthropic(chunk["usage"], chunk.get("service_tier"))
         choices = chunk.get("choices")
         for choice in choices if isinstance(choices, list) else []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:

@@ -316,7 +316,7 @@ def openai_response_to_anthropic(resp: dict[str, Any], model_id: str) -> dict[st
         "content": content,
         "stop_reason": stop_reason_from_finish(choice.get("finish_reason"), called_tools=called_tools),
         "stop_sequence": None,
-        "usage": usage_to_anthropic(resp.get("usage")),
+        "usage": usage_to_anthropic(resp.get("usage"), resp.get("service_tier")),
     }
 
 

@@ -92,18 +92,23 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def usage_to_anthropic(usage: Any) -> dict[str, int]:
-    """OpenAI counts cached prompt tokens inside `prompt_tokens`; Anthropic counts them apart."""
+def usage_to_anthropic(usage: Any, service_tier: Any = None) -> dict[str, Any]:
+    """OpenAI counts cached prompt tokens inside `prompt_tokens`; Anthropic counts them apart.
+    The service tier OpenAI reports it used (top level of its answer) prices the call: it goes
+    where Anthropic puts its own, `usage.service_tier`."""
     usage = usage if isinstance(usage, dict) else {}
     details = usage.get("prompt_tokens_details")
     cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
     prompt = _count(usage.get("prompt_tokens"))
-    return {
+    out: dict[str, Any] = {
         "input_tokens": max(prompt - cached, 0),
         "output_tokens": _count(usage.get("completion_tokens")),
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": min(cached, prompt),
     }
+    if isinstance(service_tier, str):
+        out["service_tier"] = service_tier
+    return out
 
 
 def usage_to_openai(usage: Any) -> dict[str, Any]:

@@ -256,7 +256,7 @@ class DynamoLedger:
 _EVENT_FIELDS = (
     "id", "request_id", "key_id", "account_id", "thread_id", "model", "provider", "input_tokens",
     "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "upstream_cost_micros",
-    "cost_micros", "latency_ms", "status", "created_at",
+    "cost_micros", "latency_ms", "status", "created_at", "price_tier", "service_tier",
 )
 
 
@@ -265,7 +265,9 @@ def _event_fields(event: UsageEvent) -> dict[str, Any]:
 
 
 def _event(item: dict[str, Any]) -> UsageEvent:
-    return UsageEvent(**{name: item.get(name) for name in _EVENT_FIELDS})
+    # Events written before round 2 have no tier attributes: they were priced at the base tier.
+    tiers = {"price_tier": "base", "service_tier": "default"}
+    return UsageEvent(**{name: item.get(name, tiers.get(name)) for name in _EVENT_FIELDS})
 
 
 def _reservation(item: dict[str, Any]) -> Reservation:

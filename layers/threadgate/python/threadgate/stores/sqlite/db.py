@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS usage_events (
   input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
   cache_creation_input_tokens INTEGER NOT NULL, cache_read_input_tokens INTEGER NOT NULL,
   upstream_cost_micros INTEGER NOT NULL, cost_micros INTEGER NOT NULL,
-  latency_ms INTEGER NOT NULL, status TEXT NOT NULL, created_at INTEGER NOT NULL
+  latency_ms INTEGER NOT NULL, status TEXT NOT NULL, created_at INTEGER NOT NULL,
+  price_tier TEXT NOT NULL DEFAULT 'base', service_tier TEXT NOT NULL DEFAULT 'default'
 );
 CREATE INDEX IF NOT EXISTS usage_by_account ON usage_events(account_id, created_at DESC);
 CREATE INDEX IF NOT EXISTS usage_by_key ON usage_events(key_id, created_at DESC);
@@ -130,6 +131,15 @@ class Database:
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.executescript(SCHEMA)
+            self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Columns added after a database was created (CREATE TABLE IF NOT EXISTS keeps the old
+        shape): round 2 records the price tiers on usage events."""
+        have = {row[1] for row in self.conn.execute("PRAGMA table_info(usage_events)")}
+        for column, default in (("price_tier", "base"), ("service_tier", "default")):
+            if column not in have:
+                self.conn.execute(f"ALTER TABLE usage_events ADD COLUMN {column} TEXT NOT NULL DEFAULT '{default}'")
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
