@@ -12,6 +12,7 @@ from constructs import Construct
 
 from infra.config import StageConfig
 from infra.constructs.api import Api
+from infra.constructs.bedrock import BedrockAccess
 from infra.constructs.data import Data
 from infra.constructs.functions import AppFunction, SharedLayers
 from infra.constructs.jobs import WORKER_TIMEOUT, JobQueue
@@ -33,6 +34,7 @@ class ThreadgateStack(Stack):
         self.layers = SharedLayers(self, "Layers", config=config)
         self.jobs = JobQueue(self, "Jobs")
         self.tool_loop = DurableToolLoop(self, "ToolLoop", config=config)
+        self.bedrock = BedrockAccess(self, "Bedrock", config=config)
         env = self._settings_environment()
 
         self.api_fn = self._function("api", "api_handler.handler", env, memory_mb=1024,
@@ -106,7 +108,7 @@ class ThreadgateStack(Stack):
     def _settings_environment(self) -> dict[str, str]:
         env = {"THREADGATE_MODE": "aws", "THREADGATE_MARKUP": self.config.markup,
                **self.data.environment(), **self.search.environment(), **self.jobs.environment(),
-               **self.tool_loop.environment()}
+               **self.tool_loop.environment(), **self.bedrock.environment()}
         if self.layers.catalog:
             env["THREADGATE_MODELS_FILE"] = self.layers.catalog_path
         return env
@@ -135,6 +137,7 @@ class ThreadgateStack(Stack):
                 secret.grant_read(serving.role)
             self.search.grant_documents(serving.role)
             self.jobs.grant_send(serving.role)
+            self.bedrock.grant_invoke(serving.role)
         # A job runs a turn: keys/usage (billing), threads, tools and runs (thread turns, webhooks),
         # deliveries (each webhook attempt is recorded).
         for logical in ("jobs", "keys", "usage", "threads", "tools", "runs", "deliveries"):
@@ -142,11 +145,13 @@ class ThreadgateStack(Stack):
         data.webhook_key.grant(self.jobs_fn.role, "kms:Decrypt")
         for secret in data.provider_secrets.values():
             secret.grant_read(self.jobs_fn.role)
+        self.bedrock.grant_invoke(self.jobs_fn.role)
         # A tool-loop step is a model call of a turn (billing, threads, run events, a linked job).
         for logical in ("keys", "usage", "threads", "runs", "jobs"):
             data.grant_table(self.loop_fn.role, logical, write=True)
         for secret in data.provider_secrets.values():
             secret.grant_read(self.loop_fn.role)
+        self.bedrock.grant_invoke(self.loop_fn.role)
         # A delivery reads the tool (its sealed secret) and the call, and records the outcome.
         data.grant_table(self.webhooks_fn.role, "tools", write=False)
         data.grant_table(self.webhooks_fn.role, "threads", write=False)

@@ -496,3 +496,30 @@ def test_only_the_serving_functions_know_or_can_read_the_provider_secrets(synth)
                     for st in statements for sid in secret_ids)
         knows = "THREADGATE_PROVIDER_SECRETS_PREFIX" in props["Environment"]["Variables"]
         assert reads == knows == (name in ("api", "stream", "jobs", "loop")), name
+
+
+def test_bedrock_invoke_is_granted_only_on_the_catalogs_bedrock_models(synth):
+    """bedrock:InvokeModel* on each catalog Bedrock model (its inference profile and the
+    foundation model in the regions the profile routes to), for the functions that call models."""
+    from infra.constructs.bedrock import bedrock_models
+
+    models = bedrock_models(synth.stack.config)
+    assert models, "the catalog has Bedrock models"
+    granted: dict[str, set[str]] = {}
+    for policy in synth.of_type("AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            if "bedrock:InvokeModelWithResponseStream" in actions:
+                roles = {r["Ref"] for r in policy["Properties"]["Roles"]}
+                text = json.dumps(statement["Resource"])
+                for role in roles:
+                    granted.setdefault(role, set()).add(text)
+    callers = {synth.logical_id(synth.stack.app_functions[n].role) for n in ("api", "stream", "jobs", "loop")}
+    assert set(granted) == callers  # not the indexer, sweeper or bootstrap
+    text = next(iter(next(iter(granted.values()))))
+    for m in models:
+        assert f"inference-profile/{m['upstream_id']}" in text
+        assert f"foundation-model/{m['foundation_model']}" in text
+    assert "foundation-model/*" not in text and "inference-profile/*" not in text
+    env = _function(synth, "api")["Environment"]["Variables"]
+    assert "THREADGATE_BEDROCK_REGION" in env

@@ -6,6 +6,7 @@ httpx) so that importing an error type does not pull a network stack into a cold
 
 - `anthropic/` — the Anthropic Messages API over httpx, plus the stream accumulator.
 - `openai/` — the OpenAI Chat Completions API, translated to and from the canonical form.
+- `bedrock/` — Amazon Bedrock Converse/ConverseStream through boto3 (the function's IAM role).
 - `http` — what both HTTP clients share: pooled client, retries before the first byte, SSE data.
 - `errors` — what both share in mapping upstream failures to domain errors (redaction too).
 - `local` — the offline deterministic model `threadgate-local`.
