@@ -68,9 +68,10 @@ def test_request_just_below_and_above_272k_is_billed_at_its_tier(gw, fake_openai
     assert event["upstream_cost_micros"] == ceil(Fraction(usd[0]) * (prompt_tokens - 2_000)
                                                  + Fraction(usd[1]) * 1_000 + Fraction(usd[2]) * 2_000)
     with gw.admin() as admin:
-        by_tier = admin.get("/v1/usage").json()["by_tier"]
-    assert {"model": SOL, "service_tier": "default", "price_tier": tier} in [
-        {k: row[k] for k in ("model", "service_tier", "price_tier")} for row in by_tier]
+        groups = admin.get("/v1/usage", params={"group_by": "model,tier"}).json()["groups"]
+    assert {"model": SOL, "service_tier": "default", "price_tier": tier,
+            "cost_micros": event["cost_micros"], "request_count": 1} in [
+        {k: row[k] for k in ("model", "service_tier", "price_tier", "cost_micros", "request_count")} for row in groups]
 
 
 @pytest.mark.parametrize("reported,usd", [

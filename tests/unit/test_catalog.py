@@ -85,8 +85,8 @@ def test_an_override_file_sets_negotiated_prices_and_adds_custom_models():
     ]}
     catalog = Catalog.from_dict(raw, overrides, source="negotiated.json")
     sonnet = catalog.get("claude-sonnet-5-5")
-    assert (sonnet.input_price, sonnet.output_price, sonnet.price_source) == (1_500_000, 8_000_000, "override: negotiated.json")
-    assert sonnet.cache_read_price == 1_500_000 and sonnet.cache_write_1h == 3_000_000  # unpriced kinds: documented defaults
+    assert (sonnet.base.input, sonnet.base.output, sonnet.price_source) == (1_500_000, 8_000_000, "override: negotiated.json")
+    assert sonnet.base.cache_read == 1_500_000 and sonnet.base.cache_write_1h == 3_000_000  # unpriced kinds: documented defaults
     assert "batch" in sonnet.price_tiers  # tiers the override does not name keep the catalog's prices
     custom = catalog.get("acme-tuned")
     assert [t.name for t in custom.price_tiers["default"]] == ["base", "input>272000"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Iterable
 
+from threadgate import jsoncodec
 from threadgate.domain.models import ModelInfo, PriceTier, Usage
 
 MTOK = 1_000_000
@@ -70,7 +71,6 @@ _NOT_TEXT = frozenset({"type", "cache_control", "signature", "id", "tool_use_id"
 _IMAGES = frozenset({"image", "image_url", "input_image"})
 _DOCUMENTS = frozenset({"document", "file", "input_file"})
 
-
 _ASCII = bytes(range(128))
 
 
@@ -82,9 +82,7 @@ def _bytes(value: Any) -> int:
     """UTF-8 bytes of a string, or of the compact JSON of anything else (tool inputs and
     schemas are rendered into the prompt as JSON text)."""
     if isinstance(value, str):
-        return len(value.encode("utf-8", "surrogatepass"))
-    from threadgate import jsoncodec  # local: keeps this module free of codecs at import time
-
+        return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
     try:
         raw = jsoncodec.dumps(value)
     except (TypeError, ValueError):
@@ -298,33 +296,32 @@ def _dearest_input(tier: PriceTier, cache_writes: bool) -> int:
     return max(p.input, p.cache_write, p.cache_write_1h) if cache_writes else p.input
 
 
-def reserved_tier(model: ModelInfo, bound: CallBound | int, max_tokens: int) -> tuple[str, PriceTier]:
-    """The dearest (service tier, input-size tier) the call can reach: any tier whose line is
-    below the input bound can apply, so a cap holds when a request crosses a line."""
-    bound = _as_bound(bound)
+def _dearest(model: ModelInfo, bound: CallBound, max_tokens: int) -> tuple[int, str, PriceTier]:
+    """(cost × 1e6, service tier, input-size tier) of the dearest tier the call can reach: any
+    tier whose line is below the input bound can apply, so a cap holds across a line."""
     best: tuple[int, str, PriceTier] | None = None
     for service in bound.service_tiers or ("default",):
         for tier in model.price_tiers.get(service) or model.price_tiers["default"]:
             if tier.above_input_tokens and bound.input_tokens <= tier.above_input_tokens:
                 continue
-            cost = bound.input_tokens * _dearest_input(tier, bound.cache_writes) + max_tokens * bound.completions * tier.prices.output
+            cost = (bound.input_tokens * _dearest_input(tier, bound.cache_writes)
+                    + max_tokens * bound.completions * tier.prices.output)
             if best is None or cost > best[0]:
                 best = (cost, service, tier)
-    assert best is not None
-    return best[1], best[2]
+    assert best is not None  # every price list has a base tier
+    return best
+
+
+def reserved_tier(model: ModelInfo, bound: CallBound | int, max_tokens: int) -> tuple[str, PriceTier]:
+    """The (service tier, input-size tier) a reservation is priced at."""
+    _, service, tier = _dearest(model, _as_bound(bound), max_tokens)
+    return service, tier
 
 
 def estimate(model: ModelInfo, bound: CallBound | int, max_tokens: int, markup: Fraction) -> int:
     """Upper bound of one call's charged cost at the dearest tier it can reach: input at the
     dearest input kind it can be billed as, output at `max_tokens` per completion."""
-    bound = _as_bound(bound)
-    _, tier = reserved_tier(model, bound, max_tokens)
-    upstream = _ceil_div(
-        bound.input_tokens * _dearest_input(tier, bound.cache_writes)
-        + max_tokens * bound.completions * tier.prices.output,
-        MTOK,
-    )
-    return apply_markup(upstream, markup)
+    return apply_markup(_ceil_div(_dearest(model, _as_bound(bound), max_tokens)[0], MTOK), markup)
 
 
 def remaining(cap_micros: int | None, spent_micros: int, reserved_micros: int) -> int | None:

@@ -157,7 +157,10 @@ def sweep_expired(ledger: Ledger, clock: Clock, limit: int = 100) -> int:
     swept = 0
     now = clock.now_ms()
     for r in ledger.expired_reservations(now, limit):
-        event = usage_event(r, Usage(), r.estimate_micros, r.estimate_micros, latency_ms=0, status="expired", now_ms=now, price_tier="reserved")
+        event = usage_event(
+            r, Usage(), r.estimate_micros, r.estimate_micros, latency_ms=0, status="expired", now_ms=now,
+            price_tier="reserved",
+        )
         if ledger.settle(r.id, event):
             swept += 1
     return swept

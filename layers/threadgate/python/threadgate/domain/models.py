@@ -292,25 +292,5 @@ class ModelInfo:
 
     @property
     def base(self) -> Prices:
+        """The base prices: default service tier, below every input-size line."""
         return self.price_tiers["default"][0].prices
-
-    # The base prices under their round-1 names (render, CLI).
-    @property
-    def input_price(self) -> int:
-        return self.base.input
-
-    @property
-    def output_price(self) -> int:
-        return self.base.output
-
-    @property
-    def cache_read_price(self) -> int:
-        return self.base.cache_read
-
-    @property
-    def cache_write_price(self) -> int:
-        return self.base.cache_write
-
-    @property
-    def cache_write_1h(self) -> int:
-        return self.base.cache_write_1h

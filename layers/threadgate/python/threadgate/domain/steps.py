@@ -544,13 +544,10 @@ def _upstream_request(run: Run, model: ModelInfo, history: list[dict[str, Any]],
 
 
 def _reserve(deps: RunDeps, run: Run, model: ModelInfo, history: list[dict[str, Any]], iteration: int):
-    from threadgate import jsoncodec
-
     requested = int(run.params["max_tokens"])
-    body = jsoncodec.dumps(_upstream_request(run, model, history, requested))
     return deps.meter.reserve(
         run.principal, model,
-        input_bound=billing.input_token_bound(body, history),
+        input_bound=billing.call_bound(model, _upstream_request(run, model, history, requested)),
         max_tokens=requested,
         request_id=run.id,
         reservation_id=_reservation_id(run, iteration),

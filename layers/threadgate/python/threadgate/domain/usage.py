@@ -40,7 +40,6 @@ def summarize(events: Iterable[UsageEvent], keys: dict[str, ApiKey]) -> dict[str
     total = _totals()
     by_key: dict[str, dict[str, Any]] = {}
     by_model: dict[str, dict[str, Any]] = {}
-    by_tier: dict[tuple[str, str, str], dict[str, Any]] = {}
     for e in events:
         _add(total, e)
         k = keys.get(e.key_id)
@@ -50,8 +49,6 @@ def summarize(events: Iterable[UsageEvent], keys: dict[str, ApiKey]) -> dict[str
         )
         _add(row, e)
         _add(by_model.setdefault(e.model, {"model": e.model, **_totals()}), e)
-        tier = (e.model, e.service_tier, e.price_tier)
-        _add(by_tier.setdefault(tier, {"model": e.model, "service_tier": e.service_tier, "price_tier": e.price_tier, **_totals()}), e)
     return {
         "total_cost_micros": total["cost_micros"],
         "total_input_tokens": total["input_tokens"],
@@ -59,8 +56,6 @@ def summarize(events: Iterable[UsageEvent], keys: dict[str, ApiKey]) -> dict[str
         "request_count": total["request_count"],
         "by_key": sorted(by_key.values(), key=lambda r: -r["cost_micros"]),
         "by_model": sorted(by_model.values(), key=lambda r: -r["cost_micros"]),
-        # Which price each model's calls were billed at (docs/api.md §4).
-        "by_tier": sorted(by_tier.values(), key=lambda r: -r["cost_micros"]),
     }
 
 
@@ -77,6 +72,8 @@ _DIMENSIONS: dict[str, Callable[[UsageEvent, ApiKey | None], dict[str, Any]]] = 
     # keys bound to no end user are grouped under null.
     "end_user": lambda e, k: {"end_user_id": k.end_user_id if k else None},
     "request": lambda e, k: {"request_id": e.request_id, "thread_id": e.thread_id},
+    # Which price the calls were billed at: the reported service tier and the input-size tier.
+    "tier": lambda e, k: {"service_tier": e.service_tier, "price_tier": e.price_tier},
 }
 GROUP_BY = tuple(_DIMENSIONS)
 
