@@ -47,7 +47,8 @@ ACCOUNT = obj(id=STR, object={"const": "account"}, name=STR, max_spend_usd=nulla
 USAGE = obj(object={"const": "usage"}, from_ms=INT, to_ms=INT, total_cost_micros=INT, request_count=INT)
 KEY_USAGE = obj(key_id=STR, from_ms=INT, to_ms=INT, cost_micros=INT, spent_micros=INT, request_count=INT,
                 events={"type": "array", "items": ANY_OBJECT})
-MODEL = obj(id=STR, object={"const": "model"}, provider=STR, context_window=INT, max_output_tokens=INT)
+MODEL = obj(id=STR, object={"const": "model"}, provider=STR, context_window=INT, max_output_tokens=INT,
+            price_tiers=ANY_OBJECT, price_source=STR)
 THREAD = obj(id=STR, object={"const": "thread"}, end_user_id=nullable(STR), metadata=nullable(ANY_OBJECT),
              title=nullable(STR), created_at=INT, last_active_at=INT, message_count=INT)
 DELETED_THREAD = obj(id=STR, object={"const": "thread"}, deleted={"const": True})
