@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Iterable
+from typing import Any
 
 from threadgate import jsoncodec
 from threadgate.domain.models import ModelInfo, PriceTier, Usage
@@ -224,30 +224,6 @@ def input_bound(request: dict[str, Any], model: ModelInfo) -> int:
     return _walk(request, model)[0]
 
 
-def _media_blocks(messages: Iterable[dict[str, Any]]) -> tuple[int, int]:
-    images = documents = 0
-    for message in messages:
-        blocks = message.get("content")
-        if not isinstance(blocks, list):
-            continue
-        for block in blocks:
-            inner = block.get("content") if block.get("type") == "tool_result" else None
-            for b in [block, *inner] if isinstance(inner, list) else (block,):
-                kind = b.get("type") if isinstance(b, dict) else None
-                images += kind in _IMAGES
-                documents += kind in _DOCUMENTS
-    return images, documents
-
-
-def input_token_bound(request_body: bytes, messages: Iterable[dict[str, Any]]) -> int:
-    """Round-1 bound (body bytes + allowance + media), kept until every caller passes the
-    request to `input_bound` / `call_bound`."""
-    images, documents = _media_blocks(messages)
-    return (
-        len(request_body) + PROVIDER_PROMPT_ALLOWANCE_TOKENS + images * IMAGE_TOKENS_MAX + documents * DOCUMENT_TOKENS_MAX
-    )
-
-
 # --- the reservation -------------------------------------------------------------------------
 
 
@@ -258,7 +234,6 @@ class CallBound:
     input_tokens: int  # upper bound of prompt tokens
     service_tiers: tuple[str, ...] = ("default", "priority")  # the price lists it can be billed at
     cache_writes: bool = True  # the request can write to a prompt cache
-    completions: int = 1  # OpenAI `n`: output is billed per completion
 
 
 def reachable_service_tiers(model: ModelInfo, request: dict[str, Any]) -> tuple[str, ...]:
@@ -272,14 +247,14 @@ def reachable_service_tiers(model: ModelInfo, request: dict[str, Any]) -> tuple[
 
 
 def call_bound(model: ModelInfo, request: dict[str, Any]) -> CallBound:
+    """The bound of a request as it goes upstream (either shape). Output is the caller's to
+    bound: `max_tokens` passed to the reservation covers every answer (OpenAI `n`)."""
     tokens, cache_marked = _walk(request, model)
-    n = request.get("n")
     return CallBound(
         input_tokens=tokens,
         service_tiers=reachable_service_tiers(model, request),
         # Anthropic writes a cache only where a request marks one; OpenAI caches by itself.
         cache_writes=cache_marked or model.provider == "openai",
-        completions=n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1,
     )
 
 
@@ -304,8 +279,7 @@ def _dearest(model: ModelInfo, bound: CallBound, max_tokens: int) -> tuple[int, 
         for tier in model.price_tiers.get(service) or model.price_tiers["default"]:
             if tier.above_input_tokens and bound.input_tokens <= tier.above_input_tokens:
                 continue
-            cost = (bound.input_tokens * _dearest_input(tier, bound.cache_writes)
-                    + max_tokens * bound.completions * tier.prices.output)
+            cost = bound.input_tokens * _dearest_input(tier, bound.cache_writes) + max_tokens * tier.prices.output
             if best is None or cost > best[0]:
                 best = (cost, service, tier)
     assert best is not None  # every price list has a base tier
@@ -320,7 +294,7 @@ def reserved_tier(model: ModelInfo, bound: CallBound | int, max_tokens: int) -> 
 
 def estimate(model: ModelInfo, bound: CallBound | int, max_tokens: int, markup: Fraction) -> int:
     """Upper bound of one call's charged cost at the dearest tier it can reach: input at the
-    dearest input kind it can be billed as, output at `max_tokens` per completion."""
+    dearest input kind it can be billed as, output at `max_tokens`."""
     return apply_markup(_ceil_div(_dearest(model, _as_bound(bound), max_tokens)[0], MTOK), markup)
 
 

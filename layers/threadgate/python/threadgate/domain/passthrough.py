@@ -21,8 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, ClassVar, Protocol
 
-from threadgate import jsoncodec
-from threadgate.domain import billing
+from threadgate.domain import billing, model_rules
 from threadgate.domain.errors import GatewayError, KeyCapExceeded, UpstreamError
 from threadgate.domain.metering import Meter
 from threadgate.domain.models import ModelInfo, Principal, Usage
@@ -124,10 +123,12 @@ class PassthroughCall:
         """The reservation, and the body with the output limit it covers."""
         spec = self.spec
         requested = spec.max_tokens or spec.model.max_output_tokens
+        bound = billing.call_bound(spec.model, spec.body)
+        model_rules.admit(spec.model, spec.body, bound, requested)  # 400s before any money moves
         reservation, covered = self.meter.reserve(
             spec.principal,
             spec.model,
-            input_bound=billing.input_token_bound(jsoncodec.dumps(spec.body), spec.messages),
+            input_bound=bound,
             max_tokens=requested * spec.choices + spec.extra_output_tokens,
             request_id=spec.request_id,
             reservation_id=f"{spec.request_id}:1",
