@@ -91,6 +91,19 @@ def test_the_service_tier_the_upstream_reports_decides_the_price(gw, fake_openai
     assert event["cost_micros"] == _expected_cost(*usd, Usage(5_000, 300))
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_same_family_passthrough_bills_the_reported_service_tier(gw, fake_openai, stream):
+    fake_openai.enqueue(FakeReply(text="ok", prompt_tokens=5_000, completion_tokens=300, service_tier="priority"))
+    key = gw.mint()
+    with gw.client(key["secret"]) as c:
+        r = c.post("/v1/chat/completions", json={"model": SOL, "max_completion_tokens": 400, "stream": stream,
+                                                 "messages": [{"role": "user", "content": "hello"}]})
+    assert r.status_code == 200, r.text
+    (event,) = _events(gw, key["id"])
+    assert (event["service_tier"], event["price_tier"]) == ("priority", "base")
+    assert event["cost_micros"] == _expected_cost("4", "20", "0.2", Usage(5_000, 300))
+
+
 def test_a_cap_that_covers_the_base_price_but_not_the_tier_price_gets_402_before_the_call(gw, fake_openai):
     """~300K input tokens can cross the 272K line: the reservation prices the tier, so a key
     that could pay the base price is refused before anything reaches the upstream."""

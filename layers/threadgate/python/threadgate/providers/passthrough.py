@@ -73,7 +73,8 @@ class ChatCompletionsWire:
 
     @staticmethod
     def usage_of(answer: dict[str, Any]) -> Usage:
-        return Usage.from_anthropic(usage_to_anthropic(answer.get("usage")))
+        # The tier OpenAI reports it served the call at prices it (domain/billing.py).
+        return Usage.from_anthropic(usage_to_anthropic(answer.get("usage"), answer.get("service_tier")))
 
 
 def upstream_of(provider: ModelProvider, caller: str) -> MessagesWire | ChatCompletionsWire:
