@@ -193,9 +193,14 @@ def fresh_fakes(gw):
 
 
 def _models(gw) -> dict[str, Any]:
+    """One model per provider that refuses no parameter (model rules have tests of their own:
+    tests/integration/test_model_rules.py)."""
+    from threadgate.domain.models import ModelRules
+
     by_provider = {}
     for model in gw.runtime.catalog:
-        by_provider.setdefault(model.provider, model)
+        if model.rules == ModelRules():
+            by_provider.setdefault(model.provider, model)
     return by_provider
 
 

@@ -75,7 +75,7 @@ def test_no_output_limit_is_invented_unless_the_key_cannot_pay_for_the_models_ow
         assert c.post("/v1/chat/completions", json=body).status_code == 200
     limit = gw.openai_fake.requests[-1].body["max_completion_tokens"]
     assert 1 <= limit < gpt.max_output_tokens  # what $0.05 can pay for at the catalog's output price
-    assert limit * gpt.output_price <= 0.05 * 1e6 * 1e6
+    assert limit * gpt.base.output <= 0.05 * 1e6 * 1e6
 
 
 def test_n_answers_are_all_returned_and_the_reservation_covers_them(gateway_with_openai):
@@ -87,7 +87,7 @@ def test_n_answers_are_all_returned_and_the_reservation_covers_them(gateway_with
     assert r.status_code == 200, r.text
     assert [c["index"] for c in r.json()["choices"]] == [0, 1, 2]
     limit = gw.openai_fake.requests[-1].body["max_completion_tokens"]
-    assert 3 * limit * gpt.output_price <= 0.05 * 1e6 * 1e6  # three answers of the lowered limit are affordable
+    assert 3 * limit * gpt.base.output <= 0.05 * 1e6 * 1e6  # three answers of the lowered limit are affordable
     assert _usage(gw, key)["events"][0]["output_tokens"] == r.json()["usage"]["completion_tokens"]
 
 
