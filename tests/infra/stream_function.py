@@ -105,6 +105,8 @@ class AwsStandIn:
                 for name, value in environment.items()}
 
     def _stand_in(self, name: str, value: dict[str, Any], resources: dict[str, Any]) -> str:
+        if value.get("Ref") == "AWS::Region":  # a pseudo parameter: the stand-ins' region
+            return REGION
         if "Ref" in value:
             logical, attribute = value["Ref"], "Ref"
         elif "Fn::GetAtt" in value:
