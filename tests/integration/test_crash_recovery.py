@@ -141,6 +141,15 @@ def streaming_turn(server: Server, key: str, thread: str, min_deltas: int) -> It
         yield seen["run"]  # type: ignore[misc]
 
 
+def finished_job(server: Server, key: str, job_id: str) -> dict[str, Any]:
+    with server.client(key) as c:
+        deadline = time.monotonic() + 30
+        while (job := c.get(f"/v1/jobs/{job_id}").json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+    return job
+
+
 def text_of(message: dict[str, Any]) -> str:
     content = message["content"]
     return content if isinstance(content, str) else "".join(b.get("text", "") for b in content)
@@ -239,11 +248,8 @@ def test_kill_9_mid_job_resumes_from_its_last_step_without_repeating(servers, fa
         server.kill9()
         calls_before_crash = len(fake_anthropic.requests)
         server.start()  # the job worker resumes it
+        done = finished_job(server, key["secret"], job["id"])
         with server.client(key["secret"]) as c:
-            deadline = time.monotonic() + 30
-            while (done := c.get(f"/v1/jobs/{job['id']}").json())["status"] in ("queued", "running"):
-                assert time.monotonic() < deadline, done
-                time.sleep(0.1)
             messages = c.get(f"/v1/threads/{thread}/messages").json()["data"]
         deliveries = receiver.deliveries_for("toolu_crash")
     assert calls_before_crash == 1
@@ -274,11 +280,8 @@ def test_kill_9_mid_answer_of_a_job_bills_the_lost_attempt_and_counts_it_in_the_
     time.sleep(1.5)  # ~15 words streamed, several batches stored
     server.kill9()
     server.start()
+    done = finished_job(server, key["secret"], job["id"])
     with server.client(key["secret"]) as c:
-        deadline = time.monotonic() + 30
-        while (done := c.get(f"/v1/jobs/{job['id']}").json())["status"] in ("queued", "running"):
-            assert time.monotonic() < deadline, done
-            time.sleep(0.1)
         messages = c.get(f"/v1/threads/{thread}/messages").json()["data"]
     assert done["status"] == "succeeded" and text_of(done["response"]) == "a shorter answer"
     assert [(m["role"], text_of(m)) for m in messages] == [("user", TURN["content"]), ("assistant", "a shorter answer")]

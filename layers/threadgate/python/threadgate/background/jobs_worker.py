@@ -94,9 +94,7 @@ async def run_job_message(rt: Runtime, message: JobMessage) -> None:
         return
     run = existing_job_run(rt, job)
     if run is not None:  # an earlier receive started its run, then put the job back: resume it
-        outcome = await _run_until_cancelled(rt, job, resume_job_run(rt, job, run), None)
-        if outcome is not None:
-            jobs.finish_job(job.id, outcome, rt.clock.now_ms())
+        await _resume(rt, job, run)
         return
     try:
         prepared = prepare_stored_job(rt, job)
@@ -118,14 +116,19 @@ async def _not_started(rt: Runtime, message: JobMessage) -> None:
     if job.status == "running" and rt.clock.now_ms() - (job.started_at or 0) >= LEASE_MS:
         run = existing_job_run(rt, job)
         if run is not None:
-            outcome = await _run_until_cancelled(rt, job, resume_job_run(rt, job, run), None)
-            if outcome is not None:
-                _jobs(rt).finish_job(job.id, outcome, rt.clock.now_ms())
+            await _resume(rt, job, run)
             return
         log.warning("job %s was interrupted by its worker's end; marking it failed", job.id)
         fail_job(rt, job, INTERRUPTED)
         return
     raise JobBusy(f"job {job.id} is {job.status} under another delivery")
+
+
+async def _resume(rt: Runtime, job: Job, run: Any) -> None:
+    """Carry on the job's run from its last completed step (its end finishes the job)."""
+    outcome = await _run_until_cancelled(rt, job, resume_job_run(rt, job, run), None)
+    if outcome is not None:
+        _jobs(rt).finish_job(job.id, outcome, rt.clock.now_ms())
 
 
 async def _run_until_cancelled(rt: Runtime, job: Job, work: Any, prepared: PreparedJob | None) -> JobOutcome | None:

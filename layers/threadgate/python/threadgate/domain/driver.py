@@ -94,15 +94,13 @@ async def drive(
     deps: RunDeps, ctx: RunContext, sink: EventSink, *, tool_loop: ToolLoop | None = None
 ) -> StepOutcome:
     """Run the run's steps until it ends, or until it is handed to `tool_loop` (a durable driver)
-    after a model call asked for tools. A run resumed after its process died first delivers the
-    calls still without an outcome (receivers dedupe on X-Qlaud-Delivery = tool_use_id)."""
+    after a model call asked for tools. A run resumed after its process died carries on from its
+    last completed step: calls still without an outcome are delivered again (receivers dedupe on
+    X-Qlaud-Delivery = tool_use_id)."""
     run_id = ctx.run.id
     ctx.cancel = asyncio.Event()
     watcher = asyncio.get_running_loop().create_task(_watch_cancel(deps, run_id, ctx.cancel))
     try:
-        if ctx.history is None and (calls := pending_tool_calls(deps, ctx)):
-            await deliver_tools(deps, ctx, calls)
-            await tools_done(deps, run_id, (), sink, ctx)
         while True:
             step = await model_step(deps, run_id, sink, ctx)
             if step["next"] != "tools":
@@ -127,7 +125,7 @@ async def _watch_cancel(deps: RunDeps, run_id: str, cancel: asyncio.Event) -> No
             run: Any = await asyncio.to_thread(deps.runs.get_run, run_id)
         except Exception:  # a failed look is not a cancel: look again next time
             continue
-        if run is None or run.cancel_requested or run.finished:
+        if run is None or run.cancel_requested:
             cancel.set()
             return
 

@@ -47,7 +47,6 @@ class Run:
     iteration: int = 0  # the number of the last model call begun
     in_flight: int | None = None  # that call, while it is not settled and persisted (a crash shows here)
     call_from: int | None = None  # the number of the first event that call may have emitted
-    first_max_tokens: int | None = None  # max_tokens the iteration-1 reservation (made at start) covers
     user_seq: int | None = None
     assistant_seq: int | None = None  # the last assistant message of the run
     answer: dict[str, Any] | None = None  # the last answer's id, stop_reason, stop_sequence
@@ -81,7 +80,7 @@ class Run:
 
 # Fields a step may change with RunStore.update_run (identity fields never change).
 MUTABLE = frozenset({
-    "updated_at", "status", "iteration", "in_flight", "call_from", "first_max_tokens", "user_seq", "assistant_seq",
+    "updated_at", "status", "iteration", "in_flight", "call_from", "assistant_seq",
     "answer", "cost_micros", "usage", "hit_max_iterations", "incomplete", "error",
     "cancel_requested", "attempts", "durable",
 })

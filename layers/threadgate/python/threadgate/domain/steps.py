@@ -139,7 +139,7 @@ def start_run(deps: RunDeps, req: TurnRequest) -> RunContext:
     try:
         (user,) = deps.threads.append_messages(
             p.account_id, thread.id, [NewMessage("user", req.content, "user", request_id=run.id)], now)
-        run.user_seq, run.first_max_tokens = user.seq, max_tokens
+        run.user_seq = user.seq
         deps.runs.create_run(run)
     except BaseException:
         deps.meter.release(reservation)  # nothing was called: hold nothing back
@@ -190,18 +190,27 @@ async def _model_step(deps: RunDeps, ctx: RunContext, sink: EventSink) -> StepOu
         mine = _messages_of(run, stored)
         if not mine:
             raise NotFound("thread not found")  # deleted (its messages went with it)
-        if mine[-1].kind == "tool_use":  # results still to append (a driver that stopped between)
-            stored.append(_append_results(deps, ctx, sink, mine[-1].content, {}))
-        elif mine[-1].kind == "assistant":  # the final answer is persisted: only the record lags
-            ctx.answer = {"content": mine[-1].content}
-            run.assistant_seq, run.in_flight = mine[-1].seq, None
-            return await _finish(deps, ctx, sink, "completed")
         answered = sum(m.role == "assistant" for m in mine)
         if run.in_flight is not None and answered >= run.in_flight:
             run.in_flight = None  # that call's answer was persisted before its process stopped
+        if mine[-1].kind == "tool_use":  # asked for tools, then stopped before they were answered
+            uses = [b for b in mine[-1].content if b.get("type") == "tool_use"]
+            if set(deps.runs.get_tool_outcomes(run.id, [u["id"] for u in uses])) != {u["id"] for u in uses}:
+                run.assistant_seq = mine[-1].seq
+                _save(deps, run, "in_flight", "assistant_seq")
+                ctx.pending, ctx.current = uses, False
+                return outcome(run, [{"run_id": run.id, "tool_use_id": u["id"]} for u in uses])
+            stored.append(_append_results(deps, ctx, sink, mine[-1].content, {}))  # all answered: tools_done's part
+        elif mine[-1].kind == "assistant":  # the final answer is persisted: only the record lags
+            ctx.answer = {"content": mine[-1].content}
+            run.assistant_seq = mine[-1].seq
+            return await _finish(deps, ctx, sink, "completed")
         history = build_history(stored, None, _budget(run, model))
     ctx.history = None
     iteration = run.in_flight or run.iteration + 1
+    if iteration > run.max_iterations:  # stopped after answering the last calls with LIMIT_REACHED
+        run.hit_max_iterations = True
+        return await _finish(deps, ctx, sink, "limit_reached")
     if run.in_flight is not None and ctx.reservation is None:  # this call died mid-way once
         _settle_dead_call(deps, run, model, iteration)
         run.attempts += 1
@@ -219,6 +228,8 @@ async def _model_step(deps: RunDeps, ctx: RunContext, sink: EventSink) -> StepOu
     call = ModelCall(deps.meter, deps.provider_for(model), model, reservation,
                      _upstream_request(run, model, history, max_tokens), stream=True)
     stopped = await _stream(call, sink, ctx.cancel)
+    if ctx.lease is not None and ctx.lease.lost:  # another turn took the thread meanwhile: write nothing
+        return outcome(run)
     run.cost_micros += call.cost_micros
     run.usage = (Usage(**run.usage) + call.usage).as_dict() if run.usage else call.usage.as_dict()
     if call.message is None:

@@ -133,8 +133,17 @@ def _backoff(attempt: int) -> None:
 
 def query_all(client: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
     """Every decoded item of a Query, following LastEvaluatedKey."""
+    return _all_pages(client.query, kwargs)
+
+
+def scan_all(client: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """Every decoded item of a Scan (recovery and retention in local emulators, never a request)."""
+    return _all_pages(client.scan, kwargs)
+
+
+def _all_pages(call: Any, kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
     while True:
-        page = client.query(**kwargs)
+        page = call(**kwargs)
         for raw in page.get("Items", []):
             yield decode(raw)  # type: ignore[misc]
         last = page.get("LastEvaluatedKey")

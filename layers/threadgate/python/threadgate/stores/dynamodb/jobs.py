@@ -27,6 +27,7 @@ from threadgate.stores.dynamodb._items import (
     is_condition_failure,
     loads,
     pack_json,
+    scan_all,
     ts_key,
     unpack_json,
 )
@@ -172,13 +173,7 @@ class DynamoJobStore:
             ExpressionAttributeValues=encode_values({":queued": UNFINISHED[0], ":running": UNFINISHED[1]}),
             ConsistentRead=True,
         )
-        jobs: list[Job] = []
-        while True:
-            page = self._db.scan(**kwargs)
-            jobs.extend(_job(decode(raw)) for raw in page.get("Items", []))  # type: ignore[arg-type]
-            if not page.get("LastEvaluatedKey"):
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        jobs = [_job(item) for item in scan_all(self._db, **kwargs)]
         jobs.sort(key=lambda j: (j.created_at, j.id))
         return jobs[:limit]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
+from dataclasses import fields
 from typing import Any, Sequence
 
 from botocore.exceptions import ClientError
@@ -35,6 +36,7 @@ from threadgate.stores.dynamodb._items import (
     pack_json,
     plain,
     query_all,
+    scan_all,
     transact,
     unpack_json,
 )
@@ -44,8 +46,7 @@ BATCH_EVENTS = 256  # events per stored batch at most (list_events looks back th
 ITEM_BYTES = 300 * 1024  # what one item's payload may take (the item limit is 400 KB)
 CUT = "…[cut: this event was too large to store]"
 RUN, EV, OUT = "RUN", "EV#", "OUT#"
-_FIXED = ("id", "account_id", "key_id", "scope", "end_user_id", "thread_id", "thread_end_user_id", "model",
-          "params", "tools", "max_iterations", "created_at", "job_id")
+_FIXED = tuple(f.name for f in fields(Run) if f.name not in MUTABLE)  # one attribute; the rest one each
 
 
 def _now_s() -> int:
@@ -64,6 +65,15 @@ class DynamoRunStore:
     def __init__(self, client: Any, table: str):
         self._db, self._table = client, table
 
+    def _put_if_absent(self, item: dict[str, Any]) -> bool:
+        try:
+            self._db.put_item(TableName=self._table, Item=encode(item), ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as err:
+            if is_condition_failure(err):
+                return False
+            raise
+        return True
+
     # --- runs ---------------------------------------------------------------------------------
 
     def create_run(self, run: Run) -> bool:
@@ -74,13 +84,7 @@ class DynamoRunStore:
             **pack_json("fixed", {k: data[k] for k in _FIXED}),
             **{f"m_{k}": dumps(data[k]) for k in MUTABLE},
         }
-        try:
-            self._db.put_item(TableName=self._table, Item=encode(item), ConditionExpression="attribute_not_exists(pk)")
-        except ClientError as err:
-            if is_condition_failure(err):
-                return False
-            raise
-        return True
+        return self._put_if_absent(item)
 
     def get_run(self, run_id: str, account_id: str | None = None) -> Run | None:
         raw = self._db.get_item(TableName=self._table, Key=encode({"pk": _pk(run_id), "sk": RUN}),
@@ -119,20 +123,24 @@ class DynamoRunStore:
 
     def unfinished_runs(self, limit: int = 100) -> list[Run]:
         """A scan: it serves recovery at a local start (emulators, tests), never a request."""
-        kwargs: dict[str, Any] = dict(
-            TableName=self._table, FilterExpression="sk = :run AND #s = :running",
+        runs = [_run(item) for item in scan_all(
+            self._db, TableName=self._table, FilterExpression="sk = :run AND #s = :running",
             ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues=encode_values({":run": RUN, ":running": "running"}), ConsistentRead=True,
-        )
-        runs: list[Run] = []
-        while True:
-            page = self._db.scan(**kwargs)
-            runs.extend(_run(decode(raw)) for raw in page.get("Items", []))  # type: ignore[arg-type]
-            if not page.get("LastEvaluatedKey"):
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        )]
         runs.sort(key=lambda r: (r.created_at, r.id))
         return runs[:limit]
+
+    def prune_runs(self, created_before_ms: int, limit: int = 100) -> int:
+        """A scan, for local emulators: on AWS the table's TTL removes old runs."""
+        old = [item["pk"] for item in scan_all(
+            self._db, TableName=self._table, FilterExpression="sk = :run AND #s <> :running",
+            ExpressionAttributeNames={"#s": "status", "#f": "fixed", "#fz": "fixed_z"},
+            ProjectionExpression="pk, #f, #fz", ExpressionAttributeValues=encode_values({":run": RUN, ":running": "running"}),
+        ) if unpack_json(item, "fixed")["created_at"] < created_before_ms][:limit]
+        for pk in old:
+            self._delete_partition(pk)
+        return len(old)
 
     def delete_thread_runs(self, account_id: str, thread_id: str) -> None:
         runs = query_all(
@@ -142,27 +150,6 @@ class DynamoRunStore:
         for item in list(runs):
             if item.get("account_id") == account_id:
                 self._delete_partition(item["pk"])
-
-    def prune_runs(self, created_before_ms: int, limit: int = 100) -> int:
-        """A scan, for local emulators: on AWS the table's TTL removes old runs."""
-        kwargs: dict[str, Any] = dict(
-            TableName=self._table, FilterExpression="sk = :run AND #s <> :running",
-            ExpressionAttributeNames={"#s": "status", "#f": "fixed", "#fz": "fixed_z"},
-            ProjectionExpression="pk, #f, #fz",
-            ExpressionAttributeValues=encode_values({":run": RUN, ":running": "running"}),
-        )
-        pruned = 0
-        while pruned < limit:
-            page = self._db.scan(**kwargs)
-            for raw in page.get("Items", []):
-                item = decode(raw)
-                if pruned < limit and unpack_json(item, "fixed")["created_at"] < created_before_ms:  # type: ignore[arg-type]
-                    self._delete_partition(item["pk"])  # type: ignore[index]
-                    pruned += 1
-            if not page.get("LastEvaluatedKey"):
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return pruned
 
     def delete_run(self, run_id: str) -> None:
         self._delete_partition(_pk(run_id))
@@ -187,13 +174,8 @@ class DynamoRunStore:
         for batch in _batches(list(events)):
             item = {"pk": _pk(run_id), "sk": _ev(seq), "last": seq + len(batch) - 1,
                     "ttl": _now_s() + RETENTION_S, **pack_json("events", batch)}
-            try:
-                self._db.put_item(TableName=self._table, Item=encode(item),
-                                  ConditionExpression="attribute_not_exists(pk)")
-            except ClientError as err:
-                if is_condition_failure(err):
-                    raise Conflict(f"run {run_id}: event numbers from {seq} are taken") from None
-                raise
+            if not self._put_if_absent(item):
+                raise Conflict(f"run {run_id}: event numbers from {seq} are taken")
             seq += len(batch)
 
     def list_events(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, dict[str, Any]]]:
@@ -231,21 +213,17 @@ class DynamoRunStore:
         ttl = _now_s() + RETENTION_S
         items = [{"pk": _pk(run_id), "sk": f"{OUT}{tool_use_id}#{n:04d}", "part": chunk, "parts": len(chunks),
                   "ttl": ttl} for n, chunk in enumerate(chunks)]
-        try:
-            if len(items) == 1:
-                self._db.put_item(TableName=self._table, Item=encode(items[0]),
-                                  ConditionExpression="attribute_not_exists(pk)")
-            else:
-                first = {"Put": {"TableName": self._table, "Item": encode(items[0]),
-                                 "ConditionExpression": "attribute_not_exists(pk)"}}
+        if len(items) == 1:
+            self._put_if_absent(items[0])
+        else:
+            first = {"Put": {"TableName": self._table, "Item": encode(items[0]),
+                             "ConditionExpression": "attribute_not_exists(pk)"}}
+            try:
                 transact(self._db, [first] + [{"Put": {"TableName": self._table, "Item": encode(i)}} for i in items[1:]])
-        except TransactionCancelled as cancelled:
-            if not cancelled.condition_failed(0):
-                raise
-        except ClientError as err:
-            if not is_condition_failure(err):
-                raise
-        return self.get_tool_outcomes(run_id, [tool_use_id])[tool_use_id]
+            except TransactionCancelled as cancelled:
+                if not cancelled.condition_failed(0):
+                    raise
+        return self.get_tool_outcomes(run_id, [tool_use_id])[tool_use_id]  # the first write's
 
     def get_tool_outcomes(self, run_id: str, tool_use_ids: Sequence[str]) -> dict[str, ToolOutcome]:
         if not tool_use_ids:
