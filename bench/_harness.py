@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 
@@ -105,6 +105,13 @@ def pct(values: list[float], p: float) -> float:
 def summary(ms: list[float]) -> dict[str, float]:
     return {"p50_ms": round(pct(ms, 50), 3), "p99_ms": round(pct(ms, 99), 3),
             "mean_ms": round(statistics.fmean(ms), 3), "n": len(ms)}
+
+
+def compared(direct_ms: list[float], gateway_ms: list[float]) -> dict[str, Any]:
+    """Both summaries and what the gateway added (its percentile minus the direct one)."""
+    d, g = summary(direct_ms), summary(gateway_ms)
+    return {"direct": d, "gateway": g,
+            "added_p50_ms": round(g["p50_ms"] - d["p50_ms"], 3), "added_p99_ms": round(g["p99_ms"] - d["p99_ms"], 3)}
 
 
 def machine() -> dict[str, str | int]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._harness import MASTER, fake_upstream, gateway, summary, write  # noqa: E402
+from bench._harness import MASTER, compared, fake_upstream, gateway, write  # noqa: E402
 from tests.fakes.fake_anthropic import FAKE_API_KEY  # noqa: E402
 
 MODEL = "claude-haiku-4-5"
@@ -95,12 +95,7 @@ async def main() -> None:
                     direct += await run_level(n // 2, conc, lambda i: timed(direct_call(client, upstream, messages)))
                     gateway_ms += await run_level(
                         n // 2, conc, lambda i: timed(turn(client, gw, key, threads[i % len(threads)])))
-                d, g = summary(direct), summary(gateway_ms)
-                results[f"turn_c{conc}"] = {
-                    "direct": d, "gateway": g,
-                    "added_p50_ms": round(g["p50_ms"] - d["p50_ms"], 3),
-                    "added_p99_ms": round(g["p99_ms"] - d["p99_ms"], 3),
-                }
+                results[f"turn_c{conc}"] = compared(direct, gateway_ms)
 
             stream_body = {"model": MODEL, "max_tokens": 64, "stream": True,
                            "messages": [{"role": "user", "content": "stream please"}]}
@@ -111,10 +106,7 @@ async def main() -> None:
                 gw_ttft.append(await first_token(
                     client, f"{gw}/v1/threads/{threads[i % len(threads)]}/messages", {"x-api-key": key},
                     {"model": MODEL, "max_tokens": 64, "stream": True, "content": "stream please"}))
-            d, g = summary(direct_ttft), summary(gw_ttft)
-            results["ttft_stream_c1"] = {"direct": d, "gateway": g,
-                                         "added_p50_ms": round(g["p50_ms"] - d["p50_ms"], 3),
-                                         "added_p99_ms": round(g["p99_ms"] - d["p99_ms"], 3)}
+            results["ttft_stream_c1"] = compared(direct_ttft, gw_ttft)
 
             start = time.perf_counter()
             done = await run_level(N_CONCURRENT, 32, lambda i: timed(turn(client, gw, key, threads[i % 32])))

@@ -71,6 +71,18 @@ def test_sdk_reads_the_fakes_completion(fake):
     assert completion.usage.prompt_tokens_details.cached_tokens == 256
 
 
+def test_sdk_reads_the_fakes_n_choices_and_logprobs_whole_and_streamed(fake):
+    ask = {"model": "gpt-fake-1", "n": 2, "logprobs": True, "messages": [{"role": "user", "content": "two words"}]}
+    done = sdk(fake).chat.completions.create(**ask)
+    assert [c.index for c in done.choices] == [0, 1]
+    assert [t.token for t in done.choices[1].logprobs.content] == done.choices[1].message.content.split()
+    assert done.usage.completion_tokens == 2 * len(done.choices[0].message.content.split())
+    with sdk(fake).chat.completions.stream(**ask) as stream:
+        final = stream.get_final_completion()
+    assert [c.message.content for c in final.choices] == [c.message.content for c in done.choices]
+    assert [t.token for t in final.choices[1].logprobs.content] == done.choices[1].message.content.split()
+
+
 def test_sdk_accumulates_the_fakes_stream_with_usage(fake):
     fake.enqueue(TOOL_REPLY)
     with sdk(fake).chat.completions.stream(

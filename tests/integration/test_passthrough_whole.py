@@ -172,3 +172,41 @@ def test_idempotency_tells_bodies_apart_by_every_field_including_those_only_forw
         other = c.post(path, json={**body, **extra}, headers={"Idempotency-Key": "k-1"})
     assert first.status_code == 200, first.text
     assert other.status_code == 409  # a different body under the same key is not the first answer replayed
+
+
+def test_a_thread_alternating_claude_and_gpt_with_tools_stays_valid_for_each(gateway_factory, fake_openai):
+    """Each upstream gets the whole thread, tool calls of the other family included, in a shape it
+    accepts (the fakes refuse what the real APIs refuse: orphan tool results, unanswered calls)."""
+    from tests.fakes.fake_anthropic import FakeReply as ClaudeReply
+    from tests.fakes.fake_anthropic import FakeToolUse
+    from tests.fakes.fake_openai import request_problem
+    from tests.fakes.webhook_receivers import running_webhook_receiver
+    from tests.integration.test_tool_loop import assert_valid_anthropic_history, register
+
+    fake_openai.reset()
+    gw = gateway_factory(allow_private_webhooks=True, webhook_backoff_base_s=0.01,
+                         openai_api_key=fake_openai.api_key, openai_base_url=fake_openai.v1_url)
+    claude, gpt = _model(gw, "anthropic"), _model(gw, "openai")
+    with running_webhook_receiver() as receiver:
+        tool = register(gw, receiver, "lookup_account", "/echo")
+        key = gw.mint()
+        gw.fake.enqueue(ClaudeReply(tool_uses=[FakeToolUse("lookup_account", {"account_id": "a1"})]),
+                        ClaudeReply(text="Plan pro."),
+                        ClaudeReply(tool_uses=[FakeToolUse("lookup_account", {"account_id": "a3"})]),
+                        ClaudeReply(text="Done."))
+        fake_openai.enqueue(GPTReply(tool_calls=[FakeToolCall("lookup_account", {"account_id": "a2"}),
+                                                 FakeToolCall("lookup_account", {"account_id": "a2b"})]),
+                            GPTReply(text="Plan team."))
+        with gw.client(key["secret"]) as c:
+            thread = c.post("/v1/threads", json={}).json()["id"]
+            for model in (claude, gpt, claude):
+                r = c.post(f"/v1/threads/{thread}/messages", json={
+                    "model": model.id, "max_tokens": 300, "content": f"look it up on {model.id}", "tools": [tool["id"]]})
+                assert r.status_code == 200, r.text
+    for request in fake_openai.requests:
+        assert request_problem(request.body) is None
+    last_claude = gw.fake.requests[-1].body["messages"]
+    assert_valid_anthropic_history(last_claude)
+    gpt_calls = [b for m in last_claude if m["role"] == "assistant" for b in m["content"]
+                 if isinstance(b, dict) and b.get("type") == "tool_use" and b["input"]["account_id"].startswith("a2")]
+    assert len(gpt_calls) == 2  # GPT's parallel calls reached Claude as tool_use blocks, answered
