@@ -13,6 +13,7 @@ bench/results/passthrough.json.
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._harness import MASTER, fake_openai_upstream, fake_upstream, gateway, summary, write  # noqa: E402
+from bench._harness import MASTER, compared, fake_openai_upstream, fake_upstream, gateway, write  # noqa: E402
 from tests.fakes.fake_anthropic import FAKE_API_KEY as ANTHROPIC_KEY  # noqa: E402
 from tests.fakes.fake_openai import FAKE_API_KEY as OPENAI_KEY  # noqa: E402
 
@@ -29,6 +30,8 @@ CLAUDE, GPT = "claude-haiku-4-5", "gpt-5.4-nano"
 N = 200
 HISTORY = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " + "words " * 30} for i in range(20)]
 HISTORY.append({"role": "user", "content": "one more question"})
+# The first content delta of either wire (an Anthropic text_delta, a Chat Completions chunk with text).
+FIRST_CONTENT = re.compile(r'"text_delta"|"content": ?"[^"]')
 
 
 def bodies(shape: str, model: str, stream: bool) -> dict[str, Any]:
@@ -49,7 +52,7 @@ async def call(client: httpx.AsyncClient, url: str, headers: dict[str, str], bod
     async with client.stream("POST", url, headers=headers, json=body) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
-            if first is None and ('"text_delta"' in line or '"content":"' in line):
+            if first is None and FIRST_CONTENT.search(line):
                 first = (time.perf_counter() - start) * 1000
     if first is None:
         raise RuntimeError(f"no content delta from {url}")
@@ -83,12 +86,7 @@ async def main() -> None:
                     for _ in range(N):  # interleaved, so drift hits both equally
                         direct_ms.append(await call(client, up_url, up_headers, bodies(upstream, model, stream)))
                         gateway_ms.append(await call(client, gw + path, ours, bodies(shape, model, stream)))
-                    d, g = summary(direct_ms), summary(gateway_ms)
-                    results[f"{name}_{'ttft' if stream else 'c1'}"] = {
-                        "direct": d, "gateway": g,
-                        "added_p50_ms": round(g["p50_ms"] - d["p50_ms"], 3),
-                        "added_p99_ms": round(g["p99_ms"] - d["p99_ms"], 3),
-                    }
+                    results[f"{name}_{'ttft' if stream else 'c1'}"] = compared(direct_ms, gateway_ms)
     results["method"] = ("gateway and both fake upstreams in separate processes on 127.0.0.1; concurrency 1; "
                          "direct = the same 20-message history straight to the upstream the model lives on, in its "
                          "own shape; added = gateway percentile minus direct percentile in the same run")

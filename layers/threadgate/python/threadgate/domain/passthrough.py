@@ -16,7 +16,6 @@ events in the caller's shape (api/passthrough.py); `result.message` is the whole
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, ClassVar, Protocol
@@ -71,7 +70,6 @@ class PassthroughResult:
     cost_micros: int = 0
     usage: Usage = field(default_factory=Usage)
     error: GatewayError | None = None
-    incomplete: bool = False
 
 
 class PassthroughCall:
@@ -82,6 +80,8 @@ class PassthroughCall:
         self.result = PassthroughResult()
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Reserve, call, and settle exactly once (also when the stream breaks or the task is
+        cancelled: a client that left, a cancelled job) from what the upstream reported."""
         spec, meter, result = self.spec, self.meter, self.result
         reservation, body = self._reserve()  # 402 raises here, before anything was sent
         tally = self.upstream.tally()
@@ -96,10 +96,7 @@ class PassthroughCall:
             else:
                 answer = await self.upstream.create(body)
         except GatewayError as err:
-            result.error, result.incomplete = err, True
-        except asyncio.CancelledError:
-            result.incomplete = True
-            raise
+            result.error = err
         finally:
             if answer is None and not tally.started:
                 meter.release(reservation)  # the upstream served nothing billable

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 from threadgate.providers.openai import translate as tr
 from threadgate.providers.openai.translate import as_array, as_object, as_string, invalid
 
-Translate = Callable[[Any, dict[str, Any], dict[str, Any]], None]  # (value, source request, target request)
+Translate = Callable[[Any, Mapping[str, Any], dict[str, Any]], None]  # (value, source request, target request)
 
 
 def _never(_: Any) -> bool:
@@ -71,13 +71,13 @@ def _refuse_always(why: str) -> Callable[[str, Any], None]:
 
 
 def _copy_to(target: str) -> Translate:
-    def put(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+    def put(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
         out[target] = value
 
     return put
 
 
-def _accept(_value: Any, _req: dict[str, Any], _out: dict[str, Any]) -> None:
+def _accept(_value: Any, _req: Mapping[str, Any], _out: dict[str, Any]) -> None:
     """Honoured by the gateway itself; nothing to send upstream."""
 
 
@@ -92,71 +92,71 @@ SERVER_TOOLS_WHY = "server tools carry per-use fees the usage report cannot mete
 # --- Chat Completions -> Claude (Messages) ----------------------------------------------------------
 
 
-def _chat_messages(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _chat_messages(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     system, out["messages"] = tr.openai_messages_to_anthropic(value)
     if system:
         out["system"] = system
 
 
 def _chat_limit(name: str) -> Translate:
-    def put(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+    def put(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
         out.setdefault("max_tokens", tr.positive_int(value, name))  # max_completion_tokens wins
 
     return put
 
 
-def _chat_temperature(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _chat_temperature(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     value = tr.number_between(value, "temperature", 0, 2)
     if value > 1:
         raise invalid("temperature", "Claude models take 0-1; values above 1 have no equivalent")
     out["temperature"] = value
 
 
-def _chat_top_p(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _chat_top_p(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     if tr.number_between(value, "top_p", 0, 1) != 1:  # 1 is a no-op, and some Claude models refuse it beside temperature
         out["top_p"] = value
 
 
-def _chat_stop(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _chat_stop(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     stops = [value] if isinstance(value, str) else as_array(value, "stop")
     out["stop_sequences"] = [as_string(s, f"stop[{i}]") for i, s in enumerate(stops)]
 
 
-def _chat_tools(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _chat_tools(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     tools = as_array(value, "tools")
     out.setdefault("tools", []).extend(tr.tool_to_anthropic(t, f"tools[{i}]") for i, t in enumerate(tools))
 
 
-def _chat_functions(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _chat_functions(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     functions = as_array(value, "functions")
     out.setdefault("tools", []).extend(tr.tool_to_anthropic(f, f"functions[{i}]") for i, f in enumerate(functions))
 
 
-def _needs_tools(name: str, req: dict[str, Any]) -> None:
+def _needs_tools(name: str, req: Mapping[str, Any]) -> None:
     if not (req.get("tools") or req.get("functions")):
         raise invalid(name, "is only allowed when tools are given")
 
 
-def _chat_tool_choice(value: Any, req: dict[str, Any], out: dict[str, Any]) -> None:
+def _chat_tool_choice(value: Any, req: Mapping[str, Any], out: dict[str, Any]) -> None:
     _needs_tools("tool_choice", req)
     out["tool_choice"] = tr.tool_choice_to_anthropic(value)
 
 
-def _chat_function_call(value: Any, req: dict[str, Any], out: dict[str, Any]) -> None:
+def _chat_function_call(value: Any, req: Mapping[str, Any], out: dict[str, Any]) -> None:
     _needs_tools("function_call", req)
     if isinstance(value, dict):
         value = {"type": "function", "function": {"name": value.get("name")}}
     out["tool_choice"] = tr.tool_choice_to_anthropic(value)
 
 
-def _chat_parallel_tool_calls(value: Any, req: dict[str, Any], out: dict[str, Any]) -> None:
+def _chat_parallel_tool_calls(value: Any, req: Mapping[str, Any], out: dict[str, Any]) -> None:
     _needs_tools("parallel_tool_calls", req)
     choice = out.setdefault("tool_choice", {"type": "auto"})
     if choice["type"] != "none":
         choice["disable_parallel_tool_use"] = True
 
 
-def _chat_response_format(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _chat_response_format(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     kind = as_object(value, "response_format").get("type")
     if kind == "json_schema":
         spec = as_object(value.get("json_schema"), "response_format.json_schema")
@@ -171,7 +171,7 @@ def _chat_response_format(value: Any, _req: dict[str, Any], out: dict[str, Any])
 _EFFORTS = ("minimal", "low", "medium", "high", "xhigh", "max")
 
 
-def _chat_reasoning_effort(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _chat_reasoning_effort(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     if value == "none":
         out["thinking"] = {"type": "disabled"}
         return
@@ -181,11 +181,11 @@ def _chat_reasoning_effort(value: Any, _req: dict[str, Any], out: dict[str, Any]
     _object(out, "output_config")["effort"] = "low" if value == "minimal" else value
 
 
-def _chat_user(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _chat_user(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     _object(out, "metadata")["user_id"] = as_string(value, "user")
 
 
-def _chat_safety_identifier(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _chat_safety_identifier(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     _object(out, "metadata")["user_id"] = as_string(value, "safety_identifier")  # wins over `user`
 
 
@@ -193,18 +193,18 @@ def _cache(ttl: str | None) -> dict[str, str]:
     return {"type": "ephemeral", "ttl": ttl} if ttl else {"type": "ephemeral"}
 
 
-def _chat_prompt_cache_key(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _chat_prompt_cache_key(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     as_string(value, "prompt_cache_key")
     out.setdefault("cache_control", _cache(None))
 
 
-def _chat_prompt_cache_retention(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _chat_prompt_cache_retention(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     if value not in ("in_memory", "24h"):
         raise invalid("prompt_cache_retention", "must be in_memory or 24h")
     out["cache_control"] = _cache("1h" if value == "24h" else None)
 
 
-def _chat_prompt_cache_options(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _chat_prompt_cache_options(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     if as_object(value, "prompt_cache_options").get("mode", "implicit") != "implicit":
         raise invalid("prompt_cache_options.mode", "'explicit' breakpoints are not translated for Claude models; use /v1/messages with cache_control marks")
     out["cache_control"] = _cache("1h")  # a minimum lifetime of 30 minutes: Claude's 1-hour cache
@@ -342,31 +342,31 @@ CHAT = Table("Chat Completions", "OpenAI models", "Claude and other models", {
 # --- Messages -> OpenAI (Chat Completions) ----------------------------------------------------------
 
 
-def _messages_messages(value: Any, req: dict[str, Any], out: dict[str, Any]) -> None:
+def _messages_messages(value: Any, req: Mapping[str, Any], out: dict[str, Any]) -> None:
     out["messages"] = tr.anthropic_messages_to_openai(req.get("system"), value)
 
 
-def _messages_limit(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _messages_limit(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     out["max_completion_tokens"] = tr.positive_int(value, "max_tokens")
 
 
-def _messages_temperature(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _messages_temperature(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     out["temperature"] = tr.number_between(value, "temperature", 0, 1)
 
 
-def _messages_top_p(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _messages_top_p(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     out["top_p"] = tr.number_between(value, "top_p", 0, 1)
 
 
-def _messages_stop(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _messages_stop(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     out["stop"] = [as_string(s, f"stop_sequences[{i}]") for i, s in enumerate(as_array(value, "stop_sequences"))]
 
 
-def _messages_tools(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _messages_tools(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     out["tools"] = [tr.tool_to_openai(t, f"tools[{i}]") for i, t in enumerate(as_array(value, "tools"))]
 
 
-def _messages_tool_choice(value: Any, req: dict[str, Any], out: dict[str, Any]) -> None:
+def _messages_tool_choice(value: Any, req: Mapping[str, Any], out: dict[str, Any]) -> None:
     choice = as_object(value, "tool_choice")
     if req.get("tools"):
         tr.tool_choice_to_openai(choice, out)
@@ -379,7 +379,7 @@ def _budget_effort(budget: Any) -> str:
     return "low" if budget < 4_096 else "medium" if budget < 16_384 else "high"
 
 
-def _messages_thinking(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _messages_thinking(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     kind = as_object(value, "thinking").get("type")
     if kind == "disabled":
         out["reasoning_effort"] = "none"
@@ -391,7 +391,7 @@ def _messages_thinking(value: Any, _req: dict[str, Any], out: dict[str, Any]) ->
         raise invalid("thinking.type", "must be enabled, adaptive, disabled or between_tools")
 
 
-def _messages_metadata(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _messages_metadata(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     for key, item in as_object(value, "metadata").items():
         if key != "user_id":
             raise invalid(f"metadata.{key}", "is not a Messages metadata field")
@@ -399,7 +399,7 @@ def _messages_metadata(value: Any, _req: dict[str, Any], out: dict[str, Any]) ->
             out["safety_identifier"] = as_string(item, "metadata.user_id")
 
 
-def _messages_output_config(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _messages_output_config(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     for key, item in as_object(value, "output_config").items():
         if item is None:
             continue
@@ -418,12 +418,12 @@ def _messages_output_config(value: Any, _req: dict[str, Any], out: dict[str, Any
             raise invalid(f"output_config.{key}", "has no OpenAI equivalent")
 
 
-def _messages_cache_control(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _messages_cache_control(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     if as_object(value, "cache_control").get("ttl") == "1h":
         out["prompt_cache_retention"] = "24h"  # OpenAI caches prefixes by itself; this keeps them longer
 
 
-def _messages_service_tier(value: Any, _req: dict[str, Any], out: dict[str, Any]) -> None:
+def _messages_service_tier(value: Any, _req: Mapping[str, Any], out: dict[str, Any]) -> None:
     if value != "standard_only":
         raise invalid("service_tier", "must be auto or standard_only")
     out["service_tier"] = "default"
@@ -582,7 +582,7 @@ def translate(table: Table, req: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if rule.translate is None:
             raise invalid(name, f"not supported for {table.other}: {rule.cross}")
-        rule.translate(value, dict(req), out)
+        rule.translate(value, req, out)
     return out
 
 

@@ -39,7 +39,6 @@ from threadgate.providers.openai.wire import (
     usage_to_openai,
 )
 
-
 _DATA_URL = re.compile(r"^data:(?P<media_type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)$", re.DOTALL)
 _THINKING_TYPES = ("thinking", "redacted_thinking")
 
