@@ -406,3 +406,54 @@ def test_a_cancel_during_a_tool_call_stops_the_run_at_the_next_step_and_ignores_
     assert result["is_error"] and result["content"] != '{}'  # not the webhook's late answer
     assert len(usage_events(gw, key)) == 1
     assert aws.stores.runs.get_run(run_id).status == "cancelled"
+
+
+# --- the client's view: the relayed stream, dropped and resumed ----------------------------------------
+
+
+def _frames(lines: Iterator[str]) -> Iterator[tuple[int | None, dict[str, Any]]]:
+    """(id, event) of each SSE frame, as an EventSource would see them."""
+    import json
+
+    seq, data = None, []
+    for line in lines:
+        if line.startswith("id:"):
+            seq = int(line[3:].strip())
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif line == "" and data:
+            yield seq, json.loads("\n".join(data))
+            seq, data = None, []
+
+
+def test_a_stream_dropped_mid_run_resumes_with_last_event_id_without_gap_or_duplicate(aws, gw, receiver):
+    tool = register(gw, receiver, "lookup", "/slow/1")
+    key = gw.mint()
+    thread_id = new_thread(gw, key)
+    gw.fake.enqueue(FakeReply(tool_uses=[FakeToolUse(tool["name"], {"q": "late"}, id="toolu_resume")]),
+                    FakeReply(text="Found it after a while."))
+    body = {"model": MODEL, "max_tokens": 200, "content": "look it up", "tools": [tool["id"]], "stream": True}
+
+    with gw.client(key["secret"]) as client:
+        with client.stream("POST", f"/v1/threads/{thread_id}/messages", json=body) as response:
+            assert response.status_code == 200
+            run_id = response.headers["request-id"]
+            before = []
+            for seq, event in _frames(response.iter_lines()):
+                if event["type"] == "ping":
+                    continue
+                before.append((seq, event))
+                if event["type"] == "qlaud.tool_dispatch_start":
+                    break  # the client drops the stream while the tool runs in the execution
+        resume = {"Last-Event-ID": str(before[-1][0])}
+        with client.stream("GET", f"/v1/threads/{thread_id}/runs/{run_id}/events", headers=resume) as response:
+            assert response.status_code == 200
+            after = [(seq, event) for seq, event in _frames(response.iter_lines()) if event["type"] != "ping"]
+
+    assert aws.wait_for_execution(run_id)["status"] == "SUCCEEDED"
+    seen = before + after
+    assert [seq for seq, _ in seen] == list(range(1, len(seen) + 1))  # no gap, no duplicate
+    assert seen == [(seq, event) for seq, event in aws.stores.runs.list_events(run_id)]  # all of them
+    types = [event["type"] for _, event in seen]
+    assert types.count("message_start") == 2 and types[-1] == "qlaud.done"
+    assert "qlaud.tool_dispatch_done" in [event["type"] for _, event in after]
