@@ -8,17 +8,17 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from mangum import Mangum
 
+from threadgate.api import snapstart
 from threadgate.api.app import create_app
-from threadgate.runtime import get_runtime
 
 logger, metrics = Logger(), Metrics()
-app = create_app()  # routes only: stores and providers are built on the first request
+app = create_app()  # route modules, stores and providers load on first need (or before a snapshot)
 asgi = Mangum(app, lifespan="off")  # a Lambda container has no shutdown hook to run
+snapstart.register(app)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @metrics.log_metrics
 def handler(event, context):
-    if getattr(app.state, "runtime", None) is None:
-        app.state.runtime = get_runtime()
+    snapstart.ensure_runtime(app)
     return asgi(event, context)

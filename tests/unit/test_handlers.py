@@ -313,6 +313,46 @@ def test_bootstrap_creates_the_index_and_stores_the_first_admin_key_only_in_secr
     assert admin_key not in logged.out + logged.err
 
 
+def _run_hooks(hooks: list[Any], *, reverse: bool) -> None:
+    """Run registered SnapStart hooks the way the Lambda Python runtime does: before-snapshot
+    hooks in reverse order of registration, after-restore hooks in order."""
+    for func, args, kwargs in (reversed(hooks) if reverse else list(hooks)):
+        func(*args, **kwargs)
+    hooks.clear()
+
+
+def test_api_handler_under_snapstart_snapshots_code_only_and_connects_after_restore(aws, admin_key, monkeypatch):
+    import random
+    import sys
+
+    import snapshot_restore_py
+
+    import threadgate.runtime
+    from threadgate.api.app import ROUTE_MODULES
+
+    monkeypatch.setattr(snapshot_restore_py, "_before_snapshot_registry", [])
+    monkeypatch.setattr(snapshot_restore_py, "_after_restore_registry", [])
+    monkeypatch.setattr(threadgate.runtime, "_runtime", None)  # a new environment, initializing
+    api = Api()
+    app = api.module.app
+    _run_hooks(snapshot_restore_py.get_before_snapshot(), reverse=True)
+    # The snapshot holds every route module, but no runtime: no connection, no provider key.
+    assert all(f"threadgate.api.routes.{name}" in sys.modules for name in ROUTE_MODULES)
+    assert getattr(app.state, "runtime", None) is None and threadgate.runtime._runtime is None
+    snapshotted = random.getstate()
+
+    _run_hooks(snapshot_restore_py.get_after_restore(), reverse=False)
+    restored = threadgate.runtime._runtime
+    try:
+        assert restored is not None and app.state.runtime is restored  # built before the first request
+        assert random.getstate() != snapshotted  # each restored environment draws its own numbers
+        status, _, body = api("GET", "/v1/models", key=admin_key)
+        assert status == 200 and body["object"] == "list"
+        assert threadgate.runtime._runtime is restored
+    finally:
+        restored.stores.close()
+
+
 # --- what the Lambda layers do NOT ship ------------------------------------------------------
 
 LAMBDA_IMPORT_CHECK = r"""
@@ -327,10 +367,14 @@ class LocalOnly(importlib.abc.MetaPathFinder):
             raise ImportError(f"{name} is local-only: not in the Lambda deps layer")
 
 sys.meta_path.insert(0, LocalOnly())
+handlers = {}
 for name in ("api", "jobs", "indexer", "sweeper", "bootstrap", "loop", "webhooks"):
     path = os.path.join("functions", name, f"{name}_handler.py")
     spec = importlib.util.spec_from_file_location(f"{name}_handler", path)
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    handlers[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handlers[name])
+from threadgate.api import snapstart
+snapstart.before_snapshot(handlers["api"].app)  # every route module and runtime adapter (SnapStart)
 import threadgate.api.asgi  # what run.sh starts on the stream function
 import threadgate.domain.steps, threadgate.webhooks.delivery  # what the loop and webhooks functions import late
 from threadgate.runtime import build

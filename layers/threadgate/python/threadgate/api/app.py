@@ -1,20 +1,52 @@
 """The FastAPI application. `create_app(runtime)` wires routers; the runtime comes from
-`threadgate.runtime` (the composition root) unless a test hands one in."""
+`threadgate.runtime` (the composition root) unless a test hands one in.
+
+Route modules are imported when a request first needs them, not when the app is created: a
+Lambda cold start then imports FastAPI and this skeleton only (bench/coldstart_bench.py), and
+API Gateway sends each function a few route groups. ROUTE_MODULES says which paths each module
+serves; a path it does not name loads every module, so a 404, a 405 and /openapi.json answer
+exactly as with all routes present (tests/unit/test_lazy_routes.py holds the table true).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any, Iterable
 
 from fastapi import FastAPI
 
 from threadgate import __version__
-from threadgate.api import errors, openapi, sse
+from threadgate.api import errors, openapi
 from threadgate.api.middleware import RequestContext
 from threadgate.api.request_counting import CountInferenceRequests
 from threadgate.api.responses import FastJSONResponse
-from threadgate.runtime import Runtime, get_runtime
+
+if TYPE_CHECKING:
+    from threadgate.runtime import Runtime
+
+# threadgate.api.routes.<module> -> the path prefixes of every route it declares.
+ROUTE_MODULES: dict[str, tuple[str, ...]] = {
+    "keys": ("/v1/keys", "/v1/key", "/v1/account", "/v1/usage", "/v1/models"),
+    "threads": ("/v1/threads",),
+    "messages": ("/v1/messages", "/v1/threads/"),
+    "runs": ("/v1/threads/",),
+    "chat": ("/v1/chat/completions",),
+    "tools": ("/v1/tools",),
+    "search": ("/v1/search", "/v1/threads/"),
+    "jobs": ("/v1/jobs",),
+    "console": ("/console",),
+}
+OWN_PATHS = ("/health",)  # served by the app itself: no route module needed
+
+
+def route_modules_for(path: str) -> list[str]:
+    """The route modules a request for `path` may need (all of them for a path none names)."""
+    if path in OWN_PATHS:
+        return []
+    return [name for name, prefixes in ROUTE_MODULES.items() if path.startswith(prefixes)] or list(ROUTE_MODULES)
+
 
 def create_app(runtime: Runtime | None = None) -> FastAPI:
     from threadgate.background import invocation_hold
@@ -25,8 +57,11 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         if hold is not None:
             await hold.start()  # first: an extension must register before LWA asks for an event
-        rt = app.state.runtime = runtime or get_runtime()
+        from threadgate.api import sse
         from threadgate.background import jobs_runner, sweeper as sweeping
+        from threadgate.runtime import get_runtime
+
+        rt = app.state.runtime = runtime or get_runtime()
 
         sweeper = asyncio.create_task(sweeping.sweep_forever(rt)) if rt.settings.mode == "local" else None
 
@@ -60,18 +95,14 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         app.state.runtime = runtime  # also usable without running the lifespan (Mangum "off")
     errors.install(app)
     openapi.install(app)
-    from threadgate.api.routes import chat, console, jobs, keys, messages, runs, search, threads, tools
 
-    for module in (keys, threads, messages, runs, chat, tools, search, jobs, console):
-        app.include_router(module.router)
-
-    @app.get("/health", include_in_schema=False)
+    @app.get("/health", include_in_schema=False, response_model=None)  # no response model: no pydantic analysis at import
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
     app.outer = RequestContext(
         CountInferenceRequests(super(ThreadgateApp, app).__call__, app),
-        max_body_bytes=runtime.settings.max_body_bytes if runtime else _max_body(),
+        max_body_bytes=runtime.settings.max_body_bytes if runtime else None,
     )
     if hold is not None:
         app.outer = hold.wrap(app.outer)
@@ -80,15 +111,31 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
 
 class ThreadgateApp(FastAPI):
     """FastAPI with RequestContext OUTSIDE Starlette's error middleware, so even a 500 carries a
-    request id and no unexpected exception (with its traceback) reaches the server's log."""
+    request id and no unexpected exception (with its traceback) reaches the server's log; and
+    with its route modules included on first need (ROUTE_MODULES)."""
 
     outer: Any = None
 
+    def __init__(self, **kwargs: Any) -> None:
+        self._included: set[str] = set()
+        super().__init__(**kwargs)
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and len(self._included) < len(ROUTE_MODULES):
+            self.include_route_modules(route_modules_for(scope["path"]))
         await self.outer(scope, receive, send)
 
+    def include_route_modules(self, names: Iterable[str] = tuple(ROUTE_MODULES)) -> None:
+        """Import and include these route modules (all by default), each once, in table order."""
+        for name in ROUTE_MODULES:
+            if name in names and name not in self._included:
+                self.include_router(importlib.import_module(f"threadgate.api.routes.{name}").router)
+                self._included.add(name)
 
-def _max_body() -> int:
-    from threadgate.config import get_settings
+    @property
+    def routes(self) -> list[Any]:
+        """Every route (all modules included first): what the OpenAPI document and anyone
+        listing the app's routes see."""
+        self.include_route_modules()
+        return super().routes
 
-    return get_settings().max_body_bytes

@@ -15,13 +15,19 @@ log = logging.getLogger("threadgate.api")
 class RequestContext:
     """Gives every response `request-id` / `x-request-id` and refuses oversized bodies (413)."""
 
-    def __init__(self, app: Any, max_body_bytes: int):
+    def __init__(self, app: Any, max_body_bytes: int | None = None):
         self.app = app
+        # None: the configured limit, read on the first request (settings are not imported
+        # before that: Lambda cold start).
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if self.max_body_bytes is None:
+            from threadgate.config import get_settings
+
+            self.max_body_bytes = get_settings().max_body_bytes
         request_id = "req_" + secrets.token_hex(12)
         scope.setdefault("state", {})["request_id"] = request_id
         id_headers = [(b"request-id", request_id.encode()), (b"x-request-id", request_id.encode())]

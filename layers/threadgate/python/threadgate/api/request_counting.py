@@ -13,8 +13,6 @@ import logging
 import re
 from typing import Any
 
-from threadgate.domain.usage import day_of
-
 log = logging.getLogger("threadgate.api")
 
 _INFERENCE = re.compile(r"^/v1/(messages|chat/completions|jobs|threads/[^/]+/messages)$")
@@ -48,6 +46,8 @@ class CountInferenceRequests:
         counter = runtime.stores.request_counts
         if counter is None:
             return
+        from threadgate.domain.usage import day_of  # not at import: the app's cold start
+
         day = day_of(runtime.clock.now_ms())
         try:
             await asyncio.to_thread(
