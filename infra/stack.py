@@ -37,7 +37,9 @@ class ThreadgateStack(Stack):
         self.bedrock = BedrockAccess(self, "Bedrock", config=config)
         env = self._settings_environment()
 
-        self.api_fn = self._function("api", "api_handler.handler", env, memory_mb=1024,
+        # SnapStart where a cold start is waited for and the function allows it (Python 3.12+, no
+        # EFS, ephemeral storage <= 512 MB): docs/deploy.md "Cold starts" says why not the others.
+        self.api_fn = self._function("api", "api_handler.handler", env, memory_mb=1024, snap_start=True,
                                      timeout=Duration.seconds(29), description="Buffered API routes (Mangum)")
         lwa = lambda_.LayerVersion.from_layer_version_arn(
             self, "WebAdapterLayer", config.lwa_layer_arn(self.region, self.partition)
@@ -73,7 +75,7 @@ class ThreadgateStack(Stack):
         )
         self._grant()
 
-        self.api = Api(self, "Api", config=config, buffered=self.api_fn.function, streaming=self.stream_fn.function)
+        self.api = Api(self, "Api", config=config, buffered=self.api_fn.invocable, streaming=self.stream_fn.function)
         self.indexing = Indexing(self, "Indexing", indexer=self.indexer_fn.function,
                                  threads=self.data.tables["threads"])
         self.jobs.feed(self.jobs_fn.function)
@@ -114,11 +116,12 @@ class ThreadgateStack(Stack):
         return env
 
     def _function(self, name: str, handler: str, env: dict[str, str], *, memory_mb: int, timeout: Duration,
-                  description: str, extra_layers: list[lambda_.ILayerVersion] | None = None) -> AppFunction:
+                  description: str, extra_layers: list[lambda_.ILayerVersion] | None = None,
+                  snap_start: bool = False) -> AppFunction:
         return AppFunction(
             self, f"{name.title()}Function", config=self.config, name=name, handler=handler,
             layers=self.layers.all() + (extra_layers or []), environment=env,
-            memory_mb=memory_mb, timeout=timeout, description=description,
+            memory_mb=memory_mb, timeout=timeout, description=description, snap_start=snap_start,
         )
 
     @property

@@ -22,6 +22,7 @@ RUNTIME = lambda_.Runtime.PYTHON_3_12
 PYTHON_VERSION = "3.12"  # must match RUNTIME: the deps layer holds cp312 wheels
 DEPS_BUILD_INFO = "threadgate_deps_layer.json"
 _ARCHITECTURES = {"arm64": lambda_.Architecture.ARM_64, "x86_64": lambda_.Architecture.X86_64}
+SNAPSTART_ALIAS = "live"
 _ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", ".pytest_cache"]
 
 # Powertools reads these; responses and errors stay out of traces (they can carry key secrets).
@@ -87,7 +88,12 @@ def check_deps_layer(deps_dir: Path, architecture: str) -> None:
 
 class AppFunction(Construct):
     """One Lambda function: its handler directory, the shared layers, a role of its own that
-    starts empty (callers grant exactly what it needs), a log group with retention, X-Ray."""
+    starts empty (callers grant exactly what it needs), a log group with retention, X-Ray.
+
+    With `snap_start`, each deploy publishes a version that Lambda snapshots after init, and the
+    `live` alias points at it: callers must invoke `invocable` (the alias), since $LATEST is never
+    restored from a snapshot. The version a deploy replaces is deleted, so its snapshot stops
+    being cached (and charged) — docs/deploy.md "Cold starts"."""
 
     def __init__(
         self,
@@ -102,6 +108,7 @@ class AppFunction(Construct):
         memory_mb: int,
         timeout: Duration,
         description: str,
+        snap_start: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         removal = RemovalPolicy.DESTROY if config.is_dev else RemovalPolicy.RETAIN
@@ -128,7 +135,13 @@ class AppFunction(Construct):
             tracing=lambda_.Tracing.ACTIVE,
             log_group=self.log_group,
             description=description,
+            snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if snap_start else None,
+            current_version_options=lambda_.VersionOptions(removal_policy=RemovalPolicy.DESTROY) if snap_start else None,
         )
+        self.invocable: lambda_.IFunction = self.function
+        if snap_start:
+            self.invocable = lambda_.Alias(self, "Live", alias_name=SNAPSTART_ALIAS,
+                                           version=self.function.current_version)
 
 
 _RETENTION = {

@@ -37,10 +37,12 @@ def _methods(synth) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def _target(integration: dict[str, Any]) -> tuple[str, str]:
-    """(function logical id, invocation kind) from an AWS_PROXY integration URI."""
+    """(logical id of the function or alias invoked, invocation kind) from an AWS_PROXY
+    integration URI."""
     parts = integration["Uri"]["Fn::Join"][1]
-    function = next(p["Fn::GetAtt"][0] for p in parts if isinstance(p, dict) and "Fn::GetAtt" in p)
-    return function, parts[-1]
+    refs = [p["Fn::GetAtt"][0] if "Fn::GetAtt" in p else p.get("Ref") for p in parts if isinstance(p, dict)]
+    target = next(ref for ref in refs if ref and not ref.startswith("AWS::"))  # not a pseudo parameter
+    return target, parts[-1]
 
 
 def _function(synth, name: str) -> dict[str, Any]:
@@ -67,7 +69,7 @@ def test_streaming_routes_stream_from_the_web_adapter_function_for_up_to_15_minu
 
 
 def test_every_other_method_is_a_buffered_proxy_to_the_mangum_function(synth):
-    api_fn = synth.logical_id(synth.stack.api_fn.function)
+    api_fn = synth.logical_id(synth.stack.api_fn.invocable)  # its SnapStart alias
     others = {key: m for key, m in _methods(synth).items() if key not in STREAMING_ROUTES}
     assert ("ANY", "/") in others and ("ANY", "/{proxy+}") in others
     # GET on a streaming resource (history) must still reach the app.
@@ -80,7 +82,7 @@ def test_every_other_method_is_a_buffered_proxy_to_the_mangum_function(synth):
 
 def test_console_page_and_files_are_buffered_routes_of_the_mangum_function(synth):
     methods = _methods(synth)
-    api_fn = synth.logical_id(synth.stack.api_fn.function)
+    api_fn = synth.logical_id(synth.stack.api_fn.invocable)
     assert CONSOLE_ROUTES == (("ANY", "/console"), ("ANY", "/console/{proxy+}"))
     for route in CONSOLE_ROUTES:
         integration = methods[route]["Integration"]
@@ -146,6 +148,42 @@ def test_api_function_is_the_mangum_handler(synth):
     asset = synth.outdir / f"asset.{props['Code']['S3Key'].removesuffix('.zip')}"
     assert "Mangum(" in (asset / "api_handler.py").read_text()
     assert props["Timeout"] <= 29  # API Gateway's buffered integration limit
+
+
+def test_api_function_snapstarts_its_published_version_and_api_gateway_invokes_it_through_the_alias(synth):
+    """SnapStart restores only published versions: the alias is what API Gateway must call (a
+    call to the bare function runs $LATEST, initialized from scratch)."""
+    function = synth.logical_id(synth.stack.api_fn.function)
+    props = _function(synth, "api")
+    assert props["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    # What SnapStart refuses: EFS, ephemeral storage over 512 MB, provisioned concurrency.
+    assert "FileSystemConfigs" not in props and props.get("EphemeralStorage", {"Size": 512})["Size"] <= 512
+    assert not any("ProvisionedConcurrencyConfig" in r["Properties"] for r in synth.of_type("AWS::Lambda::Alias").values())
+    versions = {k: v for k, v in synth.of_type("AWS::Lambda::Version").items()
+                if v["Properties"]["FunctionName"] == {"Ref": function}}
+    (version,) = versions.values()
+    assert version["DeletionPolicy"] == "Delete"  # a replaced version's snapshot is not kept (and charged)
+    alias_id = synth.logical_id(synth.stack.api_fn.invocable)
+    alias = synth.resources[alias_id]["Properties"]
+    assert alias["FunctionName"] == {"Ref": function} and alias["Name"] == "live"
+    assert alias["FunctionVersion"] == {"Fn::GetAtt": [next(iter(versions)), "Version"]}
+    targets = {_target(m["Integration"])[0] for m in _methods(synth).values()}
+    assert alias_id in targets and function not in targets
+    # API Gateway may invoke the alias (the permission names its ARN, not the function's).
+    (permission,) = [p["Properties"] for p in synth.of_type("AWS::Lambda::Permission").values()
+                     if p["Properties"]["Principal"] == "apigateway.amazonaws.com"
+                     and p["Properties"]["FunctionName"] == {"Ref": alias_id}]
+    assert permission["Action"] == "lambda:InvokeFunction"
+
+
+def test_only_the_api_function_snapstarts(synth):
+    """The others, and why (docs/deploy.md "Cold starts"): the stream function's pinned Web
+    Adapter cannot relay the runtime hooks to uvicorn; the workers' cold starts keep no one
+    waiting and would cost a snapshot per deploy."""
+    for name, props in _functions(synth).items():
+        assert ("SnapStart" in props) == (name == "api"), name
+    for name, function in synth.stack.app_functions.items():
+        assert (function.invocable is function.function) == (name != "api"), name
 
 
 def test_functions_are_python312_arm64_on_both_layers_with_active_tracing(synth):
@@ -431,7 +469,7 @@ def test_only_the_webhook_worker_answers_tasks_and_only_turn_runners_start_runs(
 def test_a_runs_event_stream_streams_and_its_status_and_cancel_stay_buffered(synth):
     methods = _methods(synth)
     stream_fn = synth.logical_id(synth.stack.stream_fn.function)
-    api_fn = synth.logical_id(synth.stack.api_fn.function)
+    api_fn = synth.logical_id(synth.stack.api_fn.invocable)
     events = methods[("GET", "/v1/threads/{id}/runs/{run_id}/events")]["Integration"]
     assert events["ResponseTransferMode"] == "STREAM"  # a resumed stream relays until the run ends
     assert _target(events) == (stream_fn, "/response-streaming-invocations")
