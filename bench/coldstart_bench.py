@@ -6,9 +6,20 @@ and the AWS SDK the Lambda runtime provides. The deps layer is rebuilt for THIS 
 architecture for the measurement (the deployable one is aarch64 and cannot load here), from the
 same requirements by the same script. A handler that cannot import there would fail on Lambda.
 
-    python bench/coldstart_bench.py [--runs 7]
+    python bench/coldstart_bench.py [--runs 7] [--baseline REF]
 
-Targets (issue 5): api handler import <= 300 ms; the two layers together <= 60 MB unzipped.
+Route modules load on a request's first need (api/app.py), so besides the handler's import the
+bench measures `api_chat_first_request`: the import plus the route modules a first
+/v1/chat/completions request loads — what a cold chat request pays before its runtime is built.
+With `--baseline REF` the api handler of that commit (its functions/api and app layer, exported
+with git archive) is measured in the same rounds, interleaved, as `api_baseline`.
+
+The SnapStart path (bench/snapstart_probe.py, this interpreter, moto in-process): the time of
+the before-snapshot hooks, of after_restore (building the runtime: stores, provider keys read
+from Secrets Manager), and of the first request after it; and the first request of an
+environment without SnapStart, which builds the runtime inside it.
+
+Targets (issues 5, 13): api handler import <= 300 ms; the two layers together <= 60 MB unzipped.
 Numbers vary with the machine; read them against each other, not as absolutes.
 """
 
@@ -47,6 +58,12 @@ LAMBDA_ENV = {
     "POWERTOOLS_SERVICE_NAME": "threadgate", "POWERTOOLS_METRICS_NAMESPACE": "Threadgate",
     "AWS_LAMBDA_FUNCTION_NAME": "threadgate-bench", "LANG": "C.UTF-8",
 }
+# The route modules a first chat request includes (api/app.py route_modules_for), timed by
+# -X importtime like the handler itself.
+CHAT_FIRST_REQUEST = ("import api_handler; from threadgate.api.app import route_modules_for; "
+                      "api_handler.app.include_route_modules(route_modules_for('/v1/chat/completions'))")
+BASELINE_DIR = ROOT / "build" / "coldstart" / "baseline"
+PROBE_RUNS = 5
 TARGET_API_IMPORT_MS = 300
 TARGET_LAYERS_MB = 60
 
@@ -92,11 +109,15 @@ def runtime_sdk_dir() -> Path:
 
 
 def import_once(python: str, name: str, module: str, paths: list[Path]) -> tuple[float | None, str]:
-    """One fresh interpreter importing `module`: (cumulative import ms, error line or "")."""
+    """One fresh interpreter importing `module` (or running CHAT_FIRST_REQUEST): (cumulative
+    import ms, error line or "")."""
     code = f"import sys; sys.path[:0] = {[str(p) for p in paths]!r}; import {module}"
     modules = [module] + (["uvicorn.main"] if name == "stream" else [])
     if name == "stream":
         code += "; import uvicorn.main"
+    if name == "api_chat_first_request":
+        code += "; " + CHAT_FIRST_REQUEST
+        modules += ["threadgate.api.routes." + m for m in ("chat",)]
     done = subprocess.run([python, "-I", "-X", "importtime", "-c", code], capture_output=True, text=True,
                           env={**LAMBDA_ENV, "PATH": os.environ.get("PATH", "")}, cwd=tempfile.gettempdir())
     if done.returncode != 0:
@@ -143,6 +164,29 @@ def _top_level_ms(importtime: str, modules: list[str]) -> float:
     return total
 
 
+def export_baseline(ref: str) -> Path:
+    """functions/api and the app layer as they were at `ref`."""
+    shutil.rmtree(BASELINE_DIR, ignore_errors=True)
+    BASELINE_DIR.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "functions/api", "layers/threadgate/python"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(BASELINE_DIR)], input=archive, check=True)
+    return BASELINE_DIR
+
+
+def snapstart_probe(runs: int) -> dict[str, dict]:
+    """bench/snapstart_probe.py in fresh interpreters, the two modes interleaved: medians (ms)."""
+    samples: dict[str, dict[str, list[float]]] = {"snapstart": {}, "plain": {}}
+    for _ in range(runs):
+        for mode, times in samples.items():
+            done = subprocess.run([sys.executable, str(ROOT / "bench" / "snapstart_probe.py"), mode],
+                                  capture_output=True, text=True, check=True, cwd=ROOT)
+            for key, ms in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                times.setdefault(key, []).append(ms)
+    return {mode: {key: {"median_ms": round(statistics.median(v), 1), "min_ms": min(v), "samples_ms": v}
+                   for key, v in times.items()} for mode, times in samples.items()}
+
+
 def tree_mb(path: Path, exclude_cache: bool = True) -> float:
     files = [p for p in path.rglob("*") if p.is_file()]
     if exclude_cache:
@@ -153,6 +197,7 @@ def tree_mb(path: Path, exclude_cache: bool = True) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--baseline", help="a git ref whose api handler is measured alongside (before/after)")
     args = parser.parse_args()
     python = lambda_python()
     mirror = host_mirror_layer(python)
@@ -160,6 +205,11 @@ def main() -> None:
     app_layer = ROOT / "layers" / "threadgate" / "python"
     entries = {name: (module, [ROOT / "functions" / name, mirror, app_layer, sdk])
                for name, module in ENTRY_MODULES.items()}
+    entries["api_chat_first_request"] = ("api_handler", entries["api"][1])
+    if args.baseline:
+        before = export_baseline(args.baseline)
+        entries["api_baseline"] = ("api_handler", [before / "functions" / "api", mirror,
+                                                   before / "layers" / "threadgate" / "python", sdk])
     # A yardstick measured the same way, interleaved: a loaded machine slows everything alike.
     entries["fastapi_alone"] = ("fastapi", [mirror, sdk])
     try:
@@ -184,7 +234,11 @@ def main() -> None:
                                  capture_output=True, text=True).stdout.strip(),
         "machine": platform.machine(),
         "runs": args.runs,
+        "baseline": args.baseline and subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.baseline],
+                                                     capture_output=True, text=True).stdout.strip(),
         "imports": imports,
+        "snapstart_probe": {"python": platform.python_version(), "aws": "moto (in-process)",
+                            **snapstart_probe(PROBE_RUNS)},
         "calibration_import_fastapi": calibration,
         # per round, api handler / fastapi alone: the handler's own cost, less sensitive to load
         "api_import_vs_fastapi_median": round(statistics.median(
