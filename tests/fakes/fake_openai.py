@@ -43,6 +43,7 @@ from starlette.routing import Route
 from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
 
 from tests.fakes import faults
+from tests.fakes import fake_openai_responses as responses
 from tests.fakes.faults import FakeUpstream
 
 FAKE_API_KEY = "sk-proj-fake-0123456789abcdef"
@@ -67,6 +68,7 @@ class FakeReply:
     completion_tokens: int | None = None  # default: words + tool calls
     cached_tokens: int = 0
     service_tier: str | None = None  # what the answer reports; default: as the real API does
+    reasoning_tokens: int = 0  # Responses only: reasoning tokens, counted in the output tokens
 
 
 def served_tier(body: dict[str, Any]) -> str:
@@ -90,8 +92,10 @@ class FakeOpenAI(FakeUpstream):
 
     def __init__(self, api_key: str = FAKE_API_KEY, default_reply: str | None = None) -> None:
         super().__init__(api_key, default_reply)
-        endpoint = faults.AsgiEndpoint(self._chat_completions)
-        self.app = Starlette(routes=[Route("/v1/chat/completions", endpoint, methods=["POST"])])
+        self.app = Starlette(routes=[
+            Route("/v1/chat/completions", faults.AsgiEndpoint(self._chat_completions), methods=["POST"]),
+            Route("/v1/responses", faults.AsgiEndpoint(self._responses), methods=["POST"]),
+        ])
 
     @property
     def v1_url(self) -> str:
@@ -133,7 +137,39 @@ class FakeOpenAI(FakeUpstream):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         await _send_stream(request, send, stream_chunks(completion, include_usage), number, **snapshot)
 
-    def _refusal(self, headers: dict[str, str], body: Any, number: int) -> Response | None:
+    async def _responses(self, scope: Any, receive: Any, send: Any) -> None:
+        """The Responses API (tests/fakes/fake_openai_responses.py), scripted as Chat Completions."""
+        request = Request(scope, receive)
+        raw = await request.body()
+        with self._lock:
+            body, headers, number = self._record(request, raw)
+            delay = self._take("header_delay", 0.0)
+        if delay and await faults.client_left_during(request, delay):
+            return
+        response = self._refusal(headers, body, number, responses.request_problem)
+        if response is not None:
+            await response(scope, receive, send)
+            return
+        with self._lock:
+            reply, snapshot = self._take_reply(streaming=bool(body.get("stream")), body=body)
+        answer = responses.build_response(body, reply, self.default_reply, number, served_tier(body))
+        if not body.get("stream"):
+            await faults.json_answer(answer, _request_id(number), snapshot)(scope, receive, send)
+            return
+        snapshot.pop("omit_done", None)  # a Responses stream has no [DONE]; its end is response.completed
+        await faults.send_event_stream(
+            send,
+            [responses.frame(event) for event in responses.stream_events(answer)],
+            headers=_request_id(number),
+            malformed_frame=b"event: response.output_text.delta\ndata: {not json\n\n",
+            error_frame=responses.error_frame(),
+            pause=lambda seconds: faults.client_left_during(request, seconds),
+            **snapshot,
+        )
+
+    def _refusal(
+        self, headers: dict[str, str], body: Any, number: int, problem_of: Any = None
+    ) -> Response | None:
         if headers.get("authorization") != f"Bearer {self.api_key}":
             # The real message names the key (masked); the gateway must never repeat it.
             shown = headers.get("authorization", "").removeprefix("Bearer ")
@@ -144,7 +180,7 @@ class FakeOpenAI(FakeUpstream):
             return _error(failure.status, failure.message, number, code=failure.code, headers=failure.headers())
         if not isinstance(body, dict):
             return _error(400, "We could not parse the JSON body of your request.", number)
-        problem = request_problem(body)
+        problem = (problem_of or request_problem)(body)
         return None if problem is None else _error(400, problem, number)
 
 
@@ -326,11 +362,13 @@ def tool_calling_responder(body: dict[str, Any]) -> FakeReply | None:
     """A model that calls a tool it is offered (the one `tool_choice` names, else the first) with
     an input made from its schema, unless the conversation just answered a tool call."""
     tools = [t.get("function") or t for t in body.get("tools") or body.get("functions") or []]
+    tools = [t for t in tools if t.get("type", "function") == "function"]
     messages = body.get("messages") or [{}]
-    if not tools or messages[-1].get("role") in ("tool", "function"):
+    if not tools or messages[-1].get("role") in ("tool", "function") or responses.answered_a_tool_call(body):
         return None
     choice = body.get("tool_choice")
-    named = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    # Chat Completions names the function under `function`; Responses at the top level.
+    named = (choice.get("function") or choice).get("name") if isinstance(choice, dict) else None
     tool = next((t for t in tools if t.get("name") == named), tools[0])
     return FakeReply(tool_calls=[FakeToolCall(tool["name"], faults.example_of(tool.get("parameters") or {}))])
 

@@ -114,7 +114,8 @@ CHAT_CASES = [
     Case("moderation", {"moderation": {"model": "omni-moderation-latest"}}, REFUSED),
     Case("prediction", {"prediction": {"type": "content", "content": "hello there"}}, REFUSED),
     Case("service_tier", {"service_tier": "default"}, {"service_tier": ABSENT}),
-    Case("service_tier", {"service_tier": "priority"}, REFUSED, REFUSED),
+    Case("service_tier", {"service_tier": "priority"}, REFUSED),  # priced for the GPT model (test_responses_route.py)
+    Case("service_tier", {"service_tier": "scale"}, REFUSED, REFUSED),
     Case("modalities", {"modalities": ["text"]}, {"modalities": ABSENT}),
     Case("modalities", {"modalities": ["text", "audio"]}, REFUSED, REFUSED),
     Case("audio", {"audio": {"voice": "alloy", "format": "wav"}}, REFUSED, REFUSED),

@@ -83,7 +83,8 @@ class Runtime:
         return self.providers[model.provider]
 
     def upstream_for(self, model: ModelInfo, caller: str) -> Upstream:
-        """How a passthrough call from a caller speaking `caller` ("openai" or "anthropic")
+        """How a passthrough call from a caller speaking `caller` ("openai", "anthropic"
+        or "responses")
         reaches the model (see providers/passthrough.py)."""
         from threadgate.providers.passthrough import upstream_of
 

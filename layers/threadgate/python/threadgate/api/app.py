@@ -33,6 +33,7 @@ ROUTE_MODULES: dict[str, tuple[str, ...]] = {
     "messages": ("/v1/messages", "/v1/threads/"),
     "runs": ("/v1/threads/",),
     "chat": ("/v1/chat/completions",),
+    "responses": ("/v1/responses",),
     "tools": ("/v1/tools",),
     "search": ("/v1/search", "/v1/threads/"),
     "jobs": ("/v1/jobs",),

@@ -15,7 +15,7 @@ from threadgate.domain.errors import GatewayError, InvalidRequest, NotFound
 
 log = logging.getLogger("threadgate.api")
 
-OPENAI_SHAPED_PATHS = ("/v1/chat/completions",)
+OPENAI_SHAPED_PATHS = ("/v1/chat/completions", "/v1/responses")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 

@@ -1,10 +1,13 @@
 """The HTTP side of passthrough (API.md §10): a caller's body → one metered `PassthroughCall`, and
-its events → the caller's wire shape. Shared by /v1/chat/completions, /v1/messages and async jobs.
+its events → the caller's wire shape. Shared by /v1/chat/completions, /v1/messages, /v1/responses
+and async jobs.
 
 Same family (Chat Completions to an OpenAI model; Messages to a model reached in the Messages
 shape) the body goes upstream as it came. Otherwise it is translated by
 `providers/field_map.py` — completely, or 400 naming the field — before any money moves, and the
 answer is translated back. Either way `field_map.guard` first refuses what cannot be metered.
+The Responses API is served same-family only (OpenAI models): it is not translated, so another
+model is refused by name rather than half-translated.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from threadgate import jsoncodec
 from threadgate.api import sse
 from threadgate.api.errors import validation_error
-from threadgate.api.schemas import ChatCreate, MessagesCreate
+from threadgate.api.schemas import ChatCreate, MessagesCreate, ResponsesCreate
 from threadgate.domain.errors import InvalidRequest
 from threadgate.domain.models import Principal
 from threadgate.domain.passthrough import PassthroughCall, PassthroughSpec
@@ -60,6 +63,7 @@ def chat(rt: Runtime, p: Principal, raw: Any, rid: str, *, stream: bool | None =
     checked: ChatCreate = _checked(ChatCreate, raw)
     model = rt.model(checked.model)
     field_map.guard(field_map.CHAT, raw)
+    field_map.check_service_tier(model, raw)
     upstream = rt.upstream_for(model, "openai")
     stream = checked.stream if stream is None else stream
     include_usage = wants_usage_chunk(raw)
@@ -115,6 +119,30 @@ def messages(
         PassthroughCall(rt.meter, spec, upstream),
         lambda c: (_renamed(c.result.message, model.id), _cost(c)),
         _events_as_they_came(model.id),
+    )
+
+
+def responses(rt: Runtime, p: Principal, raw: Any, rid: str) -> Passthrough:
+    """A Responses API call to an OpenAI-family model, body and answer as they are."""
+    checked: ResponsesCreate = _checked(ResponsesCreate, raw)
+    model = rt.model(checked.model)
+    upstream = rt.upstream_for(model, "responses")
+    if upstream.wire != "responses":
+        raise InvalidRequest(
+            f"model: {model.id} is not an OpenAI model; /v1/responses serves OpenAI models only (the "
+            "Responses API is not translated for other families); use /v1/chat/completions or /v1/messages",
+            param="model",
+        )
+    field_map.guard(field_map.RESPONSES, raw)
+    field_map.check_service_tier(model, raw)
+    spec = PassthroughSpec(
+        p, model, rid, checked.stream, {**raw, "model": model.upstream_id}, [],
+        max_tokens=checked.max_output_tokens, limit_fields=("max_output_tokens",), limit_required=False,
+    )
+    return Passthrough(
+        PassthroughCall(rt.meter, spec, upstream),
+        lambda c: (_renamed(c.result.message, model.id), _cost(c)),
+        _response_events(model.id),
     )
 
 
@@ -176,6 +204,30 @@ def _events_as_chunks(translator: AnthropicToOpenAIStream) -> Frames:
         if kind in ("_end", "ping") or kind.startswith("qlaud."):
             return _chat_control(event)
         return [_data(chunk) for chunk in translator.feed(event)]
+
+    return frames
+
+
+def _response_events(model_id: str) -> Frames:
+    """Responses API events as they came, each `response` snapshot under the gateway's model id;
+    a failure after the stream began is the API's own `error` event."""
+    sequence = 0
+
+    def frames(event: dict[str, Any]) -> list[bytes]:
+        nonlocal sequence
+        kind = event.get("type", "")
+        if kind == "ping":
+            return [b": ping\n\n"]
+        if kind == "qlaud.error":
+            err = event["error"]
+            event = {"type": "error", "code": err["type"], "message": err["message"], "param": None,
+                     "sequence_number": sequence}
+        elif kind == "_end" or kind.startswith("qlaud."):
+            return []
+        elif isinstance(event.get("response"), dict):
+            event = {**event, "response": _renamed(event["response"], model_id)}
+        sequence = event.get("sequence_number", sequence) + 1
+        return [sse.encode(event)]
 
     return frames
 

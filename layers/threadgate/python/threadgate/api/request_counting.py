@@ -15,7 +15,7 @@ from typing import Any
 
 log = logging.getLogger("threadgate.api")
 
-_INFERENCE = re.compile(r"^/v1/(messages|chat/completions|jobs|threads/[^/]+/messages)$")
+_INFERENCE = re.compile(r"^/v1/(messages|chat/completions|responses|jobs|threads/[^/]+/messages)$")
 
 
 class CountInferenceRequests:

@@ -217,3 +217,21 @@ class ChatCreate(Body):
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     n: int | None = Field(default=None, ge=1, le=128)
+
+
+class ResponsesCreate(Body):
+    """A `/v1/responses` body: only what the gateway reads is checked here; the body itself is
+    forwarded as it came (providers/field_map.py RESPONSES)."""
+
+    model: str = Field(min_length=1, max_length=200)
+    # The conversation: a string, or input items (their shapes are the upstream's to check).
+    input: Any
+    stream: bool = False
+    max_output_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+
+    @field_validator("input")
+    @classmethod
+    def _input(cls, v: Any) -> Any:
+        if not isinstance(v, (str, list)) or not v:
+            raise ValueError("input: must be a non-empty string or array of input items")
+        return v

@@ -195,7 +195,7 @@ class _Walk:
         for key, value in request.items():
             if key in _NOT_PROMPT or value is None:
                 continue
-            if key == "messages" and isinstance(value, list):
+            if key in ("messages", "input") and isinstance(value, list):  # Responses: `input` items
                 total += sum(self.message(m) for m in value)
             elif key == "system":
                 total += f.message + self.content(value)

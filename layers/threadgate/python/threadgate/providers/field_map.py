@@ -89,6 +89,28 @@ NOT_METERED = "not priced in the gateway's catalog, so it cannot be billed"
 SERVER_TOOLS_WHY = "server tools carry per-use fees the usage report cannot meter"
 
 
+# OpenAI service tiers: auto and default are the standard prices; priority and flex are served
+# where the catalog prices them for the model (`price_tiers`; checked by `check_service_tier`, the
+# reservation prices the tier asked for, settlement the tier OpenAI reports). Others (scale, fast,
+# ultrafast) have no price list in the catalog.
+PRICED_SERVICE_TIERS = ("priority", "flex")
+SERVICE_TIER_SAME = (
+    "auto and default forwarded; priority and flex forwarded where the catalog prices that tier for "
+    f"the model, else refused; scale, fast and ultrafast refused: they are {NOT_METERED}"
+)
+_service_tier_guard = _refuse_unless(
+    _values("auto", "default", *PRICED_SERVICE_TIERS), f"only auto, default, priority and flex are served; the other tiers are {NOT_METERED}"
+)
+
+
+def check_service_tier(model: Any, body: Mapping[str, Any]) -> None:
+    """400 naming `service_tier` when it asks for a tier the catalog has no prices of for `model`
+    (a `domain.models.ModelInfo`): the call could not be billed at what it costs."""
+    tier = body.get("service_tier")
+    if tier in PRICED_SERVICE_TIERS and tier not in model.price_tiers:
+        raise invalid("service_tier", f"{json.dumps(tier)} is refused: {model.id} has no {tier} prices in the gateway's catalog, so it cannot be billed")
+
+
 # --- Chat Completions -> Claude (Messages) ----------------------------------------------------------
 
 
@@ -321,10 +343,10 @@ CHAT = Table("Chat Completions", "OpenAI models", "Claude and other models", {
         "Claude has no predicted outputs",
     ),
     "service_tier": Rule(
-        f"auto and default forwarded; flex, scale, priority and fast refused: they are {NOT_METERED}",
+        SERVICE_TIER_SAME,
         "auto and default are accepted (Claude's standard tier)",
         default=_values("auto", "default"),
-        guard=_refuse_unless(_values("auto", "default"), f"only auto and default are served; the other tiers are {NOT_METERED}"),
+        guard=_service_tier_guard,
     ),
     "modalities": Rule(
         f"text forwarded; audio refused: audio output is {NOT_METERED}",
@@ -556,6 +578,96 @@ def _client_tools_only(tools: Any) -> None:
             raise invalid(f"tools[{i}].type", f"server tools ({kind!r}) are not supported: {SERVER_TOOLS_WHY}")
 
 
+# --- Responses (OpenAI models only) ----------------------------------------------------------------
+# The Responses API is served same-family only: no rule translates (a Claude model is refused by the
+# route, by name). Its table says what passthrough does and guards what cannot be metered.
+
+# Responses tools the caller runs itself (billed as tokens only); the rest run on OpenAI's side
+# with per-use fees (web and file search, code interpreter, image generation, MCP, hosted shell...).
+RESPONSES_CLIENT_TOOLS = ("function", "custom", "namespace", "local_shell", "apply_patch", "computer", "computer_use_preview")
+STORED_STATE_WHY = (
+    "it brings in context stored at OpenAI that the gateway never sees, so it cannot bound the call's "
+    "cost before it starts (the key's cap), and it would reach state stored by every key of this gateway; "
+    "send the earlier items in `input` instead"
+)
+
+
+def _responses_tools(name: str, tools: Any) -> None:
+    for i, tool in enumerate(tools if isinstance(tools, list) else []):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind not in RESPONSES_CLIENT_TOOLS:
+            raise invalid(f"{name}[{i}].type", f"{json.dumps(kind)} is refused: {SERVER_TOOLS_WHY} (served: "
+                          f"{', '.join(RESPONSES_CLIENT_TOOLS)})")
+
+
+def _responses_input(name: str, items: Any) -> None:
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        if isinstance(item, dict) and item.get("type") == "item_reference":
+            raise invalid(f"{name}[{i}].type", f"item_reference is refused: {STORED_STATE_WHY}")
+
+
+_FORWARDED = Rule("forwarded", "")
+
+RESPONSES = Table("Responses", "OpenAI models", "Claude and other models", {
+    "model": Rule("sent as the catalog model's upstream id; a model of another family is refused by name", ""),
+    "input": Rule(
+        "forwarded as sent; `item_reference` items are refused (they point at stored items the gateway cannot see)",
+        "", guard=_responses_input,
+    ),
+    "instructions": _FORWARDED,
+    "max_output_tokens": Rule(
+        "lowered to what the key can still pay for; when absent it stays absent (the reservation "
+        "assumes the model's output limit) unless the key cannot pay for that limit", "",
+    ),
+    "stream": _FORWARDED,
+    "stream_options": _FORWARDED,
+    "tools": Rule(
+        f"function, custom, namespace and the tools the caller runs ({', '.join(RESPONSES_CLIENT_TOOLS[3:])}) "
+        f"forwarded; server tools refused: {SERVER_TOOLS_WHY}", "", guard=_responses_tools,
+    ),
+    "tool_choice": _FORWARDED,
+    "parallel_tool_calls": _FORWARDED,
+    "max_tool_calls": _FORWARDED,
+    "text": _FORWARDED,
+    "reasoning": _FORWARDED,
+    "include": _FORWARDED,
+    "temperature": _FORWARDED,
+    "top_p": _FORWARDED,
+    "top_logprobs": _FORWARDED,
+    "truncation": _FORWARDED,
+    "metadata": _FORWARDED,
+    "user": _FORWARDED,
+    "safety_identifier": _FORWARDED,
+    "prompt_cache_key": _FORWARDED,
+    "prompt_cache_retention": _FORWARDED,
+    "prompt_cache_options": _FORWARDED,
+    "context_management": _FORWARDED,
+    "moderation": _FORWARDED,
+    "image": _FORWARDED,
+    "access_programs": _FORWARDED,
+    "store": Rule(
+        "forwarded (OpenAI keeps a stored response in the operator's account; nothing stored is ever read "
+        "back through the gateway: see `previous_response_id`)", "",
+    ),
+    "service_tier": Rule(SERVICE_TIER_SAME, "", guard=_service_tier_guard),
+    "previous_response_id": Rule(f"refused: {STORED_STATE_WHY}", "", guard=_refuse_always(STORED_STATE_WHY)),
+    "conversation": Rule(f"refused: {STORED_STATE_WHY}", "", guard=_refuse_always(STORED_STATE_WHY)),
+    "prompt": Rule(
+        "refused: a stored prompt template is text the gateway never sees (its cost cannot be bounded)", "",
+        guard=_refuse_always("a stored prompt template is text the gateway never sees, so the call's cost cannot be bounded"),
+    ),
+    "background": Rule(
+        "false accepted; true refused: a background response is answered (and billed) after this call ends, "
+        "where the gateway cannot meter it", "",
+        guard=_refuse_unless(_values(False), "a background response finishes after this call, where the gateway cannot meter it"),
+    ),
+    "background_options": Rule(
+        "refused: only background responses take it", "",
+        guard=_refuse_always("only background responses take it, and the gateway does not serve them"),
+    ),
+})
+
+
 # --- applying a table ----------------------------------------------------------------------------
 
 
@@ -618,6 +730,12 @@ def markdown() -> str:
             cross = rule.cross if rule.translate is not None or rule.guard is not None else f"**refused**: {rule.cross}"
             parts.append(f"| {shown} | {_cell(rule.same)} | {_cell(cross)} |")
         parts.append(f"| any other field | forwarded | **refused** by name |\n")
+    parts.append(f"**`/v1/responses`** ({RESPONSES.api} request fields; {RESPONSES.other}: **refused**, `param: \"model\"`)\n")
+    parts.append(f"| field | to {RESPONSES.own} (passed through) |")
+    parts.append("|---|---|")
+    for name, rule in RESPONSES.rules.items():
+        parts.append(f"| `{name}` | {_cell(rule.same)} |")
+    parts.append("| any other field | forwarded |\n")
     return "\n".join(parts).rstrip() + "\n"
 
 

@@ -132,6 +132,14 @@ class UpstreamHTTP:
             await self._client.aclose()
             self._client = None
 
+    def at(self, url: str) -> UpstreamHTTP:
+        """The same upstream (headers, key, timeouts, retries) at another endpoint `url`. It
+        shares the client handed in, if any; otherwise it pools its own connections."""
+        return UpstreamHTTP(
+            url, self._headers, name=self._name, secret=self._secrets[0], status_error=self._status_error,
+            timeout=self._timeout, retry=self._retry, client=None if self._owns_client else self._client,
+        )
+
     async def open(self, body: dict[str, Any]) -> httpx.Response:
         """POST `body` with retries until a 2xx status arrives; returns it with the body unread.
         The caller must close it (`read_json` and `UpstreamEvents` do)."""

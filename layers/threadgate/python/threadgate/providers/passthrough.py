@@ -1,7 +1,7 @@
 """Providers as passthrough upstreams (`domain.passthrough.Upstream`).
 
 An OpenAI provider is reached in its own Chat Completions shape (answering a Messages caller in the
-Messages shape); every other provider through the canonical Anthropic Messages shape of the
+Messages shape), or in the Responses shape for a Responses caller; every other provider through the canonical Anthropic Messages shape of the
 `ModelProvider` port (Anthropic forwards that body as it is; the local model and Bedrock translate
 it at their edge).
 """
@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator
 from threadgate.domain.models import Usage
 from threadgate.ports import ModelProvider
 from threadgate.providers.anthropic.stream_accumulator import MessageAccumulator
+from threadgate.providers.openai import responses
 from threadgate.providers.openai.streams import ChunkAccumulator
 from threadgate.providers.openai.wire import usage_to_anthropic
 
@@ -77,9 +78,33 @@ class ChatCompletionsWire:
         return Usage.from_anthropic(usage_to_anthropic(answer.get("usage"), answer.get("service_tier")))
 
 
-def upstream_of(provider: ModelProvider, caller: str) -> MessagesWire | ChatCompletionsWire:
-    """`provider` as seen by a caller speaking `caller` ("openai" or "anthropic"). Its `wire` is
-    the request shape it takes: when that is not the caller's, translate the request first."""
+class ResponsesWire:
+    """An OpenAI provider for a Responses API caller: body and answer as they are."""
+
+    wire = "responses"
+
+    def __init__(self, provider: Any):  # an OpenAIProvider
+        self._provider = provider
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._provider.respond(body)
+
+    def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        return self._provider.respond_stream(body)
+
+    @staticmethod
+    def tally() -> responses.ResponsesTally:
+        return responses.ResponsesTally()
+
+    usage_of = staticmethod(responses.usage_of)
+
+
+def upstream_of(provider: ModelProvider, caller: str) -> MessagesWire | ChatCompletionsWire | ResponsesWire:
+    """`provider` as seen by a caller speaking `caller` ("openai", "anthropic" or "responses").
+    Its `wire` is the request shape it takes: when that is not the caller's, translate the
+    request first (the Responses API is not translated: api/passthrough.py refuses it)."""
     if not hasattr(provider, "forward_stream"):
         return MessagesWire(provider)
+    if caller == "responses":
+        return ResponsesWire(provider)
     return ChatCompletionsWire(provider) if caller == "openai" else ChatAsMessagesWire(provider)

@@ -25,6 +25,7 @@ from threadgate.providers.openai.errors import (
     stream_broken,
 )
 from threadgate.providers.field_map import messages_to_chat
+from threadgate.providers.openai.responses import RESPONSE_OBJECT, RESPONSES_PATH, TERMINAL_EVENTS
 from threadgate.providers.openai.streams import OpenAIStreamTranslator
 from threadgate.providers.openai.translate import openai_response_to_anthropic
 from threadgate.providers.openai.wire import CHAT_COMPLETIONS_PATH, SSE_DONE
@@ -36,13 +37,47 @@ class OpenAIProvider(HTTPProvider):
     backoff_initial_s, backoff_max_s, max_retry_after_s)` (see `HTTPProvider`); `base_url`
     includes the version, e.g. "https://api.openai.com/v1".
 
-    `forward`/`forward_stream` speak Chat Completions as they are (same-family passthrough);
-    `create`/`stream`, the `ModelProvider` port, translate the canonical Anthropic shape."""
+    `forward`/`forward_stream` speak Chat Completions as they are (same-family passthrough),
+    `respond`/`respond_stream` the Responses API as it is; `create`/`stream`, the `ModelProvider`
+    port, translate the canonical Anthropic shape."""
 
     name = "openai"
     endpoint_path = CHAT_COMPLETIONS_PATH
     status_error = UpstreamStatusError
     request_headers = staticmethod(openai_headers)
+
+    def __init__(self, base_url: str, api_key: str, **options: Any) -> None:
+        super().__init__(base_url, api_key, **options)
+        self._responses = self._upstream.at(base_url.rstrip("/") + RESPONSES_PATH)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self._responses.aclose()
+
+    async def respond(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A Responses API request as it is; returns the `response` as it came."""
+        body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        answer = await read_json(await self._responses.open(body))
+        if not isinstance(answer, dict) or answer.get("object") != RESPONSE_OBJECT:
+            raise UpstreamError("upstream returned an answer that is not a response")
+        return answer
+
+    async def respond_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """A Responses API request as it is, streamed: yields its events as they came, up to the
+        terminal one (response.completed / incomplete / failed), which carries the usage."""
+        upstream = UpstreamEvents(await self._responses.open({**body, "stream": True}), complete_when_done=True)
+        async with contextlib.aclosing(upstream.data()) as payloads:
+            async for data in payloads:
+                event = decode_json_object(data)
+                if event is None:
+                    raise stream_broken("upstream sent a malformed stream event", upstream.received)
+                if event.get("type") == "error":
+                    raise error_for_stream_payload({"error": {"type": event.get("code")}}, upstream.received)
+                upstream.received += 1
+                upstream.done = event.get("type") in TERMINAL_EVENTS
+                yield event
+        if not upstream.done:  # without its terminal event the answer has no usage to bill
+            raise stream_broken("upstream stream ended before response.completed", upstream.received)
 
     async def forward(self, body: dict[str, Any]) -> dict[str, Any]:
         """A Chat Completions request as it is; returns the `chat.completion` as it came."""
