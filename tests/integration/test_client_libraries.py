@@ -1,6 +1,8 @@
 """The client libraries apps actually use, pointed at the gateway with only a base URL changed
 (issue #9): LangChain (ChatOpenAI, ChatAnthropic), the OpenAI Agents SDK and the Vercel AI SDK,
 each against a GPT and a Claude model, plain, streamed, with tools and with structured output.
+Each library's default is used unmodified: for a current GPT that is the Responses API
+(`/v1/responses`) for LangChain's ChatOpenAI, the Agents SDK and the AI SDK's `openai(model)`.
 
 The fake upstreams here call a tool when one is offered (`tool_calling_responder`) and answer
 structured-output requests with JSON that fits the schema, as a model would.
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fractions import Fraction
+from math import ceil
 from pydantic import BaseModel
 
 from tests.fakes import fake_anthropic, fake_openai
@@ -37,15 +41,32 @@ def gw(gateway_with_openai):
 
 
 def _models(gw) -> dict[str, Any]:
-    # Models that refuse no parameter (tests/integration/test_model_rules.py has those rules), and
-    # a GPT that LangChain sends to Chat Completions: it routes gpt-6.x to /v1/responses, which the
-    # gateway does not serve (yet).
-    return {"openai": gw.runtime.catalog.get("gpt-5.4"), "anthropic": gw.runtime.catalog.get("claude-sonnet-4-6")}
+    # Models that refuse no parameter (tests/integration/test_model_rules.py has those rules); the
+    # current GPT, which LangChain's ChatOpenAI sends to /v1/responses by itself.
+    return {"openai": gw.runtime.catalog.get("gpt-6.1-sol"), "anthropic": gw.runtime.catalog.get("claude-sonnet-4-6")}
 
 
 def _billed(gw, key: dict[str, Any]) -> int:
     with gw.admin() as admin:
         return admin.get(f"/v1/keys/{key['id']}/usage").json()["request_count"]
+
+
+SOL_BASE_USD = (Fraction(2), Fraction(10), Fraction("0.1"))  # gpt-6.1-sol: input, output, cached input per MTok
+MARKUP = Fraction("1.07")
+
+
+def _assert_gpt_billed_once_each(gw, key: dict[str, Any]) -> None:
+    """Every call the library made left exactly one usage event, priced at gpt-6.1-sol's default
+    tier, base input size (README, Billing: tokens × price, rounded up, × markup, rounded up)."""
+    with gw.admin() as admin:
+        events = admin.get(f"/v1/keys/{key['id']}/usage").json()["events"]
+    assert len(events) == len(gw.openai_fake.requests)
+    usd_in, usd_out, usd_cached = SOL_BASE_USD
+    for event in events:
+        assert (event["model"], event["service_tier"], event["price_tier"]) == ("gpt-6.1-sol", "default", "base")
+        upstream = ceil(usd_in * event["input_tokens"] + usd_out * event["output_tokens"]
+                        + usd_cached * event["cache_read_input_tokens"])
+        assert event["input_tokens"] > 0 and event["cost_micros"] == ceil(upstream * MARKUP)
 
 
 def get_weather(city: str) -> str:
@@ -72,6 +93,24 @@ def test_langchain_chat_openai(gw, provider):
     tool = upstream.requests[-1].body["tools"][0]
     assert (tool.get("function") or tool)["strict"] is True  # strict reaches either family
     assert _billed(gw, key) == 4
+    if provider == "openai":  # unmodified ChatOpenAI: gpt-6.x goes to the Responses API
+        # LangChain's own routing for gpt-6.x: Responses once tools are bound (or reasoning and other
+        # Responses-only settings are), Chat Completions otherwise
+        paths = [r.path for r in upstream.requests]
+        assert paths == ["/v1/chat/completions"] * 3 + ["/v1/responses"]
+        from langchain_core.messages import HumanMessage, ToolMessage
+
+        tools = llm.bind_tools([get_weather])
+        history = [HumanMessage("What is the weather in Oslo?"), called,
+                   ToolMessage("4 degrees in Oslo", tool_call_id=called.tool_calls[0]["id"])]
+        assert tools.invoke(history).content[0]["text"] == "Fake reply to: What is the weather in Oslo?"
+        assert upstream.requests[-1].body["input"][-1]["type"] == "function_call_output"
+        reasoning = ChatOpenAI(model=model.id, base_url=gw.url + "/v1", api_key=key["secret"], max_retries=0,
+                               reasoning={"effort": "low"})
+        streamed = "".join(b.get("text", "") for c in reasoning.stream("stream this") for b in c.content)
+        assert streamed == "Fake reply to: stream this" and upstream.requests[-1].body["stream"] is True
+        assert [r.path for r in upstream.requests][-2:] == ["/v1/responses"] * 2
+        _assert_gpt_billed_once_each(gw, key)
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
@@ -95,29 +134,42 @@ def test_langchain_chat_anthropic(gw, provider):
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_openai_agents_sdk_with_strict_tools_and_structured_output(gw, provider):
-    from agents import Agent, OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
+    """GPT through the SDK's default model (OpenAIResponsesModel, the Responses API); Claude through
+    OpenAIChatCompletionsModel (the Responses API is served for OpenAI models only)."""
+    from agents import (Agent, OpenAIChatCompletionsModel, OpenAIResponsesModel, RunConfig, Runner,
+                        function_tool, set_tracing_disabled)
+    from agents.models.openai_provider import OpenAIProvider
     from openai import AsyncOpenAI
 
     set_tracing_disabled(True)  # no trace export to OpenAI from a test
     model, key = _models(gw)[provider], gw.mint()
     client = AsyncOpenAI(base_url=gw.url + "/v1", api_key=key["secret"], max_retries=0)
-    chat_model = OpenAIChatCompletionsModel(model=model.id, openai_client=client)
-    agent = Agent(name="weather", instructions="Be brief.", tools=[function_tool(get_weather)], model=chat_model)
-    result = Runner.run_sync(agent, "What is the weather in Oslo?")
+    if provider == "openai":  # the SDK's default provider, given only the gateway's client
+        config = RunConfig(model_provider=OpenAIProvider(openai_client=client))
+        chosen: Any = model.id
+        assert isinstance(config.model_provider.get_model(model.id), OpenAIResponsesModel)
+    else:
+        config, chosen = RunConfig(), OpenAIChatCompletionsModel(model=model.id, openai_client=client)
+    agent = Agent(name="weather", instructions="Be brief.", tools=[function_tool(get_weather)], model=chosen)
+    result = Runner.run_sync(agent, "What is the weather in Oslo?", run_config=config)
     assert result.final_output == "Fake reply to: What is the weather in Oslo?"
     upstream = gw.openai_fake if provider == "openai" else gw.fake
     first, second = (r.body for r in upstream.requests)
     tool = first["tools"][0]
     if provider == "openai":  # the Agents SDK marks every tool strict; it must reach the model
-        assert tool["function"]["strict"] is True and tool["function"]["parameters"]["additionalProperties"] is False
-        assert second["messages"][-1] == {"role": "tool", "tool_call_id": second["messages"][-2]["tool_calls"][0]["id"],
-                                          "content": "4 degrees in example"}
+        assert tool["strict"] is True and tool["parameters"]["additionalProperties"] is False
+        call = next(i for i in second["input"] if i.get("type") == "function_call")
+        assert second["input"][-1] == {"type": "function_call_output", "call_id": call["call_id"],
+                                       "output": "4 degrees in example"}
     else:
         assert tool["strict"] is True and tool["input_schema"]["additionalProperties"] is False
         assert second["messages"][-1]["content"][0]["content"] == "4 degrees in example"
 
-    typed = Agent(name="typed", instructions="Answer as JSON.", output_type=Weather, model=chat_model)
-    assert isinstance(Runner.run_sync(typed, "Weather in Oslo?").final_output, Weather)
+    typed = Agent(name="typed", instructions="Answer as JSON.", output_type=Weather, model=chosen)
+    assert isinstance(Runner.run_sync(typed, "Weather in Oslo?", run_config=config).final_output, Weather)
+    if provider == "openai":
+        assert {r.path for r in gw.openai_fake.requests} == {"/v1/responses"}  # the SDK's default
+        _assert_gpt_billed_once_each(gw, key)
 
 
 # --- Vercel AI SDK (Node) ------------------------------------------------------------------------
@@ -152,7 +204,9 @@ def test_vercel_ai_sdk(gw, aisdk):
         assert set(got["structured"]) == {"city", "temperatureC", "conditions"}, name
         assert got["toolCalls"] == [{"name": "weather", "input": {"city": "example"}}], name
         assert got["finalText"] == "Fake reply to: What is the weather in Oslo? weather", name
-    gpt_tool = next(r.body["tools"][0] for r in gw.openai_fake.requests if r.body.get("tools"))
-    assert gpt_tool["function"]["strict"] is True  # the chat provider's strict tool, as sent
+    gpt_calls = [r for r in gw.openai_fake.requests if r.path == "/v1/responses"]  # openai(model): Responses
+    assert gpt_calls and all("input" in r.body for r in gpt_calls)
+    gpt_tool = next(r.body["tools"][0] for r in gpt_calls if r.body.get("tools"))
+    assert gpt_tool["strict"] is True  # the Responses provider's strict tool, as sent
     claude_tools = [r.body["tools"][0] for r in gw.fake.requests if r.body.get("tools")]
     assert claude_tools and all(t["strict"] is True for t in claude_tools)  # translated, and as sent

@@ -116,6 +116,8 @@ def test_real_answers_validate_against_the_document(live: Gateway, document: dic
         ("GET", f"/v1/threads/{thread['id']}/messages", None, None),
         ("POST", "/v1/messages", chat, None), ("POST", "/v1/chat/completions", chat, None),
         ("POST", "/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "x"}]}, None),
+        ("POST", "/v1/responses", {"model": "threadgate-local", "input": "hi"}, None),  # not OpenAI: 400
+        ("POST", "/v1/responses", {"model": "nope", "input": "hi"}, None),
         ("GET", "/v1/tools", None, None), ("GET", f"/v1/tools/{tool['id']}", None, None),
         ("POST", "/v1/jobs", {"endpoint": "/v1/messages", "body": chat}, None), ("GET", "/v1/jobs", None, None),
         ("GET", "/v1/keys", None, user["secret"]), ("GET", "/v1/nope/x", None, None),

@@ -2,8 +2,8 @@
 // tests/integration/test_client_libraries.py with BASE_URL, API_KEY, GPT_MODEL and CLAUDE_MODEL set;
 // prints one JSON object of what each provider/model pair answered.
 //
-// The OpenAI provider is used through `.chat()`: the gateway serves Chat Completions, not the
-// Responses API that the provider's default model factory calls.
+// GPT goes through the OpenAI provider's default, `openai(model)` (the Responses API); Claude
+// through `openai.chat(model)` (the gateway serves the Responses API for OpenAI models only).
 import { createAnthropic } from "@ai-sdk/anthropic";
 import { createOpenAI } from "@ai-sdk/openai";
 import { Output, generateText, stepCountIs, streamText, tool } from "ai";
@@ -22,7 +22,7 @@ const weatherTool = tool({
 });
 
 const pairs = {
-  gpt: openai.chat(GPT_MODEL),
+  gpt: openai(GPT_MODEL),
   claude_via_chat: openai.chat(CLAUDE_MODEL),
   claude: anthropic(CLAUDE_MODEL),
   gpt_via_messages: anthropic(GPT_MODEL),

@@ -3,7 +3,7 @@ answer's schema and every error status it can answer (all in the API's error env
 security scheme. FastAPI contributes the paths, parameters and request bodies it derives from the
 route signatures; this module replaces what it gets wrong (a 422 we never send, no error
 statuses, no response schemas, no security) and adds what it cannot see (the bodies of
-/v1/chat/completions and /v1/messages, which the routes parse themselves).
+/v1/chat/completions, /v1/messages and /v1/responses, which the routes parse themselves).
 
 Adding a route? Add its `Contract` to ROUTES below; tests/integration/test_openapi.py fails, naming
 the route, until you do. docs/api.md stays the prose reference.
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi.openapi.utils import get_openapi
+
+from threadgate.api.errors import OPENAI_SHAPED_PATHS
 
 Schema = dict[str, Any]
 
@@ -61,6 +63,10 @@ CHAT_COMPLETION = obj(id=STR, object={"const": "chat.completion"}, created=INT, 
                       choices={"type": "array", "items": obj(index=INT, message=obj(role=STR),
                                                              finish_reason=nullable(STR))},
                       usage=obj(prompt_tokens=INT, completion_tokens=INT, total_tokens=INT))
+# An OpenAI Responses API `response`, as the upstream answered it (under the catalog model id).
+RESPONSE = obj(id=STR, object={"const": "response"}, created_at=INT, model=STR, status=STR,
+               output={"type": "array", "items": obj(type=STR)},
+               usage=nullable(obj(input_tokens=INT, output_tokens=INT, total_tokens=INT)))
 TOOL = obj(id=STR, object={"const": "tool"}, name=STR, description=STR, input_schema=ANY_OBJECT, webhook_url=STR,
            timeout_ms=INT, created_at=INT)
 NEW_TOOL = {**TOOL, "required": [*TOOL["required"], "secret"],
@@ -97,6 +103,23 @@ CHAT_REQUEST = {
         "stop": {"anyOf": [STR, {"type": "array", "items": STR}]},
         "tools": {"type": "array", "items": ANY_OBJECT},
         "tool_choice": {"anyOf": [STR, ANY_OBJECT]},
+    },
+}
+
+# What /v1/responses reads (OpenAI's Responses API, OpenAI models only); the rest of the body is
+# forwarded as it came, and refused with 400 naming the field where it cannot be metered.
+RESPONSES_REQUEST = {
+    "type": "object",
+    "required": ["model", "input"],
+    "properties": {
+        "model": STR,
+        "input": {"anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "minItems": 1, "items": ANY_OBJECT}]},
+        "instructions": STR,
+        "max_output_tokens": INT,
+        "stream": BOOL,
+        "tools": {"type": "array", "items": ANY_OBJECT},
+        "tool_choice": {"anyOf": [STR, ANY_OBJECT]},
+        "service_tier": STR,
     },
 }
 
@@ -186,6 +209,7 @@ ROUTES: dict[tuple[str, str], Contract] = {
     ("POST", "/v1/messages"): Contract(200, MESSAGE, (*KEYED, *TURN), streams=True, request=MESSAGES_REQUEST),
     ("POST", "/v1/chat/completions"): Contract(200, CHAT_COMPLETION, (*KEYED, *TURN), streams=True,
                                                request=CHAT_REQUEST),
+    ("POST", "/v1/responses"): Contract(200, RESPONSE, (*KEYED, *TURN), streams=True, request=RESPONSES_REQUEST),
     ("GET", "/v1/tools"): Contract(200, list_of(TOOL), ADMIN),
     ("POST", "/v1/tools"): Contract(201, NEW_TOOL, (*ADMIN, *BODY, 409)),
     ("GET", "/v1/tools/{tool_id}"): Contract(200, TOOL, (*ADMIN, 404)),
@@ -224,7 +248,7 @@ def build(app: Any) -> dict[str, Any]:
 
 
 def _describe(operation: dict[str, Any], path: str, contract: Contract) -> None:
-    error_ref = {"$ref": "#/components/schemas/" + ("OpenAIError" if path == "/v1/chat/completions" else "Error")}
+    error_ref = {"$ref": "#/components/schemas/" + ("OpenAIError" if path in OPENAI_SHAPED_PATHS else "Error")}
     content: dict[str, Any] = {} if contract.sse_only else {"application/json": {"schema": contract.schema}}
     if contract.streams or contract.sse_only:
         content["text/event-stream"] = {"schema": STR}

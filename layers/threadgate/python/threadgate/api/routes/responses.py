@@ -1,5 +1,5 @@
 """POST /v1/responses: the OpenAI Responses API, OpenAI-family models only, passed through whole
-(API.md §10.4; an extension of the qlaud contract)."""
+(API.md §10.1; an extension of the qlaud contract)."""
 
 from __future__ import annotations
 
