@@ -13,11 +13,12 @@ from constructs import Construct
 
 from infra.config import StageConfig
 
-# (method, path) pairs whose answer may be an SSE stream (API.md §6.2, §10).
+# (method, path) pairs whose answer may be an SSE stream (API.md §6.2, §10, §10.1).
 STREAMING_ROUTES = (
     ("POST", "/v1/threads/{id}/messages"),
     ("POST", "/v1/messages"),
     ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/responses"),  # OpenAI Responses API (API.md §10.1)
     ("GET", "/v1/threads/{id}/runs/{run_id}/events"),  # a run's events, resumable (Last-Event-ID)
 )
 # The operator console (API.md §13): its page and static files, served by the buffered function.

@@ -146,13 +146,19 @@ ROUTES = {
     "/v1/chat/completions": ("openai", "/v1/chat/completions", {
         "model": "gpt-5.4-nano", "max_completion_tokens": 100, "stream": True,
         "messages": [{"role": "user", "content": "hi"}]}),
+    "/v1/responses": ("openai", "/v1/responses", {"model": "gpt-5.4-nano", "max_output_tokens": 100, "stream": True,
+                                                  "input": "hi"}),
 }
+# Events the model sends before the gate: enough for the first text (Responses opens with 4 others).
+EVENTS_BEFORE_GATE = {"/v1/responses": 6}
 
 
 def _text_of(data: dict[str, Any]) -> str:
-    """The answer text one SSE data object carries (Anthropic deltas or OpenAI chunks)."""
+    """The answer text one SSE data object carries (Anthropic deltas, OpenAI chunks or Responses events)."""
     if data.get("type") == "content_block_delta":
         return data["delta"].get("text", "")
+    if data.get("type") == "response.output_text.delta":
+        return data["delta"]
     choices = data.get("choices") or []
     return "".join((c.get("delta") or {}).get("content") or "" for c in choices)
 
@@ -169,7 +175,7 @@ def test_the_answer_streams_through_the_function_url_while_the_model_is_still_an
     upstream, path, body = ROUTES[route]
     fake = fakes[0] if upstream == "anthropic" else fakes[1]
     path = path or f"/v1/threads/{_thread(function, user_key)}/messages"
-    gate = fake.hold_stream_after(4)  # the model sends its first few events, then waits
+    gate = fake.hold_stream_after(EVENTS_BEFORE_GATE.get(route, 4))  # the model sends its first few events, then waits
     texts: list[str] = []
     try:
         with httpx.stream("POST", function.url + path, json=body, headers={"x-api-key": user_key},
