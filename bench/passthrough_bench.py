@@ -2,7 +2,8 @@
 upstream in the same run:
 - added latency of a non-streaming call at concurrency 1, p50/p99, for the four routes a caller
   can take: /v1/messages to Claude and /v1/chat/completions to GPT (same family, forwarded whole),
-  /v1/chat/completions to Claude and /v1/messages to GPT (translated both ways);
+  /v1/chat/completions to Claude and /v1/messages to GPT (translated both ways), and
+  /v1/responses to GPT (the Responses API, forwarded whole);
 - added time to first token of the streamed call (first content delta), p50/p99.
 Every request carries a 20-message history and a 64-token limit; direct calls send the same
 history in the upstream's own shape.
@@ -30,13 +31,17 @@ CLAUDE, GPT = "claude-haiku-4-5", "gpt-5.4-nano"
 N = 200
 HISTORY = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " + "words " * 30} for i in range(20)]
 HISTORY.append({"role": "user", "content": "one more question"})
-# The first content delta of either wire (an Anthropic text_delta, a Chat Completions chunk with text).
-FIRST_CONTENT = re.compile(r'"text_delta"|"content": ?"[^"]')
+# The first content delta of any wire (an Anthropic text_delta, a Chat Completions chunk with text,
+# a Responses output_text delta).
+FIRST_CONTENT = re.compile(r'"text_delta"|"content": ?"[^"]|output_text\.delta')
+PATHS = {"messages": "/v1/messages", "chat": "/v1/chat/completions", "responses": "/v1/responses"}
 
 
 def bodies(shape: str, model: str, stream: bool) -> dict[str, Any]:
     if shape == "messages":
         return {"model": model, "max_tokens": 64, "stream": stream, "messages": HISTORY}
+    if shape == "responses":
+        return {"model": model, "max_output_tokens": 64, "stream": stream, "input": HISTORY}
     return {"model": model, "max_completion_tokens": 64, "stream": stream, "messages": HISTORY}
 
 
@@ -70,16 +75,18 @@ async def main() -> None:
             direct = {
                 "messages": (claude_up + "/v1/messages", {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}),
                 "chat": (gpt_up + "/v1/chat/completions", {"authorization": f"Bearer {OPENAI_KEY}"}),
+                "responses": (gpt_up + "/v1/responses", {"authorization": f"Bearer {OPENAI_KEY}"}),
             }
             routes = {  # name: (gateway path shape, model, the upstream the model lives on)
                 "messages_to_claude": ("messages", CLAUDE, "messages"),
                 "chat_to_gpt": ("chat", GPT, "chat"),
                 "chat_to_claude": ("chat", CLAUDE, "messages"),
                 "messages_to_gpt": ("messages", GPT, "chat"),
+                "responses_to_gpt": ("responses", GPT, "responses"),
             }
             results: dict[str, Any] = {}
             for name, (shape, model, upstream) in routes.items():
-                path = "/v1/messages" if shape == "messages" else "/v1/chat/completions"
+                path = PATHS[shape]
                 up_url, up_headers = direct[upstream]
                 for stream in (False, True):
                     direct_ms, gateway_ms = [], []

@@ -1,5 +1,6 @@
 """A scriptable fake of the OpenAI Chat Completions API (`POST /v1/chat/completions`), served
-over real HTTP.
+over real HTTP; it also serves the Responses API (`POST /v1/responses`, in
+tests/fakes/fake_openai_responses.py) with the same scripting.
 
 It answers in the real wire format — `chat.completion` JSON, and SSE streams of
 `data: {chat.completion.chunk}\\n\\n` lines ending with `data: [DONE]`, plus the usage chunk
@@ -116,18 +117,27 @@ class FakeOpenAI(FakeUpstream):
         self._push("omit_done", [True] * times)
 
     # --- serving ---------------------------------------------------------------------------
-    async def _chat_completions(self, scope: Any, receive: Any, send: Any) -> None:
+    async def _accepted(self, scope: Any, receive: Any, send: Any, problem_of: Any) -> tuple[Request, Any, int] | None:
+        """The request, its body and number once it passed the scripted delay, the key and the
+        API's rules (`problem_of`); None when it was answered with an error (or its client left)."""
         request = Request(scope, receive)
         raw = await request.body()
         with self._lock:
             body, headers, number = self._record(request, raw)
             delay = self._take("header_delay", 0.0)
         if delay and await faults.client_left_during(request, delay):
-            return  # a client that gave up must not consume the faults queued for the next one
-        response = self._refusal(headers, body, number)
+            return None  # a client that gave up must not consume the faults queued for the next one
+        response = self._refusal(headers, body, number, problem_of)
         if response is not None:
             await response(scope, receive, send)
+            return None
+        return request, body, number
+
+    async def _chat_completions(self, scope: Any, receive: Any, send: Any) -> None:
+        accepted = await self._accepted(scope, receive, send, request_problem)
+        if accepted is None:
             return
+        request, body, number = accepted
         with self._lock:
             reply, snapshot = self._take_reply(streaming=bool(body.get("stream")), body=body)
         completion = build_completion(body, reply, self.default_reply, number)
@@ -139,17 +149,10 @@ class FakeOpenAI(FakeUpstream):
 
     async def _responses(self, scope: Any, receive: Any, send: Any) -> None:
         """The Responses API (tests/fakes/fake_openai_responses.py), scripted as Chat Completions."""
-        request = Request(scope, receive)
-        raw = await request.body()
-        with self._lock:
-            body, headers, number = self._record(request, raw)
-            delay = self._take("header_delay", 0.0)
-        if delay and await faults.client_left_during(request, delay):
+        accepted = await self._accepted(scope, receive, send, responses.request_problem)
+        if accepted is None:
             return
-        response = self._refusal(headers, body, number, responses.request_problem)
-        if response is not None:
-            await response(scope, receive, send)
-            return
+        request, body, number = accepted
         with self._lock:
             reply, snapshot = self._take_reply(streaming=bool(body.get("stream")), body=body)
         answer = responses.build_response(body, reply, self.default_reply, number, served_tier(body))
@@ -167,9 +170,7 @@ class FakeOpenAI(FakeUpstream):
             **snapshot,
         )
 
-    def _refusal(
-        self, headers: dict[str, str], body: Any, number: int, problem_of: Any = None
-    ) -> Response | None:
+    def _refusal(self, headers: dict[str, str], body: Any, number: int, problem_of: Any) -> Response | None:
         if headers.get("authorization") != f"Bearer {self.api_key}":
             # The real message names the key (masked); the gateway must never repeat it.
             shown = headers.get("authorization", "").removeprefix("Bearer ")
@@ -180,7 +181,7 @@ class FakeOpenAI(FakeUpstream):
             return _error(failure.status, failure.message, number, code=failure.code, headers=failure.headers())
         if not isinstance(body, dict):
             return _error(400, "We could not parse the JSON body of your request.", number)
-        problem = (problem_of or request_problem)(body)
+        problem = problem_of(body)
         return None if problem is None else _error(400, problem, number)
 
 

@@ -71,23 +71,6 @@ def request_problem(body: dict[str, Any]) -> str | None:
     return None
 
 
-def last_user_text(body: dict[str, Any]) -> str:
-    """The text of the last user message of `input` (a string is one)."""
-    items = body.get("input")
-    if isinstance(items, str):
-        return items
-    for item in reversed(items if isinstance(items, list) else []):
-        if not isinstance(item, dict) or item.get("role") != "user":
-            continue
-        content = item.get("content")
-        if isinstance(content, str):
-            return content
-        text = " ".join(p.get("text", "") for p in content or [] if p.get("type") == "input_text")
-        if text:
-            return text
-    return ""
-
-
 def answered_a_tool_call(body: dict[str, Any]) -> bool:
     items = body.get("input")
     return isinstance(items, list) and bool(items) and isinstance(items[-1], dict) and (
@@ -112,7 +95,7 @@ def build_response(body: dict[str, Any], reply: Any, default_reply: str | None, 
     if reply is None and structured is not None:
         reply = FakeReply(text=structured)
     if reply is None:
-        words = (default_reply or f"Fake reply to: {last_user_text(body)}").split()
+        words = (default_reply or f"Fake reply to: {faults.last_user_text(body, 'input', 'input_text')}").split()
         limit = body.get("max_output_tokens") or len(words)
         reply = FakeReply(text=" ".join(words[:limit]), finish_reason="length" if len(words) > limit else "stop")
     output: list[dict[str, Any]] = []

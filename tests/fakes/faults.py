@@ -262,16 +262,20 @@ def reply_digest(body: Any, number: int) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode() + str(number).encode()).hexdigest()
 
 
-def last_user_text(body: dict[str, Any]) -> str:
-    """The text of the last user message that has text (string content, or its text parts/blocks
-    joined): a turn of tool results only is skipped, as OpenAI's tool messages are not user ones."""
-    for message in reversed(body.get("messages") or []):
-        if message.get("role") != "user":
+def last_user_text(body: dict[str, Any], items: str = "messages", text_part: str = "text") -> str:
+    """The text of the last user message that has text (string content, or its `text_part` parts
+    joined): a turn of tool results only is skipped, as OpenAI's tool messages are not user ones.
+    `items` names the conversation (Responses: "input", which may be one string)."""
+    messages = body.get(items)
+    if isinstance(messages, str):
+        return messages
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if not isinstance(message, dict) or message.get("role") != "user":
             continue
         content = message.get("content")
         if isinstance(content, str):
             return content
-        text = " ".join(part.get("text", "") for part in content or [] if part.get("type") == "text")
+        text = " ".join(part.get("text", "") for part in content or [] if part.get("type") == text_part)
         if text:
             return text
     return ""

@@ -1,5 +1,5 @@
-"""One metered model call with nothing persisted: `/v1/messages`, `/v1/chat/completions` and their
-async jobs (API.md §10, §11).
+"""One metered model call with nothing persisted: `/v1/messages`, `/v1/chat/completions`,
+`/v1/responses` and their async jobs (API.md §10, §11).
 
 reserve → call → settle, exactly once. The body reaches the upstream in the upstream's own wire
 shape (translated beforehand by the API layer when the caller speaks the other family); the only
@@ -38,7 +38,7 @@ class Tally(Protocol):
 
 
 class Upstream(Protocol):
-    """A model reached in one wire shape (`wire`: "anthropic" or "openai"), body as it is."""
+    """A model reached in one wire shape (`wire`: "anthropic", "openai" or "responses"), body as it is."""
 
     wire: str
 
