@@ -58,6 +58,7 @@ class ThreadgateStack(Stack):
         self.jobs_fn = self._function("jobs", "jobs_handler.handler", env, memory_mb=1024, timeout=WORKER_TIMEOUT,
                                       description="Run queued /v1/jobs (SQS), fail dead-lettered ones")
         self.loop_fn = self._function("loop", "loop_handler.handler", env, memory_mb=1024, timeout=STEP_TIMEOUT,
+                                      snap_start=True,
                                       description="Durable tool loop steps (Step Functions tasks)")
         # Other workers serve no model: without the secrets prefix they never ask Secrets Manager.
         worker_env = {k: v for k, v in env.items() if k != "THREADGATE_PROVIDER_SECRETS_PREFIX"}
@@ -79,7 +80,7 @@ class ThreadgateStack(Stack):
         self.indexing = Indexing(self, "Indexing", indexer=self.indexer_fn.function,
                                  threads=self.data.tables["threads"])
         self.jobs.feed(self.jobs_fn.function)
-        self.tool_loop.wire(steps=self.loop_fn.function, webhooks=self.webhooks_fn.function)
+        self.tool_loop.wire(steps=self.loop_fn.invocable, webhooks=self.webhooks_fn.function)
         for starter in (self.stream_fn, self.jobs_fn):  # where thread turns run, runs start
             self.tool_loop.grant_start(starter.role)
             for name, value in self.tool_loop.starter_environment().items():

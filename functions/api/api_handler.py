@@ -8,7 +8,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from mangum import Mangum
 
-from threadgate.api import snapstart
+from threadgate import snapstart
 from threadgate.api.app import create_app
 
 logger, metrics = Logger(), Metrics()

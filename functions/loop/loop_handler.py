@@ -3,10 +3,12 @@ run one engine step each (`model_step`, `tools_done`, `fail_run`), idempotent pe
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
+from threadgate import snapstart
 from threadgate.background.tool_loop import run_step
 from threadgate.runtime import get_runtime
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
+snapstart.register()  # under SnapStart: code in the snapshot, the runtime built after restore
 
 
 @logger.inject_lambda_context

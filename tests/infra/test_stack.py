@@ -150,25 +150,31 @@ def test_api_function_is_the_mangum_handler(synth):
     assert props["Timeout"] <= 29  # API Gateway's buffered integration limit
 
 
-def test_api_function_snapstarts_its_published_version_and_api_gateway_invokes_it_through_the_alias(synth):
-    """SnapStart restores only published versions: the alias is what API Gateway must call (a
-    call to the bare function runs $LATEST, initialized from scratch)."""
-    function = synth.logical_id(synth.stack.api_fn.function)
-    props = _function(synth, "api")
-    assert props["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+def _snapstarted_alias(synth, name: str) -> str:
+    """The function's SnapStart setup, asserted; the logical id of the alias callers must invoke
+    (SnapStart restores only published versions: a call to the bare function runs $LATEST,
+    initialized from scratch)."""
+    function = synth.logical_id(synth.stack.app_functions[name].function)
+    props = _function(synth, name)
+    assert props["SnapStart"] == {"ApplyOn": "PublishedVersions"}, name
     # What SnapStart refuses: EFS, ephemeral storage over 512 MB, provisioned concurrency.
     assert "FileSystemConfigs" not in props and props.get("EphemeralStorage", {"Size": 512})["Size"] <= 512
-    assert not any("ProvisionedConcurrencyConfig" in r["Properties"] for r in synth.of_type("AWS::Lambda::Alias").values())
     versions = {k: v for k, v in synth.of_type("AWS::Lambda::Version").items()
                 if v["Properties"]["FunctionName"] == {"Ref": function}}
     (version,) = versions.values()
     assert version["DeletionPolicy"] == "Delete"  # a replaced version's snapshot is not kept (and charged)
-    alias_id = synth.logical_id(synth.stack.api_fn.invocable)
+    alias_id = synth.logical_id(synth.stack.app_functions[name].invocable)
     alias = synth.resources[alias_id]["Properties"]
     assert alias["FunctionName"] == {"Ref": function} and alias["Name"] == "live"
     assert alias["FunctionVersion"] == {"Fn::GetAtt": [next(iter(versions)), "Version"]}
+    assert "ProvisionedConcurrencyConfig" not in alias
+    return alias_id
+
+
+def test_api_function_snapstarts_and_api_gateway_invokes_its_alias(synth):
+    alias_id = _snapstarted_alias(synth, "api")
     targets = {_target(m["Integration"])[0] for m in _methods(synth).values()}
-    assert alias_id in targets and function not in targets
+    assert alias_id in targets and synth.logical_id(synth.stack.api_fn.function) not in targets
     # API Gateway may invoke the alias (the permission names its ARN, not the function's).
     (permission,) = [p["Properties"] for p in synth.of_type("AWS::Lambda::Permission").values()
                      if p["Properties"]["Principal"] == "apigateway.amazonaws.com"
@@ -176,14 +182,24 @@ def test_api_function_snapstarts_its_published_version_and_api_gateway_invokes_i
     assert permission["Action"] == "lambda:InvokeFunction"
 
 
-def test_only_the_api_function_snapstarts(synth):
+def test_loop_function_snapstarts_and_the_state_machine_invokes_its_alias(synth):
+    alias_id = _snapstarted_alias(synth, "loop")
+    definition = json.loads(_state_machine(synth)["DefinitionString"])
+    tasks = [s for s in definition["States"].values() if s.get("Resource") == "arn:aws:states:::lambda:invoke"]
+    assert tasks and all(t["Parameters"]["FunctionName"] == "${StepFunctionArn}" for t in tasks)
+    assert _state_machine(synth)["DefinitionSubstitutions"]["StepFunctionArn"] == {"Ref": alias_id}
+    bare = synth.logical_id(synth.stack.loop_fn.function)
+    assert _roles_allowed(synth, "lambda:InvokeFunction", on=bare) == set()  # only the alias
+
+
+def test_only_the_api_and_loop_functions_snapstart(synth):
     """The others, and why (docs/deploy.md "Cold starts"): the stream function's pinned Web
     Adapter cannot relay the runtime hooks to uvicorn; the workers' cold starts keep no one
     waiting and would cost a snapshot per deploy."""
     for name, props in _functions(synth).items():
-        assert ("SnapStart" in props) == (name == "api"), name
+        assert ("SnapStart" in props) == (name in ("api", "loop")), name
     for name, function in synth.stack.app_functions.items():
-        assert (function.invocable is function.function) == (name != "api"), name
+        assert (function.invocable is function.function) == (name not in ("api", "loop")), name
 
 
 def test_functions_are_python312_arm64_on_both_layers_with_active_tracing(synth):
@@ -389,7 +405,7 @@ def test_tool_loop_is_a_standard_state_machine_deployed_from_the_asl_file(synth)
     assert props["DefinitionString"] == DEFINITION_FILE.read_text()  # the very file moto executes
     assert props["DefinitionSubstitutions"] == {
         "WebhookQueueUrl": {"Ref": synth.logical_id(synth.stack.tool_loop.queue)},
-        "StepFunctionArn": {"Fn::GetAtt": [synth.logical_id(synth.stack.loop_fn.function), "Arn"]},
+        "StepFunctionArn": {"Ref": synth.logical_id(synth.stack.loop_fn.invocable)},  # its SnapStart alias
     }
     placeholders = set(re.findall(r"\$\{(\w+)\}", props["DefinitionString"]))
     assert placeholders == set(props["DefinitionSubstitutions"])
@@ -456,8 +472,8 @@ def test_only_the_webhook_worker_answers_tasks_and_only_turn_runners_start_runs(
     for action in ("states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"):
         assert _roles_allowed(synth, action) == {"webhooks"}, action
     assert _roles_allowed(synth, "states:StartExecution") == {"stream", "jobs"}
-    loop_fn = synth.logical_id(synth.stack.loop_fn.function)
-    assert _roles_allowed(synth, "lambda:InvokeFunction", on=loop_fn) == {"state machine"}
+    loop_alias = synth.logical_id(synth.stack.loop_fn.invocable)
+    assert _roles_allowed(synth, "lambda:InvokeFunction", on=loop_alias) == {"state machine"}
     machine = synth.logical_id(synth.stack.tool_loop.state_machine)
     for name, props in _functions(synth).items():
         env = props["Environment"]["Variables"]

@@ -353,6 +353,29 @@ def test_api_handler_under_snapstart_snapshots_code_only_and_connects_after_rest
         restored.stores.close()
 
 
+def test_loop_handler_under_snapstart_builds_the_runtime_after_restore_not_before(aws, monkeypatch):
+    import random
+
+    import snapshot_restore_py
+
+    import threadgate.runtime
+
+    monkeypatch.setattr(snapshot_restore_py, "_before_snapshot_registry", [])
+    monkeypatch.setattr(snapshot_restore_py, "_after_restore_registry", [])
+    monkeypatch.setattr(threadgate.runtime, "_runtime", None)
+    load_handler("loop")
+    _run_hooks(snapshot_restore_py.get_before_snapshot(), reverse=True)
+    assert threadgate.runtime._runtime is None  # no store client or provider key in the snapshot
+    snapshotted = random.getstate()
+    _run_hooks(snapshot_restore_py.get_after_restore(), reverse=False)
+    restored = threadgate.runtime._runtime
+    try:
+        assert restored is not None and threadgate.runtime.get_runtime() is restored  # what each step uses
+        assert random.getstate() != snapshotted  # provider retry jitter differs between environments
+    finally:
+        restored.stores.close()
+
+
 # --- what the Lambda layers do NOT ship ------------------------------------------------------
 
 LAMBDA_IMPORT_CHECK = r"""
@@ -373,7 +396,7 @@ for name in ("api", "jobs", "indexer", "sweeper", "bootstrap", "loop", "webhooks
     spec = importlib.util.spec_from_file_location(f"{name}_handler", path)
     handlers[name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(handlers[name])
-from threadgate.api import snapstart
+from threadgate import snapstart
 snapstart.before_snapshot(handlers["api"].app)  # every route module and runtime adapter (SnapStart)
 import threadgate.api.asgi  # what run.sh starts on the stream function
 import threadgate.domain.steps, threadgate.webhooks.delivery  # what the loop and webhooks functions import late
