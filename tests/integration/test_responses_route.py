@@ -141,6 +141,16 @@ def test_a_key_that_cannot_pay_for_the_models_limit_gets_a_lower_max_output_toke
     assert 16 <= sent < 128_000  # what $0.02 covers at the dearest reachable tier (priority: $20/M out)
 
 
+def test_a_key_that_cannot_pay_for_the_smallest_answer_gets_402_before_any_call(gw):
+    key = gw.mint(max_spend_usd=0.0003)  # covers "hi" and ~9 output tokens; the API takes 16 at least
+    r = post(gw, key, {"model": SOL, "input": "hi"})
+    assert r.status_code == 402 and r.json()["error"]["type"] == "key_cap_exceeded"
+    assert gw.openai_fake.requests == [] and events(gw, key) == []
+    r = post(gw, key, {"model": SOL, "input": "hi", "max_output_tokens": 8})  # the caller's own limit: as it came
+    assert r.status_code == 400 and "max_output_tokens" in r.json()["error"]["message"]
+    assert gw.openai_fake.requests[-1].body["max_output_tokens"] == 8 and events(gw, key) == []
+
+
 def test_a_stream_broken_midway_is_billed_once_for_what_was_seen(gw):
     gw.openai_fake.enqueue(FakeReply(text="a b c d e f g h"))
     gw.openai_fake.break_stream_after(6)

@@ -27,6 +27,7 @@ from threadgate.domain.errors import InvalidRequest
 from threadgate.domain.models import Principal
 from threadgate.domain.passthrough import PassthroughCall, PassthroughSpec
 from threadgate.providers import field_map
+from threadgate.providers.openai.responses import MIN_OUTPUT_TOKENS
 from threadgate.providers.openai.streams import AnthropicToOpenAIStream
 from threadgate.providers.openai.translate import anthropic_response_to_openai, wants_usage_chunk
 from threadgate.runtime import Runtime
@@ -138,6 +139,7 @@ def responses(rt: Runtime, p: Principal, raw: Any, rid: str) -> Passthrough:
     spec = PassthroughSpec(
         p, model, rid, checked.stream, {**raw, "model": model.upstream_id}, [],
         max_tokens=checked.max_output_tokens, limit_fields=("max_output_tokens",), limit_required=False,
+        min_limit=MIN_OUTPUT_TOKENS,
     )
     return Passthrough(
         PassthroughCall(rt.meter, spec, upstream),

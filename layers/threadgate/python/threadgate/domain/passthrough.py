@@ -61,6 +61,7 @@ class PassthroughSpec:
     limit_required: bool = True  # the wire needs a limit (Messages) even when the caller set none
     choices: int = 1  # answers per request (Chat Completions `n`): each may use the whole limit
     extra_output_tokens: int = 0  # output billed beyond the limit (rejected predicted-output tokens)
+    min_limit: int = 1  # the smallest output limit the upstream takes (Responses API: 16)
     thread: ClassVar[None] = None  # runners read it: a passthrough call holds no thread lock
 
 
@@ -132,7 +133,9 @@ class PassthroughCall:
             thread_id=None,
         )
         limit = min(requested, (covered - spec.extra_output_tokens) // spec.choices)
-        if limit < 1:
+        # Lowered below what the upstream takes: the key cannot pay for the smallest answer (a
+        # limit the caller chose itself goes up as it came, for the upstream to judge).
+        if limit < 1 or (limit < requested and limit < spec.min_limit):
             self.meter.release(reservation)
             raise KeyCapExceeded("the remaining budget cannot cover this request")
         body = spec.body

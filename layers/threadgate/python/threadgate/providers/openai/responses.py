@@ -16,6 +16,7 @@ from threadgate.providers.openai.wire import usage_to_anthropic
 
 RESPONSES_PATH = "/responses"
 RESPONSE_OBJECT = "response"
+MIN_OUTPUT_TOKENS = 16  # the smallest `max_output_tokens` the API takes
 # The events that end a streamed answer; each carries the whole `response` with its usage.
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 # Deltas of generated content: a broken stream bills at least one output token per delta seen.
