@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
-import httpx
+import aiohttp
 import pytest
 
 from threadgate.domain.errors import (
@@ -118,11 +118,11 @@ class UpstreamProviderContract:
         assert provider._http() is first_client
 
     async def test_an_injected_http_client_is_used_and_not_closed(self, fake):
-        async with httpx.AsyncClient() as shared:
+        async with aiohttp.ClientSession() as shared:
             provider = self.make_provider(fake, client=shared)
             await provider.create(self.request)
             await provider.aclose()
-            assert not shared.is_closed
+            assert not shared.closed
             assert provider._http() is shared
 
     async def test_concurrent_streams_share_one_provider(self, provider):

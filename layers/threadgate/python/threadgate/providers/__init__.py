@@ -2,9 +2,9 @@
 
 Requests and answers are Anthropic Messages shaped dicts (our canonical form); providers with
 another wire shape translate at their edge. This package's top level stays import-light (no
-httpx) so that importing an error type does not pull a network stack into a cold start.
+aiohttp) so that importing an error type does not pull a network stack into a cold start.
 
-- `anthropic/` — the Anthropic Messages API over httpx, plus the stream accumulator.
+- `anthropic/` — the Anthropic Messages API over aiohttp, plus the stream accumulator.
 - `openai/` — the OpenAI Chat Completions API, translated to and from the canonical form.
 - `bedrock/` — Amazon Bedrock Converse/ConverseStream through boto3 (the function's IAM role).
 - `http` — what both HTTP clients share: pooled client, retries before the first byte, SSE data.

@@ -1,8 +1,12 @@
-"""The HTTP plumbing every upstream provider shares (httpx + httpx-sse + tenacity).
+"""The HTTP plumbing every upstream provider shares (aiohttp + tenacity).
+
+aiohttp, not httpx, on this path: under load httpx + httpcore + anyio + h11 cost the gateway
+about half of its CPU per call; aiohttp's client (C parser, asyncio transports, no anyio layer)
+halves the gateway's CPU per request (bench/hot_path_profile.py; notes in docs/benchmarks.md).
 
 - `HTTPProvider` — the base of `AnthropicProvider` and `OpenAIProvider`: their shared
   constructor, connection pooling and `aclose()`;
-- `UpstreamHTTP` posts JSON to one endpoint over a pooled, lazily created `httpx.AsyncClient`,
+- `UpstreamHTTP` posts JSON to one endpoint over a pooled, lazily created `aiohttp.ClientSession`,
   retrying under a `RetryPolicy` (exponential backoff with jitter, `retry-after` honoured when
   small) only until a 2xx status arrives — connection failures, timeouts before the response
   headers, and the statuses the provider's `UpstreamStatusError` calls retryable. Once an answer
@@ -16,13 +20,13 @@ Neither request bodies nor the API key are ever logged or put into an error.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import httpx
+import aiohttp
 import orjson
-from httpx_sse import EventSource, SSEError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -40,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 # An error body is only read to extract `error.message`; never buffer an unbounded page.
 MAX_ERROR_BODY_BYTES = 64 * 1024
+POOL_SIZE = 100  # connections per provider (httpx's default before): concurrent calls beyond wait
 
 
 @dataclass(frozen=True)
@@ -81,16 +86,16 @@ class RetryPolicy:
             if exc.status == 429 and exc.retry_after_s is not None and exc.retry_after_s > self.max_retry_after_s:
                 return False  # the upstream asks for a longer pause than a caller should wait
             return exc.retryable
-        if isinstance(exc, httpx.PoolTimeout):
-            return False  # our own pool is saturated; another attempt would queue again
-        # Everything here happened before the response headers (see `UpstreamHTTP._send_once`).
-        return isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
+        # Everything here happened before the response headers (see `UpstreamHTTP._send_once`):
+        # timeouts (connect, or waiting for the headers), refused or dropped connections, and
+        # answers that were not HTTP.
+        return isinstance(exc, (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientResponseError))
 
 
 class UpstreamHTTP:
     """POSTs JSON to one upstream endpoint. `timeout` bounds every wait for bytes (its `read`:
     before the headers, then between stream chunks), not the whole answer. Pass `client` to
-    share one `httpx.AsyncClient` (it is then not closed by `aclose()`). `name` only labels the
+    share one `aiohttp.ClientSession` (it is then not closed by `aclose()`). `name` only labels the
     retry log lines; `secret` is redacted from anything the upstream sends back."""
 
     def __init__(
@@ -101,9 +106,9 @@ class UpstreamHTTP:
         name: str,
         secret: str,
         status_error: type[UpstreamStatusError],
-        timeout: httpx.Timeout,
+        timeout: aiohttp.ClientTimeout,
         retry: RetryPolicy,
-        client: httpx.AsyncClient | None = None,
+        client: aiohttp.ClientSession | None = None,
     ) -> None:
         self._url = url
         self._headers = dict(headers)
@@ -120,16 +125,23 @@ class UpstreamHTTP:
         """What must be redacted from anything the upstream sends back."""
         return self._secrets
 
-    def client(self) -> httpx.AsyncClient:
-        # Created lazily (no I/O at construction) and reused for connection pooling.
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout)
+    def client(self) -> aiohttp.ClientSession:
+        # Created lazily (a session binds to the running loop) and reused for connection pooling:
+        # at most `POOL_SIZE` connections (kept alive between calls), proxies from the
+        # environment as httpx did, no cookies kept between callers' calls.
+        if self._client is None or self._client.closed:
+            self._client = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=POOL_SIZE),
+                timeout=self._timeout,
+                trust_env=True,
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
         return self._client
 
     async def aclose(self) -> None:
         """Close the pooled connections (only those of a client this helper created)."""
         if self._client is not None and self._owns_client:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
 
     def at(self, url: str) -> UpstreamHTTP:
@@ -140,7 +152,7 @@ class UpstreamHTTP:
             timeout=self._timeout, retry=self._retry, client=None if self._owns_client else self._client,
         )
 
-    async def open(self, body: dict[str, Any]) -> httpx.Response:
+    async def open(self, body: dict[str, Any]) -> aiohttp.ClientResponse:
         """POST `body` with retries until a 2xx status arrives; returns it with the body unread.
         The caller must close it (`read_json` and `UpstreamEvents` do)."""
         payload = jsoncodec.dumps(body)
@@ -150,23 +162,21 @@ class UpstreamHTTP:
                     return await self._send_once(payload)
         except UpstreamStatusError as exc:
             raise exc.domain_error(self._secrets) from None
-        except httpx.TimeoutException:
+        except TimeoutError:
             raise error_for_transport("timeout") from None
-        except httpx.HTTPError:
+        except aiohttp.ClientError:
             raise error_for_transport("connection") from None
         raise AssertionError("unreachable: tenacity either returns or raises")
 
-    async def _send_once(self, payload: bytes) -> httpx.Response:
-        http = self.client()
-        request = http.build_request("POST", self._url, content=payload, headers=self._headers, timeout=self._timeout)
-        response = await http.send(request, stream=True)
-        if 200 <= response.status_code < 300:
+    async def _send_once(self, payload: bytes) -> aiohttp.ClientResponse:
+        response = await self.client().post(self._url, data=payload, headers=self._headers, allow_redirects=False)
+        if 200 <= response.status < 300:
             return response
         try:
             body = await read_capped(response)
         finally:
-            await response.aclose()
-        raise self._status_error(response.status_code, body, parse_retry_after(response.headers))
+            response.release()
+        raise self._status_error(response.status, body, parse_retry_after(response.headers))
 
     def _log_retry(self, retry_state: RetryCallState) -> None:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
@@ -187,7 +197,7 @@ class HTTPProvider:
     speaks its API through `self._upstream`.
 
     `timeout_s` bounds every wait for bytes (headers, then each stream chunk), not the whole
-    answer; `attempts` counts the first call. One pooled `httpx.AsyncClient` serves all calls:
+    answer; `attempts` counts the first call. One pooled `aiohttp.ClientSession` serves all calls:
     pass `client` to share one (it is then not closed by `aclose()`)."""
 
     name: ClassVar[str]
@@ -202,7 +212,7 @@ class HTTPProvider:
         timeout_s: float = 600.0,
         connect_timeout_s: float = 10.0,
         attempts: int = 3,
-        client: httpx.AsyncClient | None = None,
+        client: aiohttp.ClientSession | None = None,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 8.0,
         max_retry_after_s: float = 10.0,
@@ -213,7 +223,10 @@ class HTTPProvider:
             name=self.name,
             secret=api_key,
             status_error=self.status_error,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            # No bound on the whole answer; `sock_read` bounds each wait for bytes, `connect`
+            # the wait for a pooled connection.
+            timeout=aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_connect=connect_timeout_s,
+                                          sock_read=timeout_s),
             retry=RetryPolicy(attempts, backoff_initial_s, backoff_max_s, max_retry_after_s),
             client=client,
         )
@@ -226,31 +239,31 @@ class HTTPProvider:
         """Close the pooled connections (only those of a client this provider created)."""
         await self._upstream.aclose()
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> aiohttp.ClientSession:
         return self._upstream.client()
 
 
-async def read_json(response: httpx.Response) -> Any:
+async def read_json(response: aiohttp.ClientResponse) -> Any:
     """The whole body of a 2xx answer, parsed; closes the response."""
     try:
-        raw = await response.aread()
-    except httpx.TimeoutException:
+        raw = await response.read()
+    except TimeoutError:
         raise UpstreamTimeout("upstream timed out") from None
-    except httpx.HTTPError:
+    except aiohttp.ClientError:
         raise UpstreamError("upstream connection broke while answering") from None
     finally:
-        await response.aclose()
+        response.release()
     try:
         return orjson.loads(raw)
     except ValueError:
         raise UpstreamError("upstream returned an unreadable answer") from None
 
 
-async def read_capped(response: httpx.Response) -> bytes:
+async def read_capped(response: aiohttp.ClientResponse) -> bytes:
     """At most `MAX_ERROR_BODY_BYTES` of the body."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.content.iter_any():
         chunks.append(chunk)
         size += len(chunk)
         if size >= MAX_ERROR_BODY_BYTES:
@@ -277,7 +290,7 @@ class UpstreamEvents:
     `contextlib.aclosing(events.data())` so the response is closed when the caller stops early.
     """
 
-    def __init__(self, response: httpx.Response, *, complete_when_done: bool) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, *, complete_when_done: bool) -> None:
         self._response = response
         self._complete_when_done = complete_when_done
         self.received = 0
@@ -285,19 +298,55 @@ class UpstreamEvents:
 
     async def data(self) -> AsyncIterator[str]:
         try:
-            async for sse in EventSource(self._response).aiter_sse():
+            if "text/event-stream" not in self._response.headers.get("content-type", ""):
+                raise UpstreamError("upstream did not answer with an event stream")
+            async for data in sse_data(self._response.content.iter_any()):
                 if not self.done:
-                    yield sse.data
-        except SSEError:
-            raise UpstreamError("upstream did not answer with an event stream") from None
-        except httpx.TimeoutException:
+                    yield data
+        except TimeoutError:
             if not self._drained_whole():
                 raise error_for_transport("timeout", self.received) from None
-        except httpx.HTTPError:
+        except aiohttp.ClientError:
             if not self._drained_whole():
                 raise error_for_transport("connection", self.received) from None
         finally:
-            await self._response.aclose()
+            self._response.release()  # closes the connection instead when the body was not read whole
 
     def _drained_whole(self) -> bool:
         return self.done and self._complete_when_done
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_SSE_FIELDS = (b"data", b"event", b"id", b"retry")
+
+
+async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The `data` of each event of a `text/event-stream` body arriving in `chunks` (WHATWG HTML,
+    "Parsing an event stream"): lines end in CRLF, LF or CR, `:` starts a comment, a blank line
+    ends an event, several `data` lines join with "\n"; an unfinished event at the end is dropped.
+    By hand because aiohttp has no client-side SSE parser and the SSE libraries for it are
+    unmaintained; only `data` matters to the providers (`event` repeats the JSON's `type`)."""
+    pending = b""
+    data: list[str] = []
+    fields = False
+    first = True
+    async for chunk in chunks:
+        if first:
+            chunk, first = chunk.removeprefix(b"\xef\xbb\xbf"), False
+        pending += chunk
+        # A CR at the end may be the first half of a CRLF: keep it for the next chunk.
+        held = pending.endswith(b"\r")
+        lines = _LINE_END.split(pending[:-1] if held else pending)
+        pending = lines.pop() + (b"\r" if held else b"")
+        for line in lines:
+            if not line:
+                if fields:
+                    yield "\n".join(data)
+                data, fields = [], False
+                continue
+            name, _, value = line.partition(b":")
+            if name not in _SSE_FIELDS:
+                continue  # a comment (empty name) or a field SSE does not define
+            fields = True
+            if name == b"data":
+                data.append(value.removeprefix(b" ").decode("utf-8", "replace"))

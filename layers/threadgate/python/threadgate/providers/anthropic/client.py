@@ -1,4 +1,4 @@
-"""`AnthropicProvider`: the `ModelProvider` port over the Anthropic Messages HTTP API (httpx).
+"""`AnthropicProvider`: the `ModelProvider` port over the Anthropic Messages HTTP API (aiohttp).
 
 Retry policy (see `threadgate.providers.http`): a call is retried only while no byte of the
 answer has been received — connection failures, timeouts before the response headers, and

@@ -1,4 +1,4 @@
-"""`OpenAIProvider`: the `ModelProvider` port over the OpenAI Chat Completions HTTP API (httpx).
+"""`OpenAIProvider`: the `ModelProvider` port over the OpenAI Chat Completions HTTP API (aiohttp).
 
 Thread turns speak Anthropic Messages to it (the canonical shape), translated field by field by
 `providers/field_map.py`; same-family passthrough forwards Chat Completions bodies as they are.
