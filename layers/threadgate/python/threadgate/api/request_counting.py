@@ -8,7 +8,6 @@ failing to count is logged, never answered.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from typing import Any
@@ -46,12 +45,13 @@ class CountInferenceRequests:
         counter = runtime.stores.request_counts
         if counter is None:
             return
-        from threadgate.domain.usage import day_of  # not at import: the app's cold start
+        from threadgate.domain.off_loop import off_loop  # not at import: the app's cold start
+        from threadgate.domain.usage import day_of
 
         day = day_of(runtime.clock.now_ms())
         try:
-            await asyncio.to_thread(
-                counter.add, account_id, day, error=status >= 400 and status != 402, cap_refusal=status == 402
+            await off_loop(
+                counter, counter.add, account_id, day, error=status >= 400 and status != 402, cap_refusal=status == 402
             )
         except Exception as exc:
             log.warning("request not counted: %s", type(exc).__name__)

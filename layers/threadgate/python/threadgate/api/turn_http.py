@@ -20,6 +20,7 @@ from threadgate.api.errors import envelope, error_response
 from threadgate.api.responses import FastJSONResponse
 from threadgate.domain.driver import ThreadLease, drive
 from threadgate.domain.errors import GatewayError, InvalidRequest
+from threadgate.domain.off_loop import off_loop
 from threadgate.domain.run_events import RunEventLog
 from threadgate.domain.runs import Run
 from threadgate.domain.steps import RunContext, TurnRequest, recover_dead_turn, start_run
@@ -202,7 +203,7 @@ async def stored_events(
     loop = asyncio.get_running_loop()
     poll, quiet_since = POLL_S[0], loop.time()
     while True:
-        batch = await asyncio.to_thread(runs.list_events, run_id, after_seq, 500)
+        batch = await off_loop(runs, runs.list_events, run_id, after_seq, 500)
         for seq, event in batch:
             after_seq = seq
             yield seq, event
@@ -211,8 +212,8 @@ async def stored_events(
         if batch:
             poll, quiet_since = POLL_S[0], loop.time()
             continue
-        run = await asyncio.to_thread(runs.get_run, run_id)
-        if run is None or (run.finished and not await asyncio.to_thread(runs.list_events, run_id, after_seq, 1)):
+        run = await off_loop(runs, runs.get_run, run_id)
+        if run is None or (run.finished and not await off_loop(runs, runs.list_events, run_id, after_seq, 1)):
             return  # gone, or ended with nothing more to send
         if loop.time() - quiet_since >= ping_s:
             quiet_since = loop.time()
@@ -227,7 +228,7 @@ async def wait_for_end(runs: RunStore, run_id: str, timeout_s: float | None) -> 
     deadline = None if timeout_s is None else loop.time() + timeout_s
     poll = POLL_S[0]
     while True:
-        run = await asyncio.to_thread(runs.get_run, run_id)
+        run = await off_loop(runs, runs.get_run, run_id)
         if run is None:
             raise InvalidRequest(f"run {run_id} is gone")
         if run.finished or (deadline is not None and loop.time() >= deadline):

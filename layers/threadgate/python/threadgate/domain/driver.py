@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from threadgate.domain.errors import Conflict
+from threadgate.domain.off_loop import off_loop
 from threadgate.domain.run_events import EventSink
 from threadgate.domain.runs import StepOutcome, ToolOutcome
 from threadgate.domain.steps import (
@@ -71,8 +72,8 @@ class ThreadLease:
         while True:
             await asyncio.sleep(self.lease_ms / 3000)
             try:
-                renewed = await asyncio.to_thread(
-                    self.threads.acquire_turn_lock, self.thread_id, self.holder, self.clock.now_ms(), self.lease_ms)
+                renewed = await off_loop(self.threads, self.threads.acquire_turn_lock, self.thread_id, self.holder,
+                                         self.clock.now_ms(), self.lease_ms)
             except Exception:  # a failed renewal is retried at the next beat; the lease still runs
                 continue
             if not renewed:
@@ -122,7 +123,7 @@ async def _watch_cancel(deps: RunDeps, run_id: str, cancel: asyncio.Event) -> No
     while True:
         await asyncio.sleep(CANCEL_POLL_S)
         try:
-            run: Any = await asyncio.to_thread(deps.runs.get_run, run_id)
+            run: Any = await off_loop(deps.runs, deps.runs.get_run, run_id)
         except Exception:  # a failed look is not a cancel: look again next time
             continue
         if run is None or run.cancel_requested:
@@ -157,7 +158,7 @@ async def deliver_tools(deps: RunDeps, ctx: RunContext, calls: list[PendingToolC
                     await deps.dispatch(call.account_id, call.tool_id, call.call, call.context))
             except Exception:  # a dispatcher bug must not break the thread
                 result = ToolOutcome("tool dispatch failed", True, attempts=0)
-        await asyncio.to_thread(deps.runs.put_tool_outcome, run_id, call.call["id"], result)
+        await off_loop(deps.runs, deps.runs.put_tool_outcome, run_id, call.call["id"], result)
 
     tasks = [asyncio.create_task(deliver(c)) for c in calls]
     if not tasks:

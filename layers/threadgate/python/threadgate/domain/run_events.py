@@ -3,8 +3,9 @@ live to whoever streams the run in this process.
 
 Every run's events are stored, so a dropped stream resumes with `Last-Event-ID` from any process
 and a run driven elsewhere (Step Functions) is relayed from the store. Stream deltas are stored
-in batches — at most every `interval_s` and at each step boundary — written off the event loop,
-so the live stream never waits for the store (a short answer costs one write).
+in batches — at most every `interval_s` and at each step boundary — written off the event loop
+(`domain.off_loop`),
+so the live stream never waits for a network store (a short answer costs one write).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import time
 from typing import Any, Callable, Protocol
 
+from threadgate.domain.off_loop import off_loop
 from threadgate.ports import RunStore
 
 FLUSH_INTERVAL_S = 0.2
@@ -78,7 +80,7 @@ class RunEventLog:
                 batch, first = self._pending, self._pending_from
                 self._pending, self._pending_from = [], first + len(batch)
                 try:
-                    await asyncio.to_thread(self._runs.append_events, self._run_id, first, batch)
+                    await off_loop(self._runs, self._runs.append_events, self._run_id, first, batch)
                 except Exception as exc:  # keep the batch (no gap in the numbers); flush reports it
                     self._pending, self._pending_from = batch + self._pending, first
                     self._failure = exc

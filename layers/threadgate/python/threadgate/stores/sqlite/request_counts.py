@@ -7,6 +7,8 @@ from threadgate.stores.sqlite.db import Database
 
 
 class SqliteRequestCounts:
+    inline = True  # microsecond calls: made on the event loop (domain/off_loop.py)
+
     def __init__(self, db: Database):
         self.db = db
 

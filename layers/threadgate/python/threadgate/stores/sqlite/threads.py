@@ -41,6 +41,8 @@ def _message(row: sqlite3.Row) -> Message:
 
 
 class SqliteThreadStore:
+    inline = True  # microsecond calls: made on the event loop (domain/off_loop.py)
+
     def __init__(self, db: Database):
         self.db = db
 
