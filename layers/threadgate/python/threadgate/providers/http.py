@@ -223,10 +223,10 @@ class HTTPProvider:
             name=self.name,
             secret=api_key,
             status_error=self.status_error,
-            # No bound on the whole answer; `sock_read` bounds each wait for bytes, `connect`
-            # the wait for a pooled connection.
-            timeout=aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_connect=connect_timeout_s,
-                                          sock_read=timeout_s),
+            # No bound on the whole answer; `sock_read` bounds each wait for bytes, `sock_connect`
+            # a new connection, `connect` the wait for a free pooled one plus that connection.
+            timeout=aiohttp.ClientTimeout(total=None, connect=timeout_s + connect_timeout_s,
+                                          sock_connect=connect_timeout_s, sock_read=timeout_s),
             retry=RetryPolicy(attempts, backoff_initial_s, backoff_max_s, max_retry_after_s),
             client=client,
         )
