@@ -1,5 +1,5 @@
-"""The upstream SSE parser (providers/http.py `sse_data`): what a provider reads from a stream
-however the network cuts it into chunks."""
+"""The upstream HTTP plumbing (providers/http.py): the SSE parser (what a provider reads from a
+stream however the network cuts it into chunks) and the proxy the environment names."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from threadgate.providers.http import sse_data
+from threadgate.providers.http import env_proxy, sse_data
 
 STREAM = (
     b"\xef\xbb\xbfevent: message_start\r\n"
@@ -51,3 +51,14 @@ def test_utf8_split_across_chunks_and_an_event_without_data():
     body = "event: ping\n\ndata: héllo ✓\n\n".encode()
     cut = body.index("✓".encode()) + 1
     assert parse([body[:cut], body[cut:]]) == ["", "héllo ✓"]
+
+
+def test_the_proxy_variables_are_honoured_unless_no_proxy_covers_the_host(monkeypatch):
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert env_proxy("https://api.anthropic.com") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://egress.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,.svc.internal")
+    assert env_proxy("https://api.anthropic.com") == "http://egress.internal:3128"
+    assert env_proxy("https://models.svc.internal/v1") is None
+    assert env_proxy("http://api.openai.com/v1") is None  # only HTTPS_PROXY is set
