@@ -36,6 +36,7 @@ LAYERS = [
     ("sqlite stores", ("threadgate/stores/sqlite/",)),
     ("search/embedding", ("threadgate/search/", "threadgate/background/search", "wordllama/", "numpy/",
                           "tokenizers/")),
+    ("upstream client (aiohttp)", ("aiohttp/", "yarl/", "multidict/", "tenacity/")),
     ("upstream client (httpx/httpcore/h11)", ("httpx/", "httpcore/", "h11/", "httpx_sse/")),
     ("threadgate providers", ("threadgate/providers/",)),
     ("threadgate domain", ("threadgate/domain/",)),
