@@ -4,8 +4,8 @@ live to whoever streams the run in this process.
 Every run's events are stored, so a dropped stream resumes with `Last-Event-ID` from any process
 and a run driven elsewhere (Step Functions) is relayed from the store. Stream deltas are stored
 in batches — at most every `interval_s` and at each step boundary — written off the event loop
-(`domain.off_loop`),
-so the live stream never waits for a network store (a short answer costs one write).
+(`domain.off_loop`), so the live stream never waits for a network store (a short answer costs
+one write).
 """
 
 from __future__ import annotations
