@@ -13,7 +13,9 @@ RESULTS = ROOT / "bench" / "results"
 OUT = ROOT / "docs" / "benchmarks.md"
 TITLES = {"core": "Gateway overhead (core_bench.py)", "toolloop": "Tool loop (toolloop_bench.py)",
           "search": "Search (search_bench.py)", "coldstart": "Lambda cold start imports (coldstart_bench.py)",
-          "abuse": "Huge request headers (abuse_bench.py)", "passthrough": "Passthrough overhead (passthrough_bench.py)"}
+          "abuse": "Huge request headers (abuse_bench.py)", "passthrough": "Passthrough overhead (passthrough_bench.py)",
+          "peer": "Side by side with LiteLLM", "hot_path_levers": "Hot-path levers, CPU per request (hot_path_profile.py)",
+          "profile": "Where a request's CPU goes (hot_path_profile.py)"}
 PROSE_KEYS = ("method", "note", "scenario", "embedder", "vectors", "index")
 
 
@@ -30,6 +32,10 @@ def rows(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
 
 def section(name: str, data: dict[str, Any]) -> list[str]:
     lines = [f"## {TITLES.get(name, name)}", "", f"From `bench/results/{name}.json`."]
+    if name == "peer":  # its summary table first, in the markers peer_bench.py rewrites
+        from peer_bench import peer_block
+
+        lines += ["", peer_block(data)]
     for key in PROSE_KEYS:
         if isinstance(data.get(key), str):
             lines += ["", f"*{key}:* {data[key]}"]
