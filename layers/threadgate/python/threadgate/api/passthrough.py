@@ -17,10 +17,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from threadgate import jsoncodec
-from threadgate.api import sse
+from threadgate.api import idempotency, sse
+from threadgate.api.deps import request_id
+from threadgate.api.turn_http import run_turn
 from threadgate.api.errors import validation_error
 from threadgate.api.schemas import ChatCreate, MessagesCreate, ResponsesCreate
 from threadgate.domain.errors import InvalidRequest
@@ -51,6 +54,17 @@ def json_body(raw: bytes) -> Any:
         raise InvalidRequest("malformed JSON body") from None
     except RecursionError:
         raise InvalidRequest("body: JSON nested too deeply") from None
+
+
+async def serve(request: Request, rt: Runtime, p: Principal, build: Callable[[Any, str], Passthrough]) -> Any:
+    """A passthrough route: the body as sent, `build` (400 before any money moves), then an
+    Idempotency-Key replay or the one metered call, answered as JSON or SSE."""
+    raw = json_body(await request.body())
+    call = build(raw, request_id(request))
+    scope, replay = idempotency.claim_key(request, rt, p, raw)
+    if replay is not None:
+        return replay
+    return await run_turn(request, rt, call.call, scope=scope, render=call.render, stream_render=call.stream_render)
 
 
 def prepare(rt: Runtime, p: Principal, kind: str, raw: Any, rid: str) -> Passthrough:

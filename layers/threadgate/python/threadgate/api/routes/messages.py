@@ -11,7 +11,7 @@ from threadgate.api import idempotency, passthrough
 from threadgate.api.deps import get_principal, get_runtime, request_id
 from threadgate.api.routes.threads import visible_thread
 from threadgate.api.schemas import TurnCreate
-from threadgate.api.turn_http import run_thread_turn, run_turn
+from threadgate.api.turn_http import run_thread_turn
 from threadgate.domain import model_rules
 from threadgate.domain.errors import InvalidRequest
 from threadgate.domain.models import Principal
@@ -79,9 +79,6 @@ async def send_turn(
 async def messages(
     request: Request, p: Principal = Depends(get_principal), rt: Runtime = Depends(get_runtime)
 ) -> Any:
-    raw = passthrough.json_body(await request.body())
-    call = passthrough.messages(rt, p, raw, request_id(request), headers=request.headers)
-    scope, replay = idempotency.claim_key(request, rt, p, raw)
-    if replay is not None:
-        return replay
-    return await run_turn(request, rt, call.call, scope=scope, render=call.render, stream_render=call.stream_render)
+    return await passthrough.serve(
+        request, rt, p, lambda raw, rid: passthrough.messages(rt, p, raw, rid, headers=request.headers)
+    )
