@@ -59,18 +59,13 @@ class Observability(Construct):
             threshold=60_000,
             description="Search indexing lags the threads table by more than a minute",
         )
-        self._alarm(
-            "IndexerDlqDepth",
-            indexer_dlq.metric_approximate_number_of_messages_visible(period=FIVE_MINUTES, statistic="Maximum"),
-            threshold=1,
-            description="Thread stream records could not be indexed (see the indexer DLQ)",
-        )
-        self._alarm(
-            "JobsDlqDepth",
-            jobs_dlq.metric_approximate_number_of_messages_visible(period=FIVE_MINUTES, statistic="Maximum"),
-            threshold=1,
-            description="Dead-lettered jobs could not be marked failed (see the jobs DLQ)",
-        )
+        for alarm_id, dlq, what in (
+            ("IndexerDlqDepth", indexer_dlq, "Thread stream records could not be indexed (see the indexer DLQ)"),
+            ("JobsDlqDepth", jobs_dlq, "Dead-lettered jobs could not be marked failed (see the jobs DLQ)"),
+            ("WebhooksDlqDepth", webhooks_dlq, "Dead-lettered tool calls could not be ended (see the webhooks DLQ)"),
+        ):
+            self._alarm(alarm_id, dlq.metric_approximate_number_of_messages_visible(period=FIVE_MINUTES, statistic="Maximum"),
+                        threshold=1, description=what)
         self._alarm(
             "JobsQueueAge",
             jobs_queue.metric_approximate_age_of_oldest_message(period=FIVE_MINUTES, statistic="Maximum"),
@@ -88,12 +83,6 @@ class Observability(Construct):
             tool_loop.metric_timed_out(period=FIVE_MINUTES, statistic="Sum"),
             threshold=1,
             description="A tool-loop execution timed out",
-        )
-        self._alarm(
-            "WebhooksDlqDepth",
-            webhooks_dlq.metric_approximate_number_of_messages_visible(period=FIVE_MINUTES, statistic="Maximum"),
-            threshold=1,
-            description="Dead-lettered tool calls could not be ended (see the webhooks DLQ)",
         )
         if config.alarm_topic_arn:
             topic = sns.Topic.from_topic_arn(self, "AlarmTopic", config.alarm_topic_arn)

@@ -12,19 +12,10 @@ def queue_with_dlq(
     scope: Construct, queue_id: str, dlq_id: str, *, visibility_timeout: Duration, retention: Duration,
     dlq_retention: Duration, max_receives: int,
 ) -> tuple[sqs.Queue, sqs.Queue]:
-    dlq = sqs.Queue(
-        scope, dlq_id,
-        encryption=sqs.QueueEncryption.SQS_MANAGED,
-        enforce_ssl=True,
-        retention_period=dlq_retention,
-        visibility_timeout=visibility_timeout,
-    )
+    common = dict(encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True, visibility_timeout=visibility_timeout)
+    dlq = sqs.Queue(scope, dlq_id, retention_period=dlq_retention, **common)
     queue = sqs.Queue(
-        scope, queue_id,
-        encryption=sqs.QueueEncryption.SQS_MANAGED,
-        enforce_ssl=True,
-        retention_period=retention,
-        visibility_timeout=visibility_timeout,
+        scope, queue_id, retention_period=retention, **common,
         dead_letter_queue=sqs.DeadLetterQueue(queue=dlq, max_receive_count=max_receives),
     )
     return queue, dlq

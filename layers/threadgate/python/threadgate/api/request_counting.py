@@ -51,7 +51,7 @@ class CountInferenceRequests:
         day = day_of(runtime.clock.now_ms())
         try:
             await off_loop(
-                counter, counter.add, account_id, day, error=status >= 400 and status != 402, cap_refusal=status == 402
+                counter.add, account_id, day, error=status >= 400 and status != 402, cap_refusal=status == 402
             )
         except Exception as exc:
             log.warning("request not counted: %s", type(exc).__name__)

@@ -203,7 +203,7 @@ async def stored_events(
     loop = asyncio.get_running_loop()
     poll, quiet_since = POLL_S[0], loop.time()
     while True:
-        batch = await off_loop(runs, runs.list_events, run_id, after_seq, 500)
+        batch = await off_loop(runs.list_events, run_id, after_seq, 500)
         for seq, event in batch:
             after_seq = seq
             yield seq, event
@@ -212,8 +212,8 @@ async def stored_events(
         if batch:
             poll, quiet_since = POLL_S[0], loop.time()
             continue
-        run = await off_loop(runs, runs.get_run, run_id)
-        if run is None or (run.finished and not await off_loop(runs, runs.list_events, run_id, after_seq, 1)):
+        run = await off_loop(runs.get_run, run_id)
+        if run is None or (run.finished and not await off_loop(runs.list_events, run_id, after_seq, 1)):
             return  # gone, or ended with nothing more to send
         if loop.time() - quiet_since >= ping_s:
             quiet_since = loop.time()
@@ -228,7 +228,7 @@ async def wait_for_end(runs: RunStore, run_id: str, timeout_s: float | None) -> 
     deadline = None if timeout_s is None else loop.time() + timeout_s
     poll = POLL_S[0]
     while True:
-        run = await off_loop(runs, runs.get_run, run_id)
+        run = await off_loop(runs.get_run, run_id)
         if run is None:
             raise InvalidRequest(f"run {run_id} is gone")
         if run.finished or (deadline is not None and loop.time() >= deadline):

@@ -72,7 +72,7 @@ class ThreadLease:
         while True:
             await asyncio.sleep(self.lease_ms / 3000)
             try:
-                renewed = await off_loop(self.threads, self.threads.acquire_turn_lock, self.thread_id, self.holder,
+                renewed = await off_loop(self.threads.acquire_turn_lock, self.thread_id, self.holder,
                                          self.clock.now_ms(), self.lease_ms)
             except Exception:  # a failed renewal is retried at the next beat; the lease still runs
                 continue
@@ -123,7 +123,7 @@ async def _watch_cancel(deps: RunDeps, run_id: str, cancel: asyncio.Event) -> No
     while True:
         await asyncio.sleep(CANCEL_POLL_S)
         try:
-            run: Any = await off_loop(deps.runs, deps.runs.get_run, run_id)
+            run: Any = await off_loop(deps.runs.get_run, run_id)
         except Exception:  # a failed look is not a cancel: look again next time
             continue
         if run is None or run.cancel_requested:
@@ -158,7 +158,7 @@ async def deliver_tools(deps: RunDeps, ctx: RunContext, calls: list[PendingToolC
                     await deps.dispatch(call.account_id, call.tool_id, call.call, call.context))
             except Exception:  # a dispatcher bug must not break the thread
                 result = ToolOutcome("tool dispatch failed", True, attempts=0)
-        await off_loop(deps.runs, deps.runs.put_tool_outcome, run_id, call.call["id"], result)
+        await off_loop(deps.runs.put_tool_outcome, run_id, call.call["id"], result)
 
     tasks = [asyncio.create_task(deliver(c)) for c in calls]
     if not tasks:

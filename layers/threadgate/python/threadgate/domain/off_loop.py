@@ -13,9 +13,9 @@ from typing import Any, Callable, TypeVar
 T = TypeVar("T")
 
 
-async def off_loop(store: Any, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """`call(*args, **kwargs)`, a method of `store`: on the loop when the store is `inline`, else
-    in a thread."""
-    if getattr(store, "inline", False):
+async def off_loop(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`call(*args, **kwargs)`, a store's bound method: on the loop when its store is `inline`,
+    else in a thread."""
+    if getattr(getattr(call, "__self__", None), "inline", False):
         return call(*args, **kwargs)
     return await asyncio.to_thread(call, *args, **kwargs)

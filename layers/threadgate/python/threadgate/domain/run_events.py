@@ -80,7 +80,7 @@ class RunEventLog:
                 batch, first = self._pending, self._pending_from
                 self._pending, self._pending_from = [], first + len(batch)
                 try:
-                    await off_loop(self._runs, self._runs.append_events, self._run_id, first, batch)
+                    await off_loop(self._runs.append_events, self._run_id, first, batch)
                 except Exception as exc:  # keep the batch (no gap in the numbers); flush reports it
                     self._pending, self._pending_from = batch + self._pending, first
                     self._failure = exc
