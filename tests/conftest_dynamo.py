@@ -6,6 +6,7 @@ Not a conftest (pytest does not load it by itself); import it where a test needs
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -44,6 +45,20 @@ def one_request_at_a_time() -> Iterator[None]:
     def call_action(self: DynamoHandler) -> Any:
         with lock:
             return original(self)
+
+    with mock.patch.object(DynamoHandler, "call_action", call_action):
+        yield
+
+
+@contextmanager
+def network_latency(seconds: float) -> Iterator[None]:
+    """Every DynamoDB request takes `seconds` more, outside the one-at-a-time lock: requests from
+    different threads wait in parallel, as round trips to a real endpoint do."""
+    inner = DynamoHandler.call_action
+
+    def call_action(self: DynamoHandler) -> Any:
+        time.sleep(seconds)
+        return inner(self)
 
     with mock.patch.object(DynamoHandler, "call_action", call_action):
         yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -88,6 +89,81 @@ def test_update_thread_sets_metadata_and_title_for_the_owner_only(stores):
     assert ts.update_thread("acct_b", t.id, title="stolen") is None
     assert ts.update_thread("acct_a", "thr_missing", title="x") is None
     assert ts.get_thread("acct_a", t.id).title is None
+
+
+def adding(**changes):
+    """A metadata change: these keys over whatever is stored (a pure function, as the port asks)."""
+    return lambda current: {**(current or {}), **changes}
+
+
+def test_a_metadata_merge_is_atomic_for_the_owner_only(stores):
+    ts = stores.threads
+    t = thread("acct_a", metadata={"a": 1})
+    ts.create_thread(t)
+
+    updated = ts.update_thread_metadata("acct_a", t.id, adding(b=2), title="Refund question")
+    assert (updated.metadata, updated.title) == ({"a": 1, "b": 2}, "Refund question")
+    assert ts.get_thread("acct_a", t.id) == updated
+    assert ts.update_thread_metadata("acct_b", t.id, adding(stolen=True)) is None
+    assert ts.update_thread_metadata("acct_a", "thr_missing", adding(x=1)) is None
+
+    # Another writer lands between this merge's read and its write: the merge is made over what
+    # that writer stored (SQLite: the writer waits for the merge; DynamoDB: the merge reads again).
+    intruder = threading.Thread(target=ts.update_thread_metadata, args=("acct_a", t.id, adding(other=True)))
+    seen: list[dict] = []
+
+    def change(current):
+        seen.append(dict(current))
+        if not intruder.is_alive() and len(seen) == 1:
+            intruder.start()
+            intruder.join(timeout=0.5)
+        return {**current, "mine": True}
+
+    ts.update_thread_metadata("acct_a", t.id, change)
+    intruder.join()
+    assert ts.get_thread("acct_a", t.id).metadata == {"a": 1, "b": 2, "other": True, "mine": True}
+
+    # What the change raises propagates, and nothing is written (e.g. the size limit).
+    def refuse(current):
+        raise ValueError("too big")
+
+    with pytest.raises(ValueError):
+        ts.update_thread_metadata("acct_a", t.id, refuse, title="changed")
+    assert ts.get_thread("acct_a", t.id).title == "Refund question"
+
+
+def test_concurrent_metadata_merges_all_land(stores):
+    ts = stores.threads
+    t = thread("acct_a")
+    ts.create_thread(t)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(lambda i: ts.update_thread_metadata("acct_a", t.id, adding(**{f"k{i}": i})), range(16)))
+    assert ts.get_thread("acct_a", t.id).metadata == {f"k{i}": i for i in range(16)}
+
+
+def test_a_merge_limit_holds_against_concurrent_merges(stores):
+    """Two merges that each fit but not together: exactly one lands, whatever the timing."""
+    ts = stores.threads
+    t = thread("acct_a")
+    ts.create_thread(t)
+
+    def within_limit(**changes):
+        def change(current):
+            merged = adding(**changes)(current)
+            if len(merged) > 1:
+                raise ValueError("at most one key")
+            return merged
+        return change
+
+    def merge(name: str) -> bool:
+        try:
+            return ts.update_thread_metadata("acct_a", t.id, within_limit(**{name: True})) is not None
+        except ValueError:
+            return False
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        assert sorted(pool.map(merge, ["x", "y"])) == [False, True]
+    assert len(ts.get_thread("acct_a", t.id).metadata) == 1
 
 
 def test_append_assigns_dense_seq_and_bumps_the_thread(stores):

@@ -558,6 +558,28 @@ def test_concurrent_metadata_patches_lose_nothing(gateway):
         threads.release_turn_lock(t["id"], "a-running-turn")
 
 
+def test_concurrent_metadata_patches_over_a_slow_dynamodb_all_land_at_once(gateway_on_store):
+    """Across a network every DynamoDB request takes time. Concurrent PATCHes of different keys
+    must each land without queueing behind the others' merges: none answers 409, none is lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest_dynamo import network_latency
+
+    gw = gateway_on_store("dynamodb")
+    with gw.admin() as c:
+        t = new_thread(c, metadata={"keep": True})
+
+    def patch(i: int) -> int:
+        with gw.admin() as c:
+            return c.patch(f"/v1/threads/{t['id']}", json={"metadata": {f"k{i}": i}}).status_code
+
+    with network_latency(0.1), ThreadPoolExecutor(max_workers=8) as pool:
+        codes = list(pool.map(patch, range(24)))
+    assert codes == [200] * 24
+    with gw.admin() as c:
+        assert c.get(f"/v1/threads/{t['id']}").json()["metadata"] == {"keep": True, **{f"k{i}": i for i in range(24)}}
+
+
 def test_per_key_rate_limit_answers_429_with_retry_after(gateway_factory):
     gw = gateway_factory(rate_limit_per_minute=2)
     key = gw.mint()

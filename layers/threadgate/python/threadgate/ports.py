@@ -8,7 +8,7 @@ INSIDE the adapter's query (invariant 4), never as a filter over a wider result.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Protocol, Sequence
+from typing import Any, AsyncIterator, Callable, Protocol, Sequence
 
 from threadgate.domain.jobs import Job, JobOutcome
 from threadgate.domain.runs import Run, ToolCallRef, ToolOutcome
@@ -103,6 +103,18 @@ class ThreadStore(Protocol):
     def update_thread(
         self, account_id: str, thread_id: str, *, metadata: Any = ..., title: Any = ...
     ) -> Thread | None: ...
+    def update_thread_metadata(
+        self,
+        account_id: str,
+        thread_id: str,
+        change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        *,
+        title: Any = ...,
+    ) -> Thread | None:
+        """Sets the metadata to `change(current metadata)` atomically: no update made between the
+        read and the write is lost. `change` may run more than once (it must be pure); what it
+        raises propagates and nothing is written. None: no such thread in this account."""
+
     def delete_thread(self, account_id: str, thread_id: str) -> bool:
         """Removes the thread and all its messages at once."""
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import base64
-import contextlib
-import time
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
 from threadgate.api import render
 from threadgate.api.deps import get_principal, get_runtime
 from threadgate.api.schemas import ThreadCreate, ThreadPatch, check_metadata_size
-from threadgate.domain.errors import Conflict, InvalidRequest, NotFound
+from threadgate.domain.errors import InvalidRequest, NotFound
 from threadgate.domain.keys import new_id, scoped_end_user
 from threadgate.domain.models import UNSET, Principal, Thread
 from threadgate.runtime import Runtime
@@ -20,9 +18,6 @@ from threadgate.runtime import Runtime
 router = APIRouter()
 
 MAX_INT = 2**63 - 1  # the largest integer a storage column holds (SQLite INTEGER is 64-bit)
-# A metadata merge is read-modify-write; its lease only has to outlive one read and one write.
-MERGE_LEASE_MS = 10_000
-MERGE_WAIT_S = 5.0
 
 
 def visible_thread(rt: Runtime, p: Principal, thread_id: str) -> Thread:
@@ -91,36 +86,23 @@ def patch_thread(
     if not body.given("metadata"):
         updated = rt.stores.threads.update_thread(p.account_id, thread_id, title=title)
     else:
-        with _merge_lock(rt, thread_id):  # concurrent merges must not lose each other's keys
-            merged = dict(visible_thread(rt, p, thread_id).metadata or {})
-            for k, v in (body.metadata or {}).items():
+        changes = body.metadata or {}
+
+        def merged(current: dict[str, Any] | None) -> dict[str, Any] | None:
+            """`changes` over `current` (null removes a key); the store applies it atomically."""
+            metadata = {**(current or {}), **changes}
+            for k, v in changes.items():
                 if v is None:
-                    merged.pop(k, None)
-                else:
-                    merged[k] = v
+                    del metadata[k]
             try:
-                metadata = check_metadata_size(merged)
+                return check_metadata_size(metadata)
             except ValueError as err:  # each patch fits, but together they may not
                 raise InvalidRequest(str(err), param="metadata") from None
-            updated = rt.stores.threads.update_thread(p.account_id, thread_id, metadata=metadata, title=title)
+
+        updated = rt.stores.threads.update_thread_metadata(p.account_id, thread_id, merged, title=title)
     if updated is None:
         raise NotFound("thread not found")
     return render.thread(updated)
-
-
-@contextlib.contextmanager
-def _merge_lock(rt: Runtime, thread_id: str) -> Iterator[None]:
-    """The store's lease lock, under a name of its own so a running turn never delays a PATCH."""
-    name, holder = f"{thread_id}#metadata", new_id("merge_")
-    deadline = time.monotonic() + MERGE_WAIT_S
-    while not rt.stores.threads.acquire_turn_lock(name, holder, rt.clock.now_ms(), MERGE_LEASE_MS):
-        if time.monotonic() > deadline:
-            raise Conflict("another update of this thread's metadata is in progress; retry")
-        time.sleep(0.01)
-    try:
-        yield
-    finally:
-        rt.stores.threads.release_turn_lock(name, holder)
 
 
 @router.delete("/v1/threads/{thread_id}")

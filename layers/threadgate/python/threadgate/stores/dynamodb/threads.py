@@ -1,7 +1,8 @@
 """ThreadStore on the `threads` table, and `message_from_item` for the stream consumer.
 
 Items of one thread share `pk = THREAD#<id>`:
-- `META`: owner, end user, metadata (JSON), title, times, `message_count`, `next_seq`;
+- `META`: owner, end user, metadata (JSON) and its `metadata_version` (bumped by every metadata
+  write; a merge writes only over the version it read), title, times, `message_count`, `next_seq`;
   gsi1 = `<account>#<end_user>` x `<last_active_at:015d>#<id>` (only end-user threads carry it),
   gsi2 = `<account>` x the same sort key.
 - `MSG#<seq:012d>`: one message, self-describing (account, end user, thread, seq, role, kind,
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from botocore.exceptions import ClientError
 
@@ -44,6 +45,8 @@ MSG_PREFIX = "MSG#"
 # A transaction holds at most 100 actions: the META update plus one Put per message.
 MAX_MESSAGES_PER_APPEND = 99
 _APPEND_ATTEMPTS = 25
+# Each failed metadata merge means another update landed: N concurrent merges need at most N tries.
+_MERGE_ATTEMPTS = 25
 _BATCH = 25
 
 
@@ -166,11 +169,41 @@ class DynamoThreadStore:
     def update_thread(
         self, account_id: str, thread_id: str, *, metadata: Any = UNSET, title: Any = UNSET
     ) -> Thread | None:
-        sets, removes = [], []
+        return self._update(account_id, thread_id, metadata=metadata, title=title)
+
+    def update_thread_metadata(
+        self, account_id: str, thread_id: str, change: Callable[[Any], Any], *, title: Any = UNSET
+    ) -> Thread | None:
+        # Optimistic: write only if `metadata_version` is still what was read, else read again.
+        # A failed attempt means another update landed, so no merge waits on a lock or starves.
+        for attempt in range(_MERGE_ATTEMPTS):
+            meta = self._meta(thread_id)
+            if not meta or meta.get("account_id") != account_id:
+                return None
+            merged = change(loads(meta.get("metadata")))
+            updated = self._update(
+                account_id, thread_id, metadata=merged, title=title, version=meta.get("metadata_version", 0)
+            )
+            if updated is not None:
+                return updated
+            time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+        raise Conflict(f"Thread {thread_id}'s metadata is too busy; try again.")
+
+    def _update(
+        self, account_id: str, thread_id: str, *, metadata: Any, title: Any, version: int | None = None
+    ) -> Thread | None:
+        """None if the thread is not this account's, or its metadata is no longer at `version`."""
+        sets, removes, adds = [], [], []
         values: dict[str, Any] = {":acc": account_id}
-        if metadata is not UNSET:
+        condition = "account_id = :acc"
+        if metadata is not UNSET:  # every metadata write moves the version a merge checks
             sets.append("metadata = :metadata")
-            values[":metadata"] = dumps(metadata)
+            adds.append("metadata_version :one")
+            values.update({":metadata": dumps(metadata), ":one": 1})
+        if version is not None:
+            condition += " AND metadata_version = :version" if version else " AND attribute_not_exists(metadata_version)"
+            if version:
+                values[":version"] = version
         if title is not UNSET:
             if title is None:
                 removes.append("title")
@@ -179,13 +212,15 @@ class DynamoThreadStore:
                 values[":title"] = title
         if not sets and not removes:
             return self.get_thread(account_id, thread_id)
-        expression = ("SET " + ", ".join(sets) if sets else "") + (" REMOVE " + ", ".join(removes) if removes else "")
+        expression = " ".join(
+            f"{verb} {', '.join(parts)}" for verb, parts in (("SET", sets), ("ADD", adds), ("REMOVE", removes)) if parts
+        )
         try:
             answer = self._db.update_item(
                 TableName=self._table,
                 Key=encode({"pk": thread_pk(thread_id), "sk": META}),
-                UpdateExpression=expression.strip(),
-                ConditionExpression="account_id = :acc",
+                UpdateExpression=expression,
+                ConditionExpression=condition,
                 ExpressionAttributeValues=encode_values(values),
                 ReturnValues="ALL_NEW",
             )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from threadgate.domain.errors import NotFound
 from threadgate.domain.models import UNSET, Message, NewMessage, Thread
@@ -38,6 +38,17 @@ def _message(row: sqlite3.Row) -> Message:
         account_id=row["account_id"],
         end_user_id=row["end_user_id"],
     )
+
+
+def _set(c: sqlite3.Connection, account_id: str, thread_id: str, *, metadata: Any, title: Any) -> None:
+    given = {}
+    if metadata is not UNSET:
+        given["metadata"] = dumps(metadata)
+    if title is not UNSET:
+        given["title"] = title
+    if given:
+        sets = ", ".join(f"{k} = ?" for k in given)
+        c.execute(f"UPDATE threads SET {sets} WHERE id = ? AND account_id = ?", (*given.values(), thread_id, account_id))
 
 
 class SqliteThreadStore:
@@ -79,18 +90,20 @@ class SqliteThreadStore:
         return [_thread(r) for r in self.db.query(sql, params)]
 
     def update_thread(self, account_id: str, thread_id: str, *, metadata: Any = UNSET, title: Any = UNSET) -> Thread | None:
-        given = {}
-        if metadata is not UNSET:
-            given["metadata"] = dumps(metadata)
-        if title is not UNSET:
-            given["title"] = title
-        if given:
-            sets = ", ".join(f"{k} = ?" for k in given)
-            with self.db.tx() as c:
-                c.execute(
-                    f"UPDATE threads SET {sets} WHERE id = ? AND account_id = ?",
-                    (*given.values(), thread_id, account_id),
-                )
+        with self.db.tx() as c:
+            _set(c, account_id, thread_id, metadata=metadata, title=title)
+        return self.get_thread(account_id, thread_id)
+
+    def update_thread_metadata(
+        self, account_id: str, thread_id: str, change: Callable[[Any], Any], *, title: Any = UNSET
+    ) -> Thread | None:
+        with self.db.tx() as c:  # read and write inside one write transaction: nothing between
+            row = c.execute(
+                "SELECT metadata FROM threads WHERE id = ? AND account_id = ?", (thread_id, account_id)
+            ).fetchone()
+            if row is None:
+                return None
+            _set(c, account_id, thread_id, metadata=change(loads(row["metadata"])), title=title)
         return self.get_thread(account_id, thread_id)
 
     def delete_thread(self, account_id: str, thread_id: str) -> bool:
