@@ -70,6 +70,7 @@ class FakeReply:
     cached_tokens: int = 0
     service_tier: str | None = None  # what the answer reports; default: as the real API does
     reasoning_tokens: int = 0  # Responses only: reasoning tokens, counted in the output tokens
+    failed: bool = False  # Responses only: the response ends `failed` (a server_error), with its usage
 
 
 def served_tier(body: dict[str, Any]) -> str:

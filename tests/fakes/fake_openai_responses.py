@@ -87,7 +87,8 @@ def structured_reply(body: dict[str, Any]) -> str | None:
 
 
 def build_response(body: dict[str, Any], reply: Any, default_reply: str | None, number: int, served_tier: str) -> dict[str, Any]:
-    """The whole `response` object (status completed, or incomplete when cut at max_output_tokens)."""
+    """The whole `response` object (status completed, incomplete when cut at max_output_tokens, or
+    failed when the reply says so: the error the API reports when it gives up mid-answer)."""
     from tests.fakes.fake_openai import FakeReply  # one reply type for both APIs
 
     digest = faults.reply_digest(body, number)
@@ -121,9 +122,9 @@ def build_response(body: dict[str, Any], reply: Any, default_reply: str | None, 
         "id": f"resp_{digest[:32]}",
         "object": "response",
         "created_at": int(time.time()),
-        "status": "incomplete" if cut else "completed",
+        "status": "failed" if reply.failed else "incomplete" if cut else "completed",
         "background": False,
-        "error": None,
+        "error": {"code": "server_error", "message": "The model failed to generate a response."} if reply.failed else None,
         "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),
@@ -187,7 +188,7 @@ def stream_events(response: dict[str, Any]) -> list[dict[str, Any]]:
                 emit("response.function_call_arguments.delta", **where, delta=raw[start: start + 8])
             emit("response.function_call_arguments.done", **where, name=item["name"], arguments=raw)
         emit("response.output_item.done", output_index=index, item=item)
-    emit("response.incomplete" if response["status"] == "incomplete" else "response.completed", response=response)
+    emit(f"response.{response['status']}", response=response)  # completed, incomplete or failed
     return events
 
 

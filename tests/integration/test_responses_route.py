@@ -163,6 +163,23 @@ def test_a_stream_broken_midway_is_billed_once_for_what_was_seen(gw):
     assert deltas == 2 and event["output_tokens"] == deltas and event["status"] == "incomplete"
 
 
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_response_that_failed_is_recorded_as_incomplete_and_billed_once_for_its_usage(gw, stream):
+    """The caller saw the upstream give up (`response.failed`): its usage event says so, as a chat
+    or messages call that failed after it began does, and the tokens the upstream reports are billed."""
+    gw.openai_fake.enqueue(FakeReply(text="a b c", prompt_tokens=200, completion_tokens=3, failed=True))
+    key = gw.mint()
+    if stream:
+        seen = list(client(gw, key).responses.create(model=SOL, input="hi", stream=True))
+        assert seen[-1].type == "response.failed" and seen[-1].response.error.code == "server_error"
+    else:
+        assert client(gw, key).responses.create(model=SOL, input="hi").status == "failed"
+    (event,) = events(gw, key)
+    assert event["status"] == "incomplete"
+    assert (event["input_tokens"], event["output_tokens"]) == (200, 3)
+    assert event["cost_micros"] == expected_cost(("2", "10", "0.1"), Usage(input_tokens=200, output_tokens=3))
+
+
 # --- service tiers (priced per model by the catalog) -----------------------------------------------
 
 

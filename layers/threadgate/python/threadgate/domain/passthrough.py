@@ -46,6 +46,9 @@ class Upstream(Protocol):
     def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]: ...
     def tally(self) -> Tally: ...
     def usage_of(self, answer: dict[str, Any]) -> Usage: ...
+    def failed(self, answer: dict[str, Any]) -> bool:
+        """The whole answer says the upstream gave up (a Responses `response.failed`): it is
+        billed for the usage it reports, and recorded as a call that failed after it began."""
 
 
 @dataclass
@@ -108,7 +111,7 @@ class PassthroughCall:
                 event = meter.settle(
                     reservation, spec.model, usage,
                     latency_ms=int((time.monotonic() - started) * 1000),
-                    status="ok" if answer is not None else "incomplete",
+                    status="ok" if answer is not None and not self.upstream.failed(answer) else "incomplete",
                 )
                 result.cost_micros, result.usage = event.cost_micros, usage
         result.message = answer

@@ -40,6 +40,10 @@ class MessagesWire:
     def usage_of(answer: dict[str, Any]) -> Usage:
         return Usage.from_anthropic(answer.get("usage"))
 
+    @staticmethod
+    def failed(answer: dict[str, Any]) -> bool:
+        return False  # a failed Messages call is an HTTP error or an `error` event: both raise
+
 
 class ChatAsMessagesWire(MessagesWire):
     """An OpenAI provider for a Messages caller: takes the translated Chat Completions body,
@@ -77,6 +81,8 @@ class ChatCompletionsWire:
         # The tier OpenAI reports it served the call at prices it (domain/billing.py).
         return Usage.from_anthropic(usage_to_anthropic(answer.get("usage"), answer.get("service_tier")))
 
+    failed = staticmethod(MessagesWire.failed)  # a failed chat completion is an HTTP error or an `error` chunk
+
 
 class ResponsesWire:
     """An OpenAI provider for a Responses API caller: body and answer as they are."""
@@ -97,6 +103,7 @@ class ResponsesWire:
         return responses.ResponsesTally()
 
     usage_of = staticmethod(responses.usage_of)
+    failed = staticmethod(responses.failed)
 
 
 def upstream_of(provider: ModelProvider, caller: str) -> MessagesWire | ChatCompletionsWire | ResponsesWire:

@@ -36,6 +36,11 @@ def usage_of(answer: dict[str, Any]) -> Usage:
     return Usage.from_anthropic(usage_to_anthropic(as_chat, answer.get("service_tier")))
 
 
+def failed(answer: dict[str, Any]) -> bool:
+    """A `response` that ended `failed` (its `error` says why): the API gave up mid-answer."""
+    return answer.get("status") == "failed"
+
+
 class ResponsesTally:
     """Reads a streamed Responses answer as its events pass (`domain.passthrough.Tally`)."""
 
