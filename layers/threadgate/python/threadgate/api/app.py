@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from threadgate import __version__
 from threadgate.api import errors, openapi
+from threadgate.api.hot_routes import HotRoutes
 from threadgate.api.middleware import RequestContext
 from threadgate.api.request_counting import CountInferenceRequests
 from threadgate.api.responses import FastJSONResponse
@@ -101,8 +102,9 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    app.hot = HotRoutes(app, super(ThreadgateApp, app).__call__)
     app.outer = RequestContext(
-        CountInferenceRequests(super(ThreadgateApp, app).__call__, app),
+        CountInferenceRequests(app.hot, app),
         max_body_bytes=runtime.settings.max_body_bytes if runtime else None,
     )
     if hold is not None:
@@ -116,6 +118,7 @@ class ThreadgateApp(FastAPI):
     with its route modules included on first need (ROUTE_MODULES)."""
 
     outer: Any = None
+    hot: Any = None  # api/hot_routes.py: the inference routes past Starlette's stack
 
     def __init__(self, **kwargs: Any) -> None:
         self._included: set[str] = set()
