@@ -7,7 +7,7 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from threadgate.domain.errors import InvalidRequest
 
@@ -66,6 +66,10 @@ def check_storable(body: Any) -> None:
         raise InvalidRequest(f"{where}: {why}", param=where)
 
 
+# Validation context of a body its caller already checked (api/passthrough.json_body).
+STORABLE = {"storable": True}
+
+
 class Part(BaseModel):
     """A nested part of a request body: strict types, unknown fields ignored."""
 
@@ -78,8 +82,9 @@ class Body(Part):
 
     @model_validator(mode="before")
     @classmethod
-    def _storable_values(cls, data: Any) -> Any:
-        check_storable(data)
+    def _storable_values(cls, data: Any, info: ValidationInfo) -> Any:
+        if info.context is not STORABLE:
+            check_storable(data)
         return data
 
     def given(self, name: str) -> bool:
