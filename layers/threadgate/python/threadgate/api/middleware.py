@@ -50,7 +50,7 @@ class RequestContext:
                 message["headers"] = list(message.get("headers", [])) + id_headers
             await send(message)
 
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         received = 0
         too_large = False
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
