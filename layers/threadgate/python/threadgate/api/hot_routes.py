@@ -10,7 +10,7 @@ route's own endpoint, and the app's exception handlers with Starlette's rules (a
 its envelope; any other → the 500 envelope, then re-raised so RequestContext logs it). Request
 ids, the 413 body limit, request counting and uvicorn's access log sit outside and see both paths
 alike. FastAPI keeps the routes registered: OpenAPI, other methods (405), everything not in HOT.
-tests/unit/test_hot_routes.py sends the same requests through both paths and compares the answers.
+tests/integration/test_hot_routes.py sends the same requests through both paths and compares the answers.
 """
 
 from __future__ import annotations

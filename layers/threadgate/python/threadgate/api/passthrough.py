@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from fastapi import Request
 import orjson
+from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from threadgate import jsoncodec
