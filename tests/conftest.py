@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,11 +98,30 @@ def fake_openai() -> Iterator[Any]:
         yield fake
 
 
+def gateway_app(rt: Any) -> Any:
+    """`create_app(rt)` that closes `rt` when its server stops, on the server's event loop, as
+    the gateway does with the runtime it builds itself (`create_app` leaves a runtime handed to
+    it to its owner). An upstream pool left open would be reported as "Unclosed client session"
+    once collected, its loop gone."""
+    from threadgate.api.app import create_app
+
+    app = create_app(rt)
+    serve = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(served: Any) -> Any:
+        async with serve(served) as state:
+            yield state
+        await rt.aclose()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
 def start_gateway(tmp: Path, fake_anthropic: Any, stack: list[Any], stores: Any = None, **overrides: Any) -> Gateway:
     """A gateway over real HTTP against the fake Anthropic, settings overridden; its server is put
     on `stack` for the caller to stop. `stores`: run on these adapters (e.g. DynamoDB under moto)
     instead of SQLite."""
-    from threadgate.api.app import create_app
     from threadgate.api.connection_limits import uvicorn_options
     from threadgate.bootstrap import ensure_first_admin
     from threadgate.runtime import build
@@ -118,7 +138,7 @@ def start_gateway(tmp: Path, fake_anthropic: Any, stack: list[Any], stores: Any 
         rt.stores.close()
         rt.stores = stores
     admin = ensure_first_admin(rt.stores, rt.clock, settings)
-    cm = serve_asgi(create_app(rt), **uvicorn_options())
+    cm = serve_asgi(gateway_app(rt), **uvicorn_options())
     url = cm.__enter__()
     stack.append(cm)
     return Gateway(url=url, admin_key=admin, runtime=rt, fake=fake_anthropic)

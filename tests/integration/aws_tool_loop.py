@@ -37,6 +37,7 @@ from typing import Any, Iterator
 from unittest import mock
 
 from moto.awslambda_simple.models import LambdaSimpleBackend
+from threadgate.background import tool_loop
 
 from tests.conftest import make_settings
 from tests.conftest_dynamo import REGION, TABLE_NAMES, dynamodb_stores
@@ -233,4 +234,7 @@ def aws_tool_loop(fake_anthropic: Any, tmp_path: Path, **overrides: Any) -> Iter
             finally:
                 poller.stopping.set()
                 poller.join(10)
+                # Each function's upstream pools on the loop that made them (the stores are shared).
+                aws.in_request(aws.request_runtime.aclose_upstreams())
                 aws.request_loop.close()
+                tool_loop._run(aws.loop.runtime.aclose_upstreams())  # the loop function's one loop

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Gateway, make_settings
+from tests.conftest import Gateway, gateway_app, make_settings
 
 LOCAL = "threadgate-local"
 TURN = {"model": LOCAL, "max_tokens": 20, "content": "hello"}
@@ -42,7 +42,6 @@ def fresh_connections(url: str) -> httpx.Client:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, fake_anthropic) -> Iterator[World]:
     """One gateway for the whole table (a gateway per case would cost seconds)."""
-    from threadgate.api.app import create_app
     from threadgate.api.routes.keys import mint_key
     from threadgate.api.schemas import KeyCreate
     from threadgate.bootstrap import create_account, ensure_first_admin
@@ -58,7 +57,7 @@ def world(tmp_path_factory, fake_anthropic) -> Iterator[World]:
     rt = build(settings)
     rt.indexer = None  # search is tested on its own; here it would only load an embedding model
     admin = ensure_first_admin(rt.stores, rt.clock, settings)
-    with serve_asgi(create_app(rt), **uvicorn_options()) as url:
+    with serve_asgi(gateway_app(rt), **uvicorn_options()) as url:
         gw = Gateway(url=url, admin_key=admin, runtime=rt, fake=fake_anthropic)
         std, bound, revoked = gw.mint(), gw.mint(end_user_id="u1"), gw.mint()
         with gw.admin() as c:
@@ -80,7 +79,6 @@ def world(tmp_path_factory, fake_anthropic) -> Iterator[World]:
                      "foreign_key": foreign_key.id, "foreign_thread": foreign_thread["id"]},
                 account_ids=[rt.stores.keys.first_account().id, other.id],
             )
-    rt.stores.close()
 
 
 def snapshot(w: World) -> dict[str, Any]:

@@ -357,12 +357,11 @@ def test_idempotency_key_returns_the_first_job(gateway):
 
 
 def test_jobs_left_by_a_stopped_gateway_run_on_the_next_start(tmp_path: Path, fake_anthropic):
-    from threadgate.api.app import create_app
     from threadgate.bootstrap import ensure_first_admin
     from threadgate.runtime import build
     from threadgate.stores.sqlite import open_sqlite
 
-    from tests.conftest import Gateway, make_settings
+    from tests.conftest import Gateway, gateway_app, make_settings
     from tests.fakes.servers import serve_asgi
 
     fake_anthropic.reset()
@@ -378,7 +377,7 @@ def test_jobs_left_by_a_stopped_gateway_run_on_the_next_start(tmp_path: Path, fa
     first = runtime()
     admin = ensure_first_admin(first.stores, first.clock, first.settings)
     fake_anthropic.delay_headers(5, times=4)
-    with serve_asgi(create_app(first)) as url:
+    with serve_asgi(gateway_app(first)) as url:  # closes `first` (its stores too) as it stops
         gw = Gateway(url=url, admin_key=admin, runtime=first, fake=fake_anthropic)
         key = gw.mint()
         with gw.client(key["secret"]) as c:
@@ -386,16 +385,12 @@ def test_jobs_left_by_a_stopped_gateway_run_on_the_next_start(tmp_path: Path, fa
             for job_id in running:
                 wait_for(c, job_id, statuses=("running",))
             queued = accepted(c, "/v1/messages", MESSAGES_BODY)["id"]
-    first.stores.close()
 
     second = runtime()
-    try:
-        with serve_asgi(create_app(second)) as url:
-            with Gateway(url=url, admin_key=admin, runtime=second, fake=fake_anthropic).client(key["secret"]) as c:
-                jobs = [wait_for(c, job_id) for job_id in running + [queued]]
-                sync = c.post("/v1/messages", json=MESSAGES_BODY).json()
-    finally:
-        second.stores.close()
+    with serve_asgi(gateway_app(second)) as url:
+        with Gateway(url=url, admin_key=admin, runtime=second, fake=fake_anthropic).client(key["secret"]) as c:
+            jobs = [wait_for(c, job_id) for job_id in running + [queued]]
+            sync = c.post("/v1/messages", json=MESSAGES_BODY).json()
 
     assert [j["status"] for j in jobs] == ["succeeded"] * 5, jobs
     assert all(without(j["response"], "id") == without(sync, "id") for j in jobs)

@@ -13,14 +13,13 @@ from hypothesis import HealthCheck, Phase, settings
 
 from threadgate.api.openapi import ROUTES
 
-from tests.conftest import Gateway, make_settings
+from tests.conftest import Gateway, gateway_app, make_settings
 
 OPENAPI_MODULE = "layers/threadgate/python/threadgate/api/openapi.py"
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory, fake_anthropic) -> Iterator[Gateway]:
-    from threadgate.api.app import create_app
     from threadgate.api.connection_limits import uvicorn_options
     from threadgate.bootstrap import ensure_first_admin
     from threadgate.runtime import build
@@ -32,9 +31,8 @@ def live(tmp_path_factory, fake_anthropic) -> Iterator[Gateway]:
     rt = build(settings_)
     rt.indexer = None  # search has its own tests; here it would only load an embedding model
     admin = ensure_first_admin(rt.stores, rt.clock, settings_)
-    with serve_asgi(create_app(rt), **uvicorn_options()) as url:
+    with serve_asgi(gateway_app(rt), **uvicorn_options()) as url:
         yield Gateway(url=url, admin_key=admin, runtime=rt, fake=fake_anthropic)
-    rt.stores.close()
 
 
 @pytest.fixture(scope="module")

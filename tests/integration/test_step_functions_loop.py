@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.conftest import Gateway
+from tests.conftest import Gateway, gateway_app
 from tests.fakes.fake_anthropic import FakeReply, FakeToolUse
 from tests.fakes.servers import serve_asgi
 from tests.fakes.webhook_receivers import WebhookReceiver, running_webhook_receiver
@@ -47,12 +47,11 @@ def aws(aws_module, fake_anthropic) -> AwsToolLoop:
 @pytest.fixture(scope="module")
 def gw(aws_module, fake_anthropic) -> Iterator[Gateway]:
     """The gateway's HTTP API over the same tables (keys, threads, tools, history, usage)."""
-    from threadgate.api.app import create_app
     from threadgate.bootstrap import ensure_first_admin
 
     rt = aws_module.runtime()
     admin = ensure_first_admin(rt.stores, rt.clock, rt.settings)
-    with serve_asgi(create_app(rt)) as url:
+    with serve_asgi(gateway_app(rt)) as url:
         yield Gateway(url=url, admin_key=admin, runtime=rt, fake=fake_anthropic)
 
 

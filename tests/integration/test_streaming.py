@@ -183,6 +183,7 @@ def test_the_request_handler_outlives_a_disconnected_client_until_the_turn_is_do
                 gone.set()  # the client leaves after the first delta
 
         await app(scope, receive, send)
+        await gateway.runtime.aclose_upstreams()  # the pool this loop made ends with it
         # The call returned: by now the whole reply must be persisted.
         return len(gateway.runtime.stores.threads.list_messages(account_id, thread))
 

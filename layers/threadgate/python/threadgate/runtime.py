@@ -167,11 +167,17 @@ class Runtime:
 
         return boto3.client(service, endpoint_url=self.settings.aws_endpoint_url)
 
-    async def aclose(self) -> None:
+    async def aclose_upstreams(self) -> None:
+        """Close the providers' connection pools. They belong to the event loop that made them
+        (a provider makes a new pool on its next call), so a runtime served on a loop that ends
+        closes them there; `aclose` closes them too."""
         for provider in self.providers.values():
             close = getattr(provider, "aclose", None)
             if close is not None:
                 await close()
+
+    async def aclose(self) -> None:
+        await self.aclose_upstreams()
         if self.webhook_client is not None:
             await self.webhook_client.aclose()
         self.stores.close()
