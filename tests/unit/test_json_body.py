@@ -1,5 +1,6 @@
-"""api/passthrough.json_body reads a body exactly as the standard parser plus the storability walk
-did (values, integer exactness, the 400 and the field it names), whichever parser it takes."""
+"""api/passthrough.json_body reads a body exactly as `standard_body` — the standard parser plus the
+storability walk, what every body took before — does (values, integer exactness, the 400 and
+the field it names), whichever parser it takes."""
 
 from __future__ import annotations
 
@@ -10,21 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from threadgate.api.passthrough import json_body
-from threadgate.api.schemas import check_storable
+from threadgate.api.passthrough import json_body, standard_body
 from threadgate.domain.errors import InvalidRequest
-
-
-def standard(raw: bytes) -> Any:
-    """What json_body did before it tried orjson first."""
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise InvalidRequest("malformed JSON body") from None
-    except RecursionError:
-        raise InvalidRequest("body: JSON nested too deeply") from None
-    check_storable(body)
-    return body
 
 
 def outcome(read: Any, raw: bytes) -> str:
@@ -45,7 +33,7 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
 @given(values, st.booleans())
 def test_any_body_reads_as_the_standard_parser_and_walk_read_it(value, ascii_only):
     raw = json.dumps({"body": value}, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
-    assert outcome(json_body, raw) == outcome(standard, raw)
+    assert outcome(json_body, raw) == outcome(standard_body, raw)
 
 
 @pytest.mark.parametrize("raw", [
@@ -58,4 +46,4 @@ def test_any_body_reads_as_the_standard_parser_and_walk_read_it(value, ascii_onl
     b"[" * 5000, b'{"a": "\x01"}', b'"\xff"', json.dumps({"x": "é"}).encode("utf-16"),
 ])
 def test_edge_cases_read_as_before(raw):
-    assert outcome(json_body, raw) == outcome(standard, raw)
+    assert outcome(json_body, raw) == outcome(standard_body, raw)
