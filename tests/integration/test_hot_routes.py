@@ -85,7 +85,7 @@ def pair(tmp_path_factory, fake_anthropic, fake_openai) -> Iterator[Pair]:
     from threadgate.bootstrap import ensure_first_admin
     from threadgate.runtime import build
 
-    from tests.conftest import make_settings
+    from tests.conftest import gateway_app, make_settings
     from tests.fakes.servers import serve_asgi
 
     settings = make_settings(tmp_path_factory.mktemp("hot_routes"), anthropic_api_key=fake_anthropic.api_key,
@@ -94,7 +94,7 @@ def pair(tmp_path_factory, fake_anthropic, fake_openai) -> Iterator[Pair]:
     rt = build(settings)
     rt.indexer = None  # search has its own tests
     admin = ensure_first_admin(rt.stores, rt.clock, settings)
-    fast, slow = create_app(rt), create_app(rt)
+    fast, slow = gateway_app(rt), create_app(rt)  # the fast one's lifespan runs (and closes rt)
     slow.hot.paths = {}
     to_fastapi: list[tuple[str, str]] = []
     fastapi = fast.hot.fastapi
@@ -118,7 +118,6 @@ def pair(tmp_path_factory, fake_anthropic, fake_openai) -> Iterator[Pair]:
 
         keys = {"ok": mint(), "capped": mint(max_spend_usd=0), "wrong": "qlk_live_" + "0" * 64}
         yield Pair(url, rt, fake_openai, keys, to_fastapi)
-    rt.stores.close()
 
 
 class Counted:
