@@ -40,6 +40,8 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSI
 
 
 class Server:
+    command: tuple[str, ...] = ("-m", "threadgate", "serve")  # after the interpreter; --port follows
+
     def __init__(self, data_dir: Path, fake: Any, master: str, **env: str):
         self.data_dir, self.fake, self.master, self.env = data_dir, fake, master, env
         self.proc: subprocess.Popen | None = None
@@ -57,7 +59,7 @@ class Server:
             "ANTHROPIC_API_KEY": self.fake.api_key, "ANTHROPIC_BASE_URL": self.fake.base_url, **self.env,
         }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "threadgate", "serve", "--port", str(port)], env=env, cwd=self.data_dir,
+            [sys.executable, *self.command, "--port", str(port)], env=env, cwd=self.data_dir,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         self.url = f"http://127.0.0.1:{port}"

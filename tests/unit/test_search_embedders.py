@@ -29,6 +29,38 @@ def test_the_local_embedder_is_offline_lazy_and_normalized(monkeypatch: pytest.M
     assert embedder.embed([]) == []
 
 
+def test_the_local_vectors_are_wordllamas_own_without_importing_it() -> None:
+    """The embedder does WordLlama's inference itself (memory-mapped float16 weights): its vectors
+    must be the library's, bit for bit (texts up to 4,096 tokens; longer ones are summed in slices,
+    within float rounding), and it must not import the `wordllama` package (nor `requests`)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, numpy as np\n"
+        "from tests.unit.test_search_relevance import IDENTIFIER_QUERIES, QUERIES, STORED\n"
+        "from threadgate.search.embedders import load_local_embedder\n"
+        "texts = [text for _, _, text in STORED] + [q for q, _ in QUERIES + IDENTIFIER_QUERIES]\n"
+        "texts += ['x', 'émoji 🎉 ünïcode', 'word ' * 3000]\n"
+        "e = load_local_embedder()\n"
+        "ours = e.embed_matrix(texts + ['', 'refund ' * 9000])\n"
+        "assert 'wordllama' not in sys.modules and 'requests' not in sys.modules\n"
+        "from pathlib import Path\n"
+        "import wordllama\n"
+        "lib = wordllama.WordLlama.load(dim=256, cache_dir=Path(wordllama.__file__).parent, disable_download=True)\n"
+        "theirs = lib.embed(texts + ['refund ' * 9000], norm=True)\n"
+        "assert np.array_equal(ours[: len(texts)], theirs[: len(texts)])\n"
+        "assert not ours[len(texts)].any()  # no tokens: a zero vector (the library divides 0 by 0)\n"
+        "assert np.allclose(ours[-1], theirs[-1], atol=1e-4) and float(ours[-1] @ theirs[-1]) > 0.99999\n"
+        "print(len(texts))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout) > 80  # the labelled set and the edge cases were all compared
+
+
 def _titan_response(vector: list[float]) -> dict:
     payload = json.dumps({"embedding": vector, "inputTextTokenCount": 3}).encode()
     return {"body": StreamingBody(io.BytesIO(payload), len(payload)), "contentType": "application/json"}

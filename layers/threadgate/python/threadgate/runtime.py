@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from threadgate.config import Settings, get_settings
 from threadgate.domain.catalog import Catalog
@@ -103,7 +103,8 @@ class Runtime:
             model_for=self.catalog.get,
             provider_for=lambda model: self.provider_for(self.model(model.id)),
             dispatch=self.dispatch_call,
-            # On AWS the DynamoDB stream feeds the index; locally the turn indexes before it ends.
+            # On AWS the DynamoDB stream feeds the index; locally the turn hands its messages to
+            # a background batch (background/search_batcher.py).
             indexer=self.indexer if self.settings.mode != "aws" else None,
             on_finish=lambda run: finish_job_of_run(self, run),
             durable_lease_ms=self.settings.durable_lease_ms,
@@ -180,6 +181,9 @@ class Runtime:
         await self.aclose_upstreams()
         if self.webhook_client is not None:
             await self.webhook_client.aclose()
+        close_indexer = getattr(self.indexer, "close", None)  # local mode: index what is pending
+        if close_indexer is not None:
+            close_indexer()
         self.stores.close()
 
 
@@ -247,7 +251,9 @@ def build_stores(settings: Settings) -> Stores:
     return open_sqlite(str(Path(settings.data_dir) / "threadgate.db"))
 
 
-def build_indexer(settings: Settings) -> Any:
+def build_indexer(settings: Settings, threads: Callable[[], Any] | None = None) -> Any:
+    """The search side. `threads` (gives the ThreadStore in use) lets local mode index in
+    background batches (background/search_batcher.py)."""
     try:
         from threadgate.search.indexing import Indexer
     except ImportError:  # search not installed in this bundle
@@ -274,8 +280,12 @@ def build_indexer(settings: Settings) -> Any:
         import tempfile
 
         base = Path(tempfile.mkdtemp(prefix="threadgate-vectors-"))
-    index = LocalVectorIndex(base, embedder.dimensions)
-    return Indexer(embedder, index)
+    indexer = Indexer(embedder, LocalVectorIndex(base, embedder.dimensions))
+    if threads is None:
+        return indexer
+    from threadgate.background.search_batcher import BatchedIndexer
+
+    return BatchedIndexer(indexer, threads, base / "pending.sqlite3")
 
 
 @lru_cache(maxsize=1)
@@ -287,13 +297,14 @@ def _local_embedder() -> Any:
 
 
 def build(settings: Settings) -> Runtime:
-    return Runtime(
+    rt = Runtime(
         settings=settings,
         stores=build_stores(settings),
         catalog=load_catalog(settings),
         providers=build_providers(settings),
-        indexer=build_indexer(settings),
     )
+    rt.indexer = build_indexer(settings, lambda: rt.stores.threads)
+    return rt
 
 
 _runtime: Runtime | None = None

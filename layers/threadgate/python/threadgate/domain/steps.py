@@ -71,7 +71,7 @@ class RunDeps:
     model_for: Callable[[str], ModelInfo]  # catalog id -> model (prices; no availability check)
     provider_for: Callable[[ModelInfo], ModelProvider]  # raises NotFound if this gateway cannot call it
     dispatch: ToolDispatcher | None = None
-    indexer: MessageIndexer | None = None  # local mode indexes before the turn ends
+    indexer: MessageIndexer | None = None  # local mode: messages handed to a background batch
     on_finish: Callable[[Run], None] | None = None  # a run of a job finishes its job
     durable_lease_ms: int = 60 * 60 * 1000
 
@@ -650,8 +650,7 @@ def _index(deps: RunDeps, ctx: RunContext) -> None:
     if deps.indexer is None or not ctx.to_index:
         return
     batch, ctx.to_index = ctx.to_index, []
-    # Local mode indexes before the turn completes (API.md §9). Embedding a turn's two
-    # messages is well under a millisecond of CPU: inline beats a thread hop under the GIL.
+    # Local mode: noted for a background batch (background/search_batcher.py, API.md §9).
     deps.indexer.index_messages(batch)
 
 

@@ -36,7 +36,10 @@ class Indexer:
     def index_messages(self, messages: Sequence[Message]) -> int:
         """Embed and upsert the indexable messages (user and final assistant turns, text only).
         Returns how many were indexed; never raises."""
-        docs = [doc for doc in (index_document(m) for m in messages) if doc is not None]
+        return self.index_documents([doc for doc in (index_document(m) for m in messages) if doc is not None])
+
+    def index_documents(self, docs: Sequence[dict[str, Any]]) -> int:
+        """`index_messages` for documents made by `domain.search.index_document`."""
         indexed = 0
         for start in range(0, len(docs), EMBED_BATCH):
             batch = docs[start : start + EMBED_BATCH]
@@ -47,7 +50,9 @@ class Indexer:
     def _index_batch(self, batch: list[dict[str, Any]]) -> bool:
         for attempt in (1, 2):
             try:
-                vectors = self.embedder.embed([doc["text"] for doc in batch])
+                # The local model's matrix goes to the local index as is (no list round trip).
+                embed = getattr(self.embedder, "embed_matrix", self.embedder.embed)
+                vectors = embed([doc["text"] for doc in batch])
                 self.index.upsert([{**doc, "vector": vec} for doc, vec in zip(batch, vectors)])
                 return True
             except Exception as exc:  # noqa: BLE001 - indexing must never fail a turn
