@@ -114,7 +114,9 @@ class BatchedIndexer:
         # Held while a batch is taken, checked and indexed, and by deletions: nothing is deleted
         # while a batch that may hold the thread is in flight.
         self._flush_lock = threading.Lock()
-        self._caught_up = False  # the previous process's journal has been read
+        # What the previous process handed over and never indexed: read now, before this process
+        # hands anything over; indexed by the first flush.
+        self._left_over = self.journal.all()
 
     @property
     def index(self) -> Any:
@@ -182,8 +184,8 @@ class BatchedIndexer:
         """Index everything pending now (and, the first time, what a previous process left in
         the journal). Returns once it is searchable."""
         with self._flush_lock:
-            recovered = [] if self._caught_up else self._journaled_documents()
-            self._caught_up = True
+            recovered, left_over = self._left_over_documents(self._left_over) if self._left_over else ([], [])
+            self._left_over = []
             with self._wake:
                 batch = {doc["id"]: doc for doc in recovered}
                 batch.update(self._pending)
@@ -200,7 +202,7 @@ class BatchedIndexer:
                     self._oldest = time.monotonic()  # the flusher retries after FLUSH_DELAY_S
                 return
             if self.indexer.index_documents(docs) == len(docs):
-                self.journal.remove([_key(doc) for doc in batch.values()])
+                self.journal.remove([_key(doc) for doc in batch.values()] + left_over)
             # else: the Indexer logged it; the journal keeps them for the next start
 
     def _of_live_threads(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -209,23 +211,25 @@ class BatchedIndexer:
         gone = {key for key in threads if store.get_thread(*key) is None}
         return [doc for doc in docs if (doc["account_id"], doc["thread_id"]) not in gone]
 
-    def _journaled_documents(self) -> list[dict[str, Any]]:
+    def _left_over_documents(self, keys: list[tuple[str, str, int]]) -> tuple[list[dict[str, Any]], list[tuple[str, str, int]]]:
         """The documents of the messages a previous process handed over but never indexed, read
-        back from the thread store (missing ones are skipped: their thread is gone)."""
+        back from the thread store (missing ones are skipped: their thread is gone), and the
+        journal keys they settle (all but those of a thread that could not be read)."""
         by_thread: dict[tuple[str, str], set[int]] = {}
-        for account_id, thread_id, seq in self.journal.all():
+        for account_id, thread_id, seq in keys:
             by_thread.setdefault((account_id, thread_id), set()).add(seq)
         docs: list[dict[str, Any]] = []
+        settled: list[tuple[str, str, int]] = []
         for (account_id, thread_id), seqs in by_thread.items():
             try:
                 messages = self.threads().list_messages(account_id, thread_id, after_seq=min(seqs) - 1)
-            except Exception as exc:  # noqa: BLE001 - a thread that cannot be read is skipped
+            except Exception as exc:  # noqa: BLE001 - kept in the journal for the next start
                 log.warning("search catch-up: thread %s unreadable (%s)", thread_id, type(exc).__name__)
                 continue
             docs += [doc for doc in (index_document(m) for m in messages if m.seq in seqs) if doc is not None]
-        if by_thread:
-            log.warning("search catch-up: %d message(s) left unindexed by the previous process", len(docs))
-        return docs
+            settled += [(account_id, thread_id, seq) for seq in seqs]
+        log.warning("search catch-up: %d message(s) left unindexed by the previous process", len(docs))
+        return docs, settled
 
     # --- the rest of the Indexer ----------------------------------------------------------
 
