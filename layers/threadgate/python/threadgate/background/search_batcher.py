@@ -9,9 +9,9 @@ FLUSH_DELAY_S has passed since the oldest pending message, or at once when FLUSH
   so a search made after a turn's response finds its messages.
 - Crash catch-up: the journal (`pending.sqlite3` next to the index) holds (account, thread, seq)
   of every message handed over and not yet indexed; it is written before `index_messages`
-  returns and cleared when the batch is in the index. After a crash (kill -9 included) the first
-  flush of the next process reads the messages named there back from the thread store and
-  indexes them; a message gone meanwhile (its thread deleted) is dropped.
+  returns and cleared when the batch is in the index. After a crash (kill -9 included) the next
+  process, as it starts, reads the messages named there back from the thread store and indexes
+  them (a search waits for that); a message gone meanwhile (its thread deleted) is dropped.
 - Deletion wins: `delete_thread` drops the thread's pending messages and deletes its entries
   while no batch is in flight; a batch indexes only messages whose thread still exists, checked
   under the same lock. The API deletes the thread from its store before the index, so a message
@@ -84,11 +84,6 @@ class PendingJournal:
         with self._lock:
             return self._db.execute("SELECT account_id, thread_id, seq FROM pending").fetchall()
 
-    def _drop_pending(self, matches: Callable[[dict[str, Any]], bool]) -> None:
-        with self._wake:
-            for doc_id in [doc_id for doc_id, doc in self._pending.items() if matches(doc)]:
-                self._pending_chars -= len(self._pending.pop(doc_id)["text"])
-
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -115,8 +110,10 @@ class BatchedIndexer:
         # while a batch that may hold the thread is in flight.
         self._flush_lock = threading.Lock()
         # What the previous process handed over and never indexed: read now, before this process
-        # hands anything over; indexed by the first flush.
+        # hands anything over; indexed by the first flush, which starts at once.
         self._left_over = self.journal.all()
+        if self._left_over:
+            self._start_flusher()
 
     @property
     def index(self) -> Any:
@@ -150,22 +147,26 @@ class BatchedIndexer:
             backlog = len(self._pending) >= MAX_PENDING or self._pending_chars >= MAX_PENDING_CHARS
             if len(self._pending) >= FLUSH_AT:
                 self._wake.notify()
-            if self._flusher is None and not self._closed:
-                self._flusher = threading.Thread(target=self._run, name="threadgate-search-batches", daemon=True)
-                self._flusher.start()
+            self._start_flusher()
         if backlog:
             self.flush()
         return len(docs)
+
+    def _start_flusher(self) -> None:
+        with self._wake:
+            if self._flusher is None and not self._closed:
+                self._flusher = threading.Thread(target=self._run, name="threadgate-search-batches", daemon=True)
+                self._flusher.start()
 
     def _run(self) -> None:
         while True:
             with self._wake:
                 deadline = time.monotonic() + IDLE_EXIT_S
-                while not self._pending and not self._closed:
+                while not self._pending and not self._left_over and not self._closed:
                     if not self._wake.wait(deadline - time.monotonic()) and not self._pending:
                         self._flusher = None  # idle: end; the next message starts a new one
                         return
-                while self._pending and len(self._pending) < FLUSH_AT and not self._closed:
+                while self._pending and len(self._pending) < FLUSH_AT and not self._left_over and not self._closed:
                     left = self._oldest + FLUSH_DELAY_S - time.monotonic()
                     if left <= 0:
                         break
