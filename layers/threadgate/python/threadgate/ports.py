@@ -63,11 +63,15 @@ class KeyStore(Protocol):
 class Ledger(Protocol):
     """Reservations, settlements and usage events. Balances live on key and account records."""
 
-    def reserve(self, reservation: Reservation) -> None:
+    def reserve(self, reservation: Reservation, *, count_request: bool = False) -> bool:
         """Atomically add the estimate to the key's and the account's `reserved_micros`, on the
         condition that `spent + reserved + estimate <= cap` for both (a null cap is unlimited),
         and record the reservation. Raises KeyCapExceeded / AccountBudgetExceeded otherwise and
-        changes nothing."""
+        changes nothing.
+
+        `count_request`: also count one inference request of the account on the reservation's
+        UTC day (`RequestCounts.add`, no error) in the same atomic write, where the store can.
+        Returns True if it did; False: nothing was counted (the caller counts separately)."""
 
     def settle(self, reservation_id: str, event: UsageEvent) -> bool:
         """Exactly once per reservation: delete it, `reserved -= estimate`, `spent += event.cost`
@@ -183,8 +187,12 @@ class DeliveryLog(Protocol):
 class RequestCounts(Protocol):
     """Per account and UTC day: inference requests answered, errors, 402s (API.md §4.2)."""
 
-    def add(self, account_id: str, day: str, *, error: bool = False, cap_refusal: bool = False) -> None:
-        """Count one request (atomic increments; concurrent adds all count)."""
+    def add(
+        self, account_id: str, day: str, *, error: bool = False, cap_refusal: bool = False, request: bool = True
+    ) -> None:
+        """Count one request (atomic increments; concurrent adds all count). `request=False`: the
+        request itself was counted already (with its reservation, `Ledger.reserve`): only its
+        error or cap refusal is added."""
 
     def daily(self, account_id: str, first_day: str, last_day: str) -> list[DayCounts]:
         """Days with counts in first_day..last_day (inclusive, YYYY-MM-DD), oldest first."""

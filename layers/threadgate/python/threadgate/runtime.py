@@ -108,6 +108,7 @@ class Runtime:
             indexer=self.indexer if self.settings.mode != "aws" else None,
             on_finish=lambda run: finish_job_of_run(self, run),
             durable_lease_ms=self.settings.durable_lease_ms,
+            atomic=self.stores.atomic,
         )
 
     async def dispatch_call(self, account_id: str, tool_id: str, call: dict[str, Any], context: dict[str, Any]) -> Any:

@@ -49,6 +49,7 @@ class ThreadLease:
         self.taken_from: str | None = None  # the holder whose expired lease this one took over
         self.lost = False  # another turn took the thread: write nothing more
         self.handed_over = False  # a durable driver holds it now (under the same holder id)
+        self.released = False  # the run's end released it (with its last writes)
         self._heartbeat: asyncio.Task | None = None
 
     async def acquire(self, wait_s: float) -> None:
@@ -87,8 +88,9 @@ class ThreadLease:
 
     def release(self) -> None:
         self.stop()
-        if not self.handed_over:
+        if not (self.handed_over or self.released):
             self.threads.release_turn_lock(self.thread_id, self.holder)
+            self.released = True
 
 
 async def drive(

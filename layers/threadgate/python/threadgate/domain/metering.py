@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from functools import partial
 from fractions import Fraction
 
-from threadgate.domain import billing
+from threadgate.domain import billing, request_tally
 from threadgate.domain.errors import AccountBudgetExceeded, KeyCapExceeded
 from threadgate.domain.keys import new_id
 from threadgate.domain.models import ModelInfo, Principal, Reservation, Usage, UsageEvent
+from threadgate.domain.usage import day_of
 from threadgate.ports import Clock, KeyStore, Ledger
 
 
@@ -90,7 +91,9 @@ class Meter:
             provider=model.provider,
             thread_id=thread_id,
         )
-        self.ledger.reserve(reservation)
+        tally = request_tally.uncounted(request_id)  # the request's first reservation counts it
+        if self.ledger.reserve(reservation, count_request=tally is not None):
+            tally.day = day_of(now)  # type: ignore[union-attr]
         return reservation
 
     def settle(

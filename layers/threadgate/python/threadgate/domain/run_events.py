@@ -22,12 +22,17 @@ FLUSH_INTERVAL_S = 0.2
 
 class EventSink(Protocol):
     next_seq: int  # the number the next event will get
+    inline: bool  # the store answers inline (SQLite): flush_inline() may be used
 
     def emit(self, event: dict[str, Any]) -> int:
         """Number, store (soon) and hand on one event; returns its number."""
 
     async def flush(self) -> None:
         """Every event emitted so far is stored when this returns."""
+
+    def flush_inline(self) -> None:
+        """flush() without an await, for an inline store: inside a unit of work
+        (`Stores.atomic`) the events commit with the run's other writes."""
 
 
 class RunEventLog:
@@ -47,6 +52,10 @@ class RunEventLog:
         self._writer: asyncio.Task | None = None
         self._failure: Exception | None = None
         self._written_at = time.monotonic()
+
+    @property
+    def inline(self) -> bool:
+        return getattr(self._runs, "inline", False)
 
     @classmethod
     def resume(cls, runs: RunStore, run_id: str, **kwargs: Any) -> "RunEventLog":
@@ -70,6 +79,20 @@ class RunEventLog:
         if self._pending:
             self._writer = asyncio.get_running_loop().create_task(self._write())
             await asyncio.shield(self._writer)
+        self._raise_failure()
+
+    def flush_inline(self) -> None:
+        """Raises what the store raised (the batch stays pending). A writer task not yet run
+        finds nothing left to write: an inline store's writer runs without suspending."""
+        assert self.inline, "flush_inline() needs a store that answers inline"
+        if self._pending:
+            batch, first = self._pending, self._pending_from
+            self._runs.append_events(self._run_id, first, batch)
+            self._pending, self._pending_from = [], first + len(batch)
+            self._written_at = time.monotonic()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
         if self._failure is not None:
             failure, self._failure = self._failure, None
             raise failure

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, ContextManager, Protocol, Sequence
 
 from threadgate.domain import billing
 from threadgate.domain.errors import Conflict, GatewayError, NotFound, UpstreamError
@@ -73,6 +74,7 @@ class RunDeps:
     dispatch: ToolDispatcher | None = None
     indexer: MessageIndexer | None = None  # local mode: messages handed to a background batch
     on_finish: Callable[[Run], None] | None = None  # a run of a job finishes its job
+    atomic: Callable[[], ContextManager[Any]] = nullcontext  # a unit of work (`Stores.atomic`)
     durable_lease_ms: int = 60 * 60 * 1000
 
 
@@ -135,15 +137,22 @@ def start_run(deps: RunDeps, req: TurnRequest) -> RunContext:
     )
     stored = deps.threads.list_messages(p.account_id, thread.id)
     history = build_history(stored, req.content, _budget(run, req.model))
-    reservation, max_tokens = _reserve(deps, run, req.model, history, 1)
-    try:
-        (user,) = deps.threads.append_messages(
-            p.account_id, thread.id, [NewMessage("user", req.content, "user", request_id=run.id)], now)
-        run.user_seq = user.seq
-        deps.runs.create_run(run)
-    except BaseException:
-        deps.meter.release(reservation)  # nothing was called: hold nothing back
-        raise
+    failure: Exception | None = None
+    # One unit (SQLite: one transaction): the reservation, the user message and the run record,
+    # all or none. Separately (DynamoDB) a crash between them is what recovery handles: a
+    # reservation alone is swept, a user message without its run is taken back.
+    with deps.atomic():
+        reservation, max_tokens = _reserve(deps, run, req.model, history, 1)  # 402: nothing kept
+        try:
+            (user,) = deps.threads.append_messages(
+                p.account_id, thread.id, [NewMessage("user", req.content, "user", request_id=run.id)], now)
+            run.user_seq = user.seq
+            deps.runs.create_run(run)
+        except Exception as exc:  # kept inside the unit: the release (and the count) commit
+            deps.meter.release(reservation)  # nothing was called: hold nothing back
+            failure = exc
+    if failure is not None:
+        raise failure
     return RunContext(run=run, model=req.model, history=history, reservation=reservation,
                       max_tokens=max_tokens, to_index=[user])
 
@@ -454,8 +463,9 @@ async def _finish(
     *,
     iteration: int | None = None,
 ) -> StepOutcome:
-    """Record the end: events (qlaud.error, qlaud.done) first, then the record, so a reader who
-    sees the run finished finds its last event stored. Releases the thread; finishes a job."""
+    """Record the end: events (qlaud.error, qlaud.done) first (or with it, in one unit), then the
+    record, so a reader who sees the run finished finds its last event stored. Releases the
+    thread; finishes a job."""
     run = ctx.run
     if status == "cancelled":
         error = Conflict("the turn was cancelled")
@@ -471,21 +481,41 @@ async def _finish(
         ctx.to_index.clear()  # the thread is gone: never make its messages searchable again
     run.status = status  # type: ignore[assignment]
     sink.emit(done_event(run))
-    try:
-        await sink.flush()
-    finally:
-        stored = _save(deps, run, *_END_FIELDS)
-        if stored is not None:
-            ctx.run = stored
-        if ctx.lease is not None:
-            ctx.lease.stop()
-        deps.threads.release_turn_lock(run.thread_id, run.id)
+    if ctx.lease is not None:
+        ctx.lease.stop()
+    if sink.inline:  # the events, the record and the lock's release: one unit (SQLite: one transaction)
+        failure: Exception | None = None
+        with deps.atomic():
+            try:
+                sink.flush_inline()
+            except Exception as exc:  # the record and the release still commit; raised below
+                failure = exc
+            stored = _end_record(deps, ctx)
+        if failure is not None:
+            raise failure
+    else:  # a network store: the events first (awaited), then the record
+        try:
+            await sink.flush()
+        finally:
+            stored = _end_record(deps, ctx)
     if isinstance(error, NotFound):
         deps.runs.delete_run(run.id)  # its thread is gone: so is everything of the run's (events hold text)
     _index(deps, ctx)
     if deps.on_finish is not None and run.job_id and stored is not None:
         deps.on_finish(ctx.run)
     return outcome(ctx.run)
+
+
+def _end_record(deps: RunDeps, ctx: RunContext) -> Run | None:
+    """The run's final record (None: it had ended already), then its thread's lock released."""
+    run = ctx.run
+    stored = _save(deps, run, *_END_FIELDS)
+    if stored is not None:
+        ctx.run = stored
+    deps.threads.release_turn_lock(run.thread_id, run.id)
+    if ctx.lease is not None:
+        ctx.lease.released = True  # the request's end has nothing left to release
+    return stored
 
 
 _END_FIELDS = ("status", "iteration", "in_flight", "assistant_seq", "answer", "cost_micros", "usage",

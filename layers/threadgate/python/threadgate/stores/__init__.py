@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 from threadgate.ports import (
     DeliveryLog,
@@ -30,3 +31,7 @@ class Stores:
     deliveries: DeliveryLog | None = None  # None: webhook deliveries are not recorded
     request_counts: RequestCounts | None = None  # None: requests per day are not counted
     runs: RunStore | None = None  # runs of thread turns, their events and tool outcomes
+    # A unit of work: the store calls made inside commit together where the store allows it
+    # (SQLite: one transaction); elsewhere (DynamoDB) each commits by itself, in order, so the
+    # code inside must be crash-safe either way. No await inside (stores/sqlite/db.py: tx).
+    atomic: Callable[[], ContextManager[Any]] = nullcontext

@@ -51,7 +51,10 @@ class DynamoLedger:
         self._usage = usage_table
         self._keys = keys_table
 
-    def reserve(self, reservation: Reservation) -> None:
+    def reserve(self, reservation: Reservation, *, count_request: bool = False) -> bool:
+        """Never counts the request (returns False): a counter item in every reservation's
+        transaction would be one hot item that concurrent transactions conflict on; the HTTP
+        layer counts with a plain ADD after the answer (stores/dynamodb/request_counts.py)."""
         r = reservation
         hold = {":est": r.estimate_micros, ":neg": -r.estimate_micros}
         item = {
@@ -101,6 +104,7 @@ class DynamoLedger:
             if cancelled.condition_failed(2):
                 raise Conflict(f"Reservation {r.id} already exists.") from None
             raise
+        return False
 
     def settle(self, reservation_id: str, event: UsageEvent) -> bool:
         res = self._reservation(reservation_id)

@@ -26,12 +26,14 @@ class DynamoRequestCounts:
         self._db = client
         self._table = table
 
-    def add(self, account_id: str, day: str, *, error: bool = False, cap_refusal: bool = False) -> None:
+    def add(
+        self, account_id: str, day: str, *, error: bool = False, cap_refusal: bool = False, request: bool = True
+    ) -> None:
         self._db.update_item(
             TableName=self._table,
             Key=encode({"pk": _pk(account_id, day[:7]), "sk": f"{day}#{random.randrange(_SHARDS)}"}),
-            UpdateExpression="ADD requests :one, errors :e, cap_refusals :c",
-            ExpressionAttributeValues=encode_values({":one": 1, ":e": int(error), ":c": int(cap_refusal)}),
+            UpdateExpression="ADD requests :r, errors :e, cap_refusals :c",
+            ExpressionAttributeValues=encode_values({":r": int(request), ":e": int(error), ":c": int(cap_refusal)}),
         )
 
     def daily(self, account_id: str, first_day: str, last_day: str) -> list[DayCounts]:

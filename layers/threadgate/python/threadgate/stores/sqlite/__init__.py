@@ -35,6 +35,7 @@ def open_sqlite(path: str) -> Stores:
         deliveries=SqliteDeliveryLog(db),
         request_counts=SqliteRequestCounts(db),
         runs=SqliteRunStore(db),
+        atomic=db.tx,
     )
 
 

@@ -125,6 +125,7 @@ class Database:
         self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self.conn.row_factory = sqlite3.Row
         self.lock = threading.RLock()
+        self._depth = 0  # transactions open (nested ones are savepoints); guarded by `lock`
         with self.lock:
             if path != ":memory:":
                 self.conn.execute("PRAGMA journal_mode=WAL")
@@ -143,16 +144,28 @@ class Database:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction holding the database write lock from its first statement."""
+        """A write transaction holding the database write lock from its first statement.
+
+        Opened inside another (a unit of work, `Stores.atomic`), it is a savepoint of that one:
+        it rolls back alone when it raises (each store call stays atomic by itself), and commits
+        with the outer one. An exception leaving the outermost rolls ALL of it back: a unit
+        catches inside what it must keep. Never held across an await: the lock is re-entrant on
+        the event loop's thread, so another coroutine's statements would join the transaction."""
         with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+            depth = self._depth
+            self._depth += 1
+            self.conn.execute(f"SAVEPOINT s{depth}" if depth else "BEGIN IMMEDIATE")
             try:
                 yield self.conn
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                self.conn.execute(f"ROLLBACK TO s{depth}" if depth else "ROLLBACK")
+                if depth:
+                    self.conn.execute(f"RELEASE s{depth}")
                 raise
             else:
-                self.conn.execute("COMMIT")
+                self.conn.execute(f"RELEASE s{depth}" if depth else "COMMIT")
+            finally:
+                self._depth = depth
 
     def query(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
         with self.lock:

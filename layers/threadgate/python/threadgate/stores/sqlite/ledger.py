@@ -6,7 +6,9 @@ import sqlite3
 
 from threadgate.domain.errors import AccountBudgetExceeded, KeyCapExceeded
 from threadgate.domain.models import Reservation, UsageEvent
+from threadgate.domain.usage import day_of
 from threadgate.stores.sqlite.db import Database
+from threadgate.stores.sqlite.request_counts import add_count
 
 _NO_BUDGET = "the remaining budget cannot cover this request"
 
@@ -23,7 +25,7 @@ class SqliteLedger:
     def __init__(self, db: Database):
         self.db = db
 
-    def reserve(self, r: Reservation) -> None:
+    def reserve(self, r: Reservation, *, count_request: bool = False) -> bool:
         with self.db.tx() as c:
             # The conditional UPDATE is the check: it matches only while the estimate still fits.
             key = c.execute(
@@ -47,6 +49,9 @@ class SqliteLedger:
                 (r.id, r.key_id, r.account_id, r.estimate_micros, r.created_at, r.expires_at,
                  r.request_id, r.model, r.provider, r.thread_id),
             )
+            if count_request:  # the request's count rides in this write: no transaction of its own
+                add_count(c, r.account_id, day_of(r.created_at))
+            return count_request
 
     def _close(self, c: sqlite3.Connection, reservation_id: str, spent_micros: int) -> bool:
         """Delete the reservation and move its estimate out of `reserved` (and `spent_micros`
