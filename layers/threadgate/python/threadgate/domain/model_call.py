@@ -3,16 +3,20 @@ before, settled exactly once after, whatever happens. (Passthrough has its own e
 `domain.passthrough`, which forwards bodies in the upstream's wire shape.)
 
 The caller reserves (a 402 must come before any write);
-`ModelCall.events()` makes the call, yields the upstream's stream events, and settles the
-reservation in its `finally` — also when the stream breaks or the task is cancelled (a client
-that left, a cancelled job) — from what the upstream actually reported.
+`ModelCall.events()` makes the call, yields the upstream's stream events, and prices the
+settlement in its `finally` — also when the stream breaks or the task is cancelled (a client
+that left, a cancelled job) — from what the upstream actually reported. `close()` writes it (or
+releases the reservation of a call that served nothing): the step calls it in one unit with the
+answer it keeps (`Stores.atomic`), and in its own `finally` whatever happens, so the call is
+settled exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator
+from functools import partial
+from typing import Any, AsyncIterator, Callable
 
 from threadgate.domain.errors import GatewayError
 from threadgate.domain.metering import Meter
@@ -40,6 +44,9 @@ class ModelCall:
         self.usage = Usage()
         self.cost_micros = 0
         self.billed = False  # settled: the upstream served (part of) it
+        # What close() writes: a call that never ran (cancelled before it began) holds nothing.
+        self._closing: Callable[[], Any] = partial(meter.release, reservation)
+        self._closed = False
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         """The upstream's Anthropic stream events (none for a non-streaming call)."""
@@ -72,21 +79,30 @@ class ModelCall:
                 # A broken stream still cost the tokens we saw: at least one per delta.
                 usage.output_tokens = max(1, deltas)
             if message is None and not acc.started:
-                self.meter.release(self.reservation)  # the upstream served nothing billable
+                self._closing = partial(self.meter.release, self.reservation)  # served nothing billable
             else:
                 self.billed = True
-                event = self.meter.settle(
+                event = self.meter.priced(
                     self.reservation, self.model, usage,
                     latency_ms=int((time.monotonic() - started) * 1000),
                     status="ok" if status == "ok" else "incomplete",
                 )
+                self._closing = partial(self.meter.ledger.settle, self.reservation.id, event)
                 self.cost_micros, self.usage = event.cost_micros, usage
             if message is None and acc.started:
                 # Keep what was said, minus unfinished tool calls, so a thread stays valid.
-                partial = acc.message()
-                partial["content"] = [b for b in partial["content"] if b.get("type") in ("text", "thinking")]
-                self.partial = partial if partial["content"] else None
+                said = acc.message()
+                said["content"] = [b for b in said["content"] if b.get("type") in ("text", "thinking")]
+                self.partial = said if said["content"] else None
         self.message = message
+
+    def close(self, *, again: bool = False) -> None:
+        """Settle the call (release it if it served nothing) unless done already; `again`: even
+        then (a unit of work that rolled back may have taken the write with it; the ledger
+        settles a reservation once). Once the stream has ended: what it reported is in."""
+        if self._closing is not None and (again or not self._closed):
+            self._closing()
+            self._closed = True
 
 
 def _with_model(event: dict[str, Any], model_id: str) -> dict[str, Any]:

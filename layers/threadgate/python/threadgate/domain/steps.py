@@ -180,11 +180,14 @@ async def model_step(
 async def abort(deps: RunDeps, ctx: RunContext, sink: EventSink, exc: Exception) -> StepOutcome:
     """End the run `failed` after an unexpected error in one of its steps: a write failed (the
     thread was deleted mid-turn) or a store outage. The client learns it without details."""
+    return await _finish(deps, ctx, sink, "failed", _turn_error(exc, ctx.run))
+
+
+def _turn_error(exc: Exception, run: Run) -> GatewayError:
     if isinstance(exc, GatewayError):
-        return await _finish(deps, ctx, sink, "failed", exc)
-    log.error("turn failed mid-loop: %s (run %s)", type(exc).__name__, ctx.run.id)
-    return await _finish(deps, ctx, sink, "failed", TurnFailed(
-        "internal error during the turn; the thread keeps what was done"))
+        return exc
+    log.error("turn failed mid-loop: %s (run %s)", type(exc).__name__, run.id)
+    return TurnFailed("internal error during the turn; the thread keeps what was done")
 
 
 async def _model_step(deps: RunDeps, ctx: RunContext, sink: EventSink) -> StepOutcome:
@@ -236,28 +239,48 @@ async def _model_step(deps: RunDeps, ctx: RunContext, sink: EventSink) -> StepOu
         sink.emit({"type": "qlaud.iteration_start", "iteration": iteration})
     call = ModelCall(deps.meter, deps.provider_for(model), model, reservation,
                      _upstream_request(run, model, history, max_tokens), stream=True)
-    stopped = await _stream(call, sink, ctx.cancel)
+    try:
+        stopped = await _stream(call, sink, ctx.cancel)
+        step = await _after_call(deps, ctx, sink, call, stopped, iteration)
+    except BaseException:
+        call.close(again=True)  # whatever happened, it is settled (a rolled-back unit took it with it)
+        raise
+    call.close()  # at the latest: a path that kept nothing (this process lost the thread)
+    return step
+
+
+async def _after_call(
+    deps: RunDeps, ctx: RunContext, sink: EventSink, call: ModelCall, stopped: bool, iteration: int
+) -> StepOutcome:
+    """Settle the call and keep what it said: a final answer ends the run in one unit with it."""
+    run = ctx.run
     if ctx.lease is not None and ctx.lease.lost:  # another turn took the thread meanwhile: write nothing
         return outcome(run)
     run.cost_micros += call.cost_micros
     run.usage = (Usage(**run.usage) + call.usage).as_dict() if run.usage else call.usage.as_dict()
+    run.in_flight = None
     if call.message is None:
-        if call.partial is not None:  # a broken or stopped stream: keep what was said
-            _append_assistant(deps, ctx, call.partial, has_tools=False)
-        elif iteration == 1 and not call.billed:
-            _retract_user_message(deps, ctx)
-        run.in_flight = None
+        def keep_failed() -> None:
+            call.close()
+            if call.partial is not None:  # a broken or stopped stream: keep what was said
+                _append_assistant(deps, ctx, call.partial, has_tools=False)
+            elif iteration == 1 and not call.billed:
+                _retract_user_message(deps, ctx)
+
         if stopped:
-            return await _finish(deps, ctx, sink, "cancelled")
+            return await _finish(deps, ctx, sink, "cancelled", keep=keep_failed)
         return await _finish(deps, ctx, sink, "failed", call.error or UpstreamError("the model call failed"),
-                             iteration=iteration)
+                             iteration=iteration, keep=keep_failed)
     message = call.message
     tool_uses = [b for b in message["content"] if b.get("type") == "tool_use"]
-    dispatchable = bool(tool_uses) and message.get("stop_reason") == "tool_use"
-    _append_assistant(deps, ctx, message, has_tools=dispatchable)
-    run.in_flight = None
-    if not dispatchable:
-        return await _finish(deps, ctx, sink, "completed")
+    if not (tool_uses and message.get("stop_reason") == "tool_use"):
+        def keep_answer() -> None:
+            call.close()
+            _append_assistant(deps, ctx, message, has_tools=False)
+
+        return await _finish(deps, ctx, sink, "completed", keep=keep_answer)
+    call.close()
+    _append_assistant(deps, ctx, message, has_tools=True)
     if iteration >= run.max_iterations:
         run.hit_max_iterations = True
         _append_tool_results(deps, run, [_result_block(u["id"], LIMIT_REACHED, True) for u in tool_uses])
@@ -462,42 +485,51 @@ async def _finish(
     error: GatewayError | None = None,
     *,
     iteration: int | None = None,
+    keep: Callable[[], None] | None = None,
 ) -> StepOutcome:
-    """Record the end: events (qlaud.error, qlaud.done) first (or with it, in one unit), then the
-    record, so a reader who sees the run finished finds its last event stored. Releases the
-    thread; finishes a job."""
+    """Record the end: events (qlaud.error, qlaud.done) first, then the record, so a reader who
+    sees the run finished finds its last event stored. Releases the thread; finishes a job.
+
+    `keep`: the last call's settlement and what it leaves in the thread, written first. Where
+    the events are written inline (SQLite) all of it is one unit: one transaction."""
     run = ctx.run
-    if status == "cancelled":
-        error = Conflict("the turn was cancelled")
-        if run.in_flight is None:
-            _close_pending_as_cancelled(deps, ctx, sink)
-    if error is not None:
-        ctx.error = error
-        run.error = {"type": error.type, "message": error.message, "status": error.status}
-        run.incomplete = True
-        sink.emit({"type": "qlaud.error", "error": {"type": error.type, "message": error.message},
-                   "iteration": iteration or run.iteration})
-    if isinstance(error, NotFound):
-        ctx.to_index.clear()  # the thread is gone: never make its messages searchable again
-    run.status = status  # type: ignore[assignment]
-    sink.emit(done_event(run))
-    if ctx.lease is not None:
-        ctx.lease.stop()
-    if sink.inline:  # the events, the record and the lock's release: one unit (SQLite: one transaction)
-        failure: Exception | None = None
-        with deps.atomic():
+    failure: Exception | None = None
+    stored: Run | None = None
+    with deps.atomic() if sink.inline else nullcontext():
+        if keep is not None:
+            try:
+                keep()
+            except Exception as exc:  # e.g. the thread was deleted meanwhile: the run fails
+                status, error = "failed", _turn_error(exc, run)
+        if status == "cancelled":
+            error = Conflict("the turn was cancelled")
+            if run.in_flight is None:
+                _close_pending_as_cancelled(deps, ctx, sink)
+        if error is not None:
+            ctx.error = error
+            run.error = {"type": error.type, "message": error.message, "status": error.status}
+            run.incomplete = True
+            sink.emit({"type": "qlaud.error", "error": {"type": error.type, "message": error.message},
+                       "iteration": iteration or run.iteration})
+        if isinstance(error, NotFound):
+            ctx.to_index.clear()  # the thread is gone: never make its messages searchable again
+        run.status = status  # type: ignore[assignment]
+        sink.emit(done_event(run))
+        if ctx.lease is not None:
+            ctx.lease.stop()
+        if sink.inline:
             try:
                 sink.flush_inline()
             except Exception as exc:  # the record and the release still commit; raised below
                 failure = exc
             stored = _end_record(deps, ctx)
-        if failure is not None:
-            raise failure
-    else:  # a network store: the events first (awaited), then the record
+    if not sink.inline:  # a network store: the events first (awaited), then the record
         try:
             await sink.flush()
         finally:
             stored = _end_record(deps, ctx)
+    if failure is not None:
+        raise failure
     if isinstance(error, NotFound):
         deps.runs.delete_run(run.id)  # its thread is gone: so is everything of the run's (events hold text)
     _index(deps, ctx)
