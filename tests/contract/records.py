@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from typing import Any
 
@@ -102,3 +103,12 @@ def tool(account_id: str, name: str, *, id: str | None = None, created_at: int =
         secret="wsk_" + "ab" * 32,
         created_at=created_at,
     )
+
+
+def setup_key(stores, *, key_cap: int | None, account_cap: int | None = None) -> ApiKey:
+    """A key (with its account) stored in `stores`."""
+    acct = account(cap=account_cap)
+    stores.keys.create_account(acct)
+    k = key(acct.id, cap=key_cap)
+    stores.keys.create_key(k, hashlib.sha256(k.id.encode()).hexdigest())
+    return k

@@ -8,15 +8,7 @@ import pytest
 from threadgate.domain.errors import AccountBudgetExceeded, KeyCapExceeded
 from threadgate.domain.models import ApiKey
 
-from tests.contract.records import APRIL_START, MARCH_END, account, event, key, reservation
-
-
-def setup_key(stores, *, key_cap: int | None, account_cap: int | None = None) -> ApiKey:
-    acct = account(cap=account_cap)
-    stores.keys.create_account(acct)
-    k = key(acct.id, cap=key_cap)
-    stores.keys.create_key(k, hashlib.sha256(k.id.encode()).hexdigest())
-    return k
+from tests.contract.records import APRIL_START, MARCH_END, event, key, reservation, setup_key
 
 
 def balances(stores, k: ApiKey) -> tuple[int, int, int, int]:

@@ -118,6 +118,29 @@ def test_requests_errors_and_402s_are_counted_per_day(gateway):
                      "cap_refusals": 2}]
 
 
+def test_each_request_is_counted_once_whatever_it_reserved(gateway):
+    """The count rides in a request's first reservation (SQLite): a turn that reserves twice (a
+    tool loop), one whose call failed after reserving, and an idempotent replay (no reservation)
+    are each one request; the failure is one error."""
+    from tests.fakes.fake_anthropic import FakeReply, FakeToolUse
+
+    key = gateway.mint(name="user")
+    thread = thread_of(gateway, key)
+    gateway.fake.enqueue(FakeReply(tool_uses=[FakeToolUse("not_a_tool_of_this_turn")]), FakeReply(text="done"))
+    looped = turn(gateway, key, thread, "loop", model=CLAUDE)
+    assert looped.status_code == 200 and looped.headers["x-qlaud-iterations"] == "2", looped.text
+    gateway.fake.fail_next(status=400, times=1)
+    assert turn(gateway, key, thread, "refused upstream", model=CLAUDE).status_code == 400
+    with gateway.client(key["secret"]) as c:
+        body = {"model": LOCAL, "max_tokens": 20, "content": "once"}
+        first = c.post(f"/v1/threads/{thread}/messages", json=body, headers={"idempotency-key": "k1"})
+        again = c.post(f"/v1/threads/{thread}/messages", json=body, headers={"idempotency-key": "k1"})
+    assert first.status_code == again.status_code == 200 and again.json() == first.json()
+    expected = [{"day": today(), "day_start_ms": _day_start(today()), "requests": 4, "errors": 1, "cap_refusals": 0}]
+    with gateway.admin() as admin:
+        assert eventually(lambda: admin.get("/v1/usage/requests").json()["data"], expected) == expected
+
+
 def _day_start(day: str) -> int:
     return int(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp() * 1000)
 

@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS reservations (
   estimate_micros INTEGER NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
   request_id TEXT NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL, thread_id TEXT
 );
-CREATE INDEX IF NOT EXISTS reservations_by_expiry ON reservations(expires_at);
+-- Open reservations only (a settle deletes its row): the sweep scans them; an index on expiry
+-- would be written by every reserve and settle for a read every few seconds.
+DROP INDEX IF EXISTS reservations_by_expiry;
 CREATE TABLE IF NOT EXISTS usage_events (
   id TEXT PRIMARY KEY, request_id TEXT NOT NULL, key_id TEXT NOT NULL, account_id TEXT NOT NULL,
   thread_id TEXT, model TEXT NOT NULL, provider TEXT NOT NULL,

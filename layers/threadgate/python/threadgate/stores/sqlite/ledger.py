@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import fields
 
 from threadgate.domain.errors import AccountBudgetExceeded, KeyCapExceeded
 from threadgate.domain.models import Reservation, UsageEvent
@@ -11,6 +12,9 @@ from threadgate.stores.sqlite.db import Database
 from threadgate.stores.sqlite.request_counts import add_count
 
 _NO_BUDGET = "the remaining budget cannot cover this request"
+_EVENT_FIELDS = [f.name for f in fields(UsageEvent)]
+_INSERT_EVENT = (f"INSERT INTO usage_events ({', '.join(_EVENT_FIELDS)})"
+                 f" VALUES ({', '.join('?' * len(_EVENT_FIELDS))})")
 
 
 def _reservation(row: sqlite3.Row) -> Reservation:
@@ -56,16 +60,16 @@ class SqliteLedger:
     def _close(self, c: sqlite3.Connection, reservation_id: str, spent_micros: int) -> bool:
         """Delete the reservation and move its estimate out of `reserved` (and `spent_micros`
         into `spent`) on key and account. False if it was already closed: exactly once."""
-        row = c.execute("SELECT * FROM reservations WHERE id = ?", (reservation_id,)).fetchone()
+        row = c.execute(
+            "DELETE FROM reservations WHERE id = ? RETURNING key_id, account_id, estimate_micros", (reservation_id,)
+        ).fetchone()
         if row is None:
             return False
-        r = _reservation(row)
-        c.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
-        for table, id_ in (("keys", r.key_id), ("accounts", r.account_id)):
+        for table, id_ in (("keys", row["key_id"]), ("accounts", row["account_id"])):
             c.execute(
                 f"UPDATE {table} SET reserved_micros = reserved_micros - ?,"
                 " spent_micros = spent_micros + ? WHERE id = ?",
-                (r.estimate_micros, spent_micros, id_),
+                (row["estimate_micros"], spent_micros, id_),
             )
         return True
 
@@ -73,11 +77,7 @@ class SqliteLedger:
         with self.db.tx() as c:
             if not self._close(c, reservation_id, event.cost_micros):
                 return False
-            fields = list(vars(event))
-            c.execute(
-                f"INSERT INTO usage_events ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})",
-                [getattr(event, f) for f in fields],
-            )
+            c.execute(_INSERT_EVENT, [getattr(event, f) for f in _EVENT_FIELDS])
             return True
 
     def release(self, reservation_id: str) -> bool:

@@ -119,13 +119,15 @@ class SqliteThreadStore:
         self, account_id: str, thread_id: str, messages: Sequence[NewMessage], now_ms: int
     ) -> list[Message]:
         with self.db.tx() as c:
+            # The counters move first (RETURNING: no read before the write); the inserts follow.
             row = c.execute(
-                "SELECT next_seq, end_user_id FROM threads WHERE id = ? AND account_id = ?",
-                (thread_id, account_id),
+                "UPDATE threads SET next_seq = next_seq + ?, message_count = message_count + ?, last_active_at = ?"
+                " WHERE id = ? AND account_id = ? RETURNING next_seq, end_user_id",
+                (len(messages), len(messages), now_ms, thread_id, account_id),
             ).fetchone()
             if row is None:
                 raise NotFound("thread not found")
-            seq, end_user_id = row["next_seq"], row["end_user_id"]
+            seq, end_user_id = row["next_seq"] - len(messages), row["end_user_id"]
             stored = []
             for m in messages:
                 c.execute(
@@ -139,11 +141,6 @@ class SqliteThreadStore:
                             account_id, end_user_id)
                 )
                 seq += 1
-            c.execute(
-                "UPDATE threads SET next_seq = ?, message_count = message_count + ?, last_active_at = ?"
-                " WHERE id = ?",
-                (seq, len(messages), now_ms, thread_id),
-            )
             return stored
 
     def retract_last_message(self, account_id: str, thread_id: str, seq: int) -> bool:
