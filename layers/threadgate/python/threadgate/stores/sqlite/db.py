@@ -155,8 +155,8 @@ class Database:
         the event loop's thread, so another coroutine's statements would join the transaction."""
         with self.lock:
             depth = self._depth
-            self._depth += 1
             self.conn.execute(f"SAVEPOINT s{depth}" if depth else "BEGIN IMMEDIATE")
+            self._depth = depth + 1  # only once begun: a BEGIN that timed out opened nothing
             try:
                 yield self.conn
             except BaseException:
