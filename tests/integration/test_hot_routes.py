@@ -1,7 +1,7 @@
 """The hot inference routes (api/hot_routes.py) answer exactly as FastAPI's stack does: the same
-requests — good ones, streams, and every kind of error — go to two gateways over real HTTP on
-one runtime, one with the fast path and one with it off, and status, headers, body, the
-request counted and the log lines must match."""
+requests — good ones, streams, and every kind of error — go over real HTTP to two apps on one
+runtime, one with the fast path and one with it off, and status, headers, body, the request
+counted and the log lines must match."""
 
 from __future__ import annotations
 
