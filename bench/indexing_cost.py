@@ -13,14 +13,14 @@ with a flush so every message is indexed in both. Writes bench/results/indexing_
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._harness import RESULTS  # noqa: E402
+from bench._harness import write  # noqa: E402
 from threadgate.background.search_batcher import BatchedIndexer  # noqa: E402
 from threadgate.domain.models import NewMessage, Thread  # noqa: E402
 from threadgate.search.embedders import load_local_embedder  # noqa: E402
@@ -85,13 +85,14 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]
     rounds: dict[str, list[float]] = {"inline-library": [], "inline": [], "batched": []}
     for _ in range(3):  # interleaved: the machine's noise hits both alike
         for kind in rounds:
             rounds[kind].append(round(run(kind, args.turns, args.concurrency), 3))
     result = {kind: {"cpu_ms_per_turn": min(v), "rounds": v} for kind, v in rounds.items()}
-    print(json.dumps(result, indent=2))
-    (RESULTS / "indexing_cost.json").write_text(json.dumps(result, indent=2) + "\n")
+    write("indexing_cost", {**result, "turns": args.turns, "concurrency": args.concurrency,
+                            "load_average_1m": [round(load_at_start, 2), round(os.getloadavg()[0], 2)]})
 
 
 if __name__ == "__main__":
