@@ -128,7 +128,8 @@ class BatchedIndexer:
     def index_messages(self, messages: Sequence[Message]) -> int:
         """Hand the indexable messages over; returns how many. Never raises (a turn must not
         fail because search does): a journal write that fails is logged and the messages are
-        indexed inline instead."""
+        indexed inline instead. Call it outside any store transaction (steps._finish does): past
+        the bound it waits for a batch in flight, which reads the thread store."""
         docs = [doc for doc in (index_document(m) for m in messages) if doc is not None]
         if not docs:
             return 0
