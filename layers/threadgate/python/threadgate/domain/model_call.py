@@ -100,7 +100,7 @@ class ModelCall:
         """Settle the call (release it if it served nothing) unless done already; `again`: even
         then (a unit of work that rolled back may have taken the write with it; the ledger
         settles a reservation once). Once the stream has ended: what it reported is in."""
-        if self._closing is not None and (again or not self._closed):
+        if again or not self._closed:
             self._closing()
             self._closed = True
 
