@@ -8,6 +8,7 @@ embedder and the local vector index behind the same `Indexer`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib.util
 import json
@@ -126,8 +127,17 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         try:
             yield runtime
         finally:
+            close_on_lambda_loop(runtime)
             runtime.stores.close()
             threadgate.config.get_settings.cache_clear()
+
+
+def close_on_lambda_loop(runtime: Any) -> None:
+    """Close the providers' pools on the loop the handlers ran on: Mangum and Powertools' batch
+    processor (LAMBDA_TASK_ROOT set) use the thread's event loop, kept across invocations."""
+    loop = asyncio.get_event_loop_policy().get_event_loop()
+    if not loop.is_closed() and not loop.is_running():
+        loop.run_until_complete(runtime.aclose_upstreams())
 
 
 @pytest.fixture
