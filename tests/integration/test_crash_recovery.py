@@ -196,6 +196,11 @@ def test_kill_9_mid_stream_leaves_the_thread_usable_at_once(servers, fake_anthro
     dead_event = next(e for e in u["events"] if e["status"] == "incomplete")
     assert dead_event["request_id"] == dead_run and dead_event["output_tokens"] >= 5
     assert u["spent_micros"] == sum(e["cost_micros"] for e in u["events"]) and u["reserved_micros"] == 0
+    # What the dead turn kept is searchable like any turn's messages (API.md §9).
+    with server.client(key["secret"]) as c:
+        for q, seq in (("long story", 1), (partial.split()[0], 2)):
+            found = c.get(f"/v1/threads/{thread}/search", params={"q": q, "mode": "lexical"}).json()["data"]
+            assert seq in {item["seq"] for item in found}, (q, found)
 
 
 def test_a_dead_processs_thread_lock_is_taken_over_by_another_within_a_lease(servers, fake_anthropic):

@@ -442,6 +442,9 @@ async def fail_run(deps: RunDeps, run_id: str, reason: str, events: EventSink | 
     if run.in_flight is not None:
         _settle_dead_call(deps, run, ctx.model, run.in_flight)
     mine = _messages_of(run, deps.threads.list_messages(run.account_id, run.thread_id))
+    # What the dead turn had stored stays searchable (its end would have handed it to the indexer);
+    # a user message taken back below is dropped from this, a partial answer added.
+    ctx.to_index = [m for m in mine if m.kind in ("user", "assistant")]
     tail = mine[-1] if mine else None
     if tail is not None and tail.kind == "user" and run.in_flight is not None:
         partial = _partial_answer(deps, run)
