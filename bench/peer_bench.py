@@ -92,12 +92,14 @@ def tree(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int], reaped: bool = False) -> float:
+    """utime + stime of `pids`; with `reaped`, plus their waited-for children's (cutime + cstime):
+    a load generator that exited during a phase is still ours, not another process's."""
     total = 0
     for p in pids:
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime
+            total += sum(int(f) for f in fields[11:15 if reaped else 13])
     return total / CLK_TCK
 
 
@@ -241,10 +243,10 @@ def quiet_phase(ours: list[int], name: str) -> Iterator[dict]:
     """Measures the phase's wall time and the CPU used by processes that are not ours."""
     own = ours + [os.getpid()]
     info: dict[str, float] = {}
-    b0, o0, t0 = busy_seconds(), cpu_seconds(tree_all(own)), time.monotonic()
+    b0, o0, t0 = busy_seconds(), cpu_seconds(tree_all(own), reaped=True), time.monotonic()
     yield info
     wall = time.monotonic() - t0
-    foreign = (busy_seconds() - b0) - (cpu_seconds(tree_all(own)) - o0)
+    foreign = (busy_seconds() - b0) - (cpu_seconds(tree_all(own), reaped=True) - o0)
     info["foreign_cores"] = round(max(0.0, foreign) / wall, 3)
     if info["foreign_cores"] > FOREIGN_CPU_LIMIT and not NOISY_OK:
         raise Refused(f"{name}: other processes used {info['foreign_cores']:.2f} cores")
