@@ -20,7 +20,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,17 +59,20 @@ def _distribution(requirement: str) -> str:
 def lock(uv: str) -> None:
     """Resolve the layer's requirements for Lambda's Python (any Linux architecture: the lock is
     universal, its few markers are PyPy ones) with hashes, pinned to requirements.lock's versions."""
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
-        handle.write("\n".join(lambda_requirements(REQUIREMENTS.read_text())) + "\n")
+    # A fixed, relative input path: uv writes it into the lock's comments, so a temporary file's
+    # random name would change the lock at every `make lock`.
+    source = Path("build") / "layer-requirements.txt"
+    (ROOT / source).parent.mkdir(exist_ok=True)
+    (ROOT / source).write_text("\n".join(lambda_requirements(REQUIREMENTS.read_text())) + "\n")
     try:
         subprocess.run(
-            [uv, "pip", "compile", handle.name, "--universal", "--python-version", LOCK_PYTHON,
-             "--generate-hashes", "--quiet", "-c", str(RUNTIME_LOCK), "-o", str(LAYER_LOCK),
+            [uv, "pip", "compile", str(source), "--universal", "--python-version", LOCK_PYTHON,
+             "--generate-hashes", "--quiet", "-c", RUNTIME_LOCK.name, "-o", LAYER_LOCK.name,
              "--custom-compile-command", "make lock"],
-            check=True,
+            check=True, cwd=ROOT,
         )
     finally:
-        Path(handle.name).unlink()
+        (ROOT / source).unlink()
 
 
 def build(arch: str, python_version: str, out: Path = LAYER_DIR) -> dict:
