@@ -6,7 +6,7 @@
 CPU time per request (from /proc, the gateway process only) barely moves with other load on the
 machine, unlike latency, so it is how a lever is judged while the machine is busy; the flame
 graphs (bench/results/flame-<target>.svg) and the shares by layer (bench/results/profile.json)
-say where the time goes. py-spy must be on PATH (`pip install py-spy`) for the flame graphs.
+say where the time goes. The flame graphs need py-spy (in requirements-dev: the venv's, or one on PATH).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from bench._harness import MASTER, RESULTS, ROOT, free_port  # noqa: E402
 from bench.peer_bench import (  # noqa: E402
     Setup, chat_body, cpu_seconds, load_phase, process, tree, turn_body,
 )
+
+PY_SPY = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
 
 # Where a sampled stack's innermost interesting frame lives, by the start of its file path as
 # py-spy prints it (site-packages and stdlib paths are shown from the package on); first match
@@ -90,7 +92,7 @@ def measure(name: str, url: str, pid: int, make: Callable[[int], list[list[Any]]
     if flame:
         collapsed = Path(tempfile.mkstemp(suffix=".txt")[1])
         svg = RESULTS / f"flame-{name}.svg"
-        spy = [shutil.which("py-spy") or "py-spy", "record", "--pid", str(pid), "--rate", "250", "--nonblocking"]
+        spy = [PY_SPY or "py-spy", "record", "--pid", str(pid), "--rate", "250", "--nonblocking"]
         rec = subprocess.Popen(spy + ["--format", "raw", "-o", str(collapsed)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         flame_rec = subprocess.Popen(spy + ["--format", "flamegraph", "-o", str(svg)], stdout=subprocess.DEVNULL,
@@ -114,7 +116,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["chat", "turn"], help="one target")
     parser.add_argument("--raw", type=Path, help="also keep py-spy's collapsed stacks in this directory")
     args = parser.parse_args()
-    flame = not args.no_flame and shutil.which("py-spy") is not None
+    flame = not args.no_flame and PY_SPY is not None
     up_port, tg_port = free_port(), free_port()
     up = f"http://127.0.0.1:{up_port}"
     results: dict[str, Any] = {}
