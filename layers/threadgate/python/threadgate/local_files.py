@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 from pathlib import Path
 
 DIR_MODE = 0o700
@@ -19,14 +20,20 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def private_sqlite(path: Path) -> None:
-    """Prepare an SQLite database file: SQLite creates its WAL and SHM files with the mode of the
-    database file, so creating that one 0600 before connecting covers all three."""
+def open_private_sqlite(path: Path, *, timeout: float = 5.0) -> sqlite3.Connection:
+    """A connection to the SQLite file `path`, made private first: SQLite creates its WAL and SHM
+    files with the mode of the database file, so creating that one 0600 covers all three.
+    WAL with synchronous=NORMAL: a commit survives the process being killed (not a power cut).
+    Usable from any thread (callers hold their own lock); autocommit: callers BEGIN themselves."""
     private_dir(path.parent)
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, FILE_MODE))
     for candidate in (path, *(path.with_name(path.name + s) for s in SQLITE_SIDE_FILES)):
         if candidate.exists():
             os.chmod(candidate, FILE_MODE)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=timeout)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
 
 
 def private_key_file(path: Path, nbytes: int = 32) -> bytes:

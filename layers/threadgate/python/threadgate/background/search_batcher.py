@@ -26,7 +26,6 @@ a whole batch, and searches (in worker threads) flush from outside the loop anyw
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 from threadgate.domain.models import Message
 from threadgate.domain.search import index_document
-from threadgate.local_files import private_sqlite
+from threadgate.local_files import open_private_sqlite
 from threadgate.ports import ThreadStore
 
 log = logging.getLogger(__name__)
@@ -52,11 +51,8 @@ class PendingJournal:
     request path never waits for the index's batch transaction."""
 
     def __init__(self, path: Path) -> None:
-        private_sqlite(path)  # message keys only, but 0600 like the rest of the data dir
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_private_sqlite(path)  # message keys only, but 0600 like the rest of the data dir
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS pending (account_id TEXT NOT NULL, thread_id TEXT NOT NULL, "
             "seq INTEGER NOT NULL, PRIMARY KEY (account_id, thread_id, seq)) WITHOUT ROWID"
@@ -69,7 +65,11 @@ class PendingJournal:
     def remove(self, keys: Sequence[tuple[str, str, int]]) -> None:
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany("DELETE FROM pending WHERE account_id = ? AND thread_id = ? AND seq = ?", keys)
+            try:
+                self._db.executemany("DELETE FROM pending WHERE account_id = ? AND thread_id = ? AND seq = ?", keys)
+            except BaseException:
+                self._db.execute("ROLLBACK")  # else the next adds would join a transaction never committed
+                raise
             self._db.execute("COMMIT")
 
     def remove_thread(self, account_id: str, thread_id: str) -> None:

@@ -20,7 +20,6 @@ BM25-ranked, with the scope in the same SQL statement.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from threadgate.domain.search import query_terms
-from threadgate.local_files import private_sqlite
+from threadgate.local_files import open_private_sqlite
 
 DOC_FIELDS = ("id", "account_id", "end_user_id", "thread_id", "seq", "role", "text", "created_at")
 
@@ -236,13 +235,9 @@ class LocalVectorIndex:
     def __init__(self, path: Path, dimensions: int) -> None:
         self.path = Path(path)
         self.dimensions = dimensions
-        private_sqlite(self.path / "index.sqlite3")  # 0700 directory, 0600 files: it holds message text
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            self.path / "index.sqlite3", check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        # 0700 directory, 0600 files: it holds message text
+        self._db = open_private_sqlite(self.path / "index.sqlite3")
         self._db.executescript(_SCHEMA)
         self._check_dimensions()
         self._index_words_of_older_files()

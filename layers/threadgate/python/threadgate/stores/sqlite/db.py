@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from threadgate import jsoncodec
-from threadgate.local_files import private_sqlite
+from threadgate.local_files import open_private_sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -121,17 +121,15 @@ def loads(raw: str | None) -> Any:
 
 class Database:
     def __init__(self, path: str):
-        if path != ":memory:":
-            private_sqlite(Path(path))
         # isolation_level=None: we issue BEGIN/COMMIT ourselves (autocommit otherwise).
-        self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        if path == ":memory:":
+            self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        else:
+            self.conn = open_private_sqlite(Path(path), timeout=30)
         self.conn.row_factory = sqlite3.Row
         self.lock = threading.RLock()
         self._depth = 0  # transactions open (nested ones are savepoints); guarded by `lock`
         with self.lock:
-            if path != ":memory:":
-                self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.executescript(SCHEMA)
             self._add_missing_columns()
