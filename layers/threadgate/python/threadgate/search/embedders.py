@@ -90,7 +90,9 @@ class WordLlamaEmbedder:
 
 def _load_wordllama(weights_file: str, tokenizer_file: str) -> tuple[Any, Any]:
     """The tokenizer and a read-only float16 view of the weights, mapped from the wheel's files
-    (found without importing `wordllama`, whose import has side effects; see above)."""
+    (found without importing `wordllama`, whose import has side effects; see above). The
+    safetensors header is read here rather than by `safetensors.safe_open`, whose `get_tensor`
+    copies the whole 16 MB matrix into every process; a mapping keeps it in the page cache."""
     import mmap
     from importlib.util import find_spec
 

@@ -90,8 +90,9 @@ class SqliteThreadStore:
         return [_thread(r) for r in self.db.query(sql, params)]
 
     def update_thread(self, account_id: str, thread_id: str, *, metadata: Any = UNSET, title: Any = UNSET) -> Thread | None:
-        with self.db.tx() as c:
-            _set(c, account_id, thread_id, metadata=metadata, title=title)
+        if metadata is not UNSET or title is not UNSET:  # nothing to change: no write transaction
+            with self.db.tx() as c:
+                _set(c, account_id, thread_id, metadata=metadata, title=title)
         return self.get_thread(account_id, thread_id)
 
     def update_thread_metadata(
